@@ -1,0 +1,118 @@
+//! One typed error for every step, mapped to the exit codes of the step contract.
+
+use std::fmt;
+
+/// What kind of failure a step hit; it decides the exit code and whether Argo retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Invalid input or usage: never worth a retry. Exit 2.
+    Invalid,
+    /// A precondition or conflict that a retry will not fix (protected branch, missing source,
+    /// authentication refused). Exit 3.
+    Precondition,
+    /// A transient failure, a timeout or a cancellation, after the step's own retries: worth an Argo
+    /// retry. Exit 4.
+    Transient,
+    /// Anything unexpected (a bug, an I/O error on the local disk). Exit 1.
+    Unexpected,
+}
+
+impl ErrorKind {
+    /// The process exit code of the step contract.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Invalid => 2,
+            ErrorKind::Precondition => 3,
+            ErrorKind::Transient => 4,
+            ErrorKind::Unexpected => 1,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Precondition => "precondition",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Unexpected => "unexpected",
+        }
+    }
+}
+
+/// A step's failure: its kind, a message for the engineer reading the log, and an optional hint on
+/// what to do about it. Messages must never contain a secret; URLs in them go through
+/// [`crate::redact_text`] when the error is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StepError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Precondition, message)
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unexpected, message)
+    }
+
+    /// Adds what the engineer should do about it (e.g. which RBAC rule is missing).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::unexpected(format!("I/O error: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_maps_to_its_contract_exit_code() {
+        assert_eq!(StepError::invalid("x").exit_code(), 2);
+        assert_eq!(StepError::precondition("x").exit_code(), 3);
+        assert_eq!(StepError::transient("x").exit_code(), 4);
+        assert_eq!(StepError::unexpected("x").exit_code(), 1);
+    }
+
+    #[test]
+    fn hint_is_part_of_the_display() {
+        let e = StepError::precondition("forbidden").with_hint("grant get on workflows");
+        assert_eq!(e.to_string(), "forbidden (hint: grant get on workflows)");
+    }
+}

@@ -1,0 +1,202 @@
+//! Runs a step under the contract: parse, check, log, run with a deadline and signal handling,
+//! map the result to an exit code, print the JSON summary.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{logging, Outputs, RetryPolicy, SecretRef, StepArgs, StepError};
+
+/// What a running step gets besides its flags.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub outputs: Arc<Outputs>,
+    /// Cancelled on SIGTERM/SIGINT or at the deadline. Async work is dropped anyway; blocking work
+    /// (e.g. libgit2 in `spawn_blocking`) checks it to stop early.
+    pub cancel: CancellationToken,
+    /// When the step's `--timeout` runs out.
+    pub deadline: Instant,
+}
+
+impl Context {
+    /// The network retry policy, bounded by the step's deadline.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::network().with_deadline(self.deadline)
+    }
+}
+
+/// How long blocking work gets to notice the cancellation before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The whole `main` of a step: `fn main() -> ExitCode { step_kit::run("my-step", my_step) }`.
+pub fn run<A, F, Fut>(name: &str, step: F) -> ExitCode
+where
+    A: StepArgs,
+    F: FnOnce(A, Context) -> Fut,
+    Fut: Future<Output = Result<(), StepError>>,
+{
+    ExitCode::from(run_from(name, std::env::args_os(), step))
+}
+
+/// [`run`] with explicit arguments (the first is the program name); returns the exit code.
+pub fn run_from<A, F, Fut, I, T>(name: &str, argv: I, step: F) -> u8
+where
+    A: StepArgs,
+    F: FnOnce(A, Context) -> Fut,
+    Fut: Future<Output = Result<(), StepError>>,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: A = match parse_from(argv) {
+        Ok(args) => args,
+        Err(ParseFailure::Clap(err)) => {
+            // --help and --version print and exit 0; usage errors exit 2 (clap's own code).
+            let _ = err.print();
+            return if err.use_stderr() { 2 } else { 0 };
+        }
+        Err(ParseFailure::Step(err)) => {
+            eprintln!("error: {err}");
+            print_summary(name, None, Err(&err));
+            return err.exit_code();
+        }
+    };
+    let common = args.common().clone();
+    logging::init(common.log_format, common.log_level);
+    // One TLS provider for every client of every crate (two compiled in make rustls panic).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let timeout = args.timeout();
+    let outputs = Arc::new(Outputs::new(&common.outputs_dir));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let err = StepError::unexpected(format!("cannot start the async runtime: {e}"));
+            print_summary(name, Some(&outputs), Err(&err));
+            return err.exit_code();
+        }
+    };
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let ctx = Context {
+            outputs: outputs.clone(),
+            cancel: cancel.clone(),
+            deadline: Instant::now() + timeout,
+        };
+        let deadline = ctx.deadline;
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::select! {
+            result = step(args, ctx) => result,
+            _ = tokio::time::sleep_until(deadline) => Err(StepError::transient(format!(
+                "timed out after {} (--timeout); a re-run resumes from here",
+                humantime::format_duration(timeout)
+            ))),
+            _ = terminate.recv() => Err(StepError::transient(
+                "stopped by SIGTERM; a re-run resumes from here",
+            )),
+            _ = interrupt.recv() => Err(StepError::transient(
+                "stopped by SIGINT; a re-run resumes from here",
+            )),
+        }
+    });
+    cancel.cancel();
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+
+    match &result {
+        Ok(()) => tracing::info!("{name}: done"),
+        Err(err) => tracing::error!(
+            exit_code = err.exit_code(),
+            kind = err.kind.as_str(),
+            "{name} failed: {err}"
+        ),
+    }
+    print_summary(name, Some(&outputs), result.as_ref().map(|_| ()));
+    result.map_or_else(|e| e.exit_code(), |()| 0)
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, StepError> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| StepError::unexpected(format!("cannot install a signal handler: {e}")))
+}
+
+/// The one-line JSON summary on stdout: the outputs, and the error when there is one.
+fn print_summary(name: &str, outputs: Option<&Outputs>, result: Result<(), &StepError>) {
+    let mut summary = serde_json::json!({
+        "step": name,
+        "ok": result.is_ok(),
+        "exit_code": result.map_or_else(|e| e.exit_code(), |()| 0),
+        "outputs": outputs.map(Outputs::values).unwrap_or_default(),
+    });
+    if let Err(err) = result {
+        summary["error"] = crate::redact_text(&err.to_string()).into();
+        summary["error_kind"] = err.kind.as_str().into();
+    }
+    println!("{summary}");
+}
+
+pub(crate) enum ParseFailure {
+    Clap(clap::Error),
+    Step(StepError),
+}
+
+/// The step's clap command with an environment variable for every flag that has none:
+/// `--git-token` ↔ `GIT_TOKEN`. Flags are defined once, in the step's `Parser`.
+pub fn command_with_env(cmd: Command) -> Command {
+    cmd.mut_args(|arg| {
+        let skip = arg.is_positional()
+            || arg.get_env().is_some()
+            || matches!(arg.get_id().as_str(), "help" | "version");
+        match arg.get_long() {
+            Some(long) if !skip => {
+                let env = long.replace('-', "_").to_ascii_uppercase();
+                arg.env(env)
+            }
+            _ => arg,
+        }
+    })
+}
+
+/// Parses a step's flags (from argv and the environment) and refuses literal secrets given on the
+/// command line.
+pub(crate) fn parse_from<A, I, T>(argv: I) -> Result<A, ParseFailure>
+where
+    A: StepArgs,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cmd = command_with_env(A::command());
+    let matches = cmd
+        .try_get_matches_from_mut(argv)
+        .map_err(ParseFailure::Clap)?;
+    refuse_literal_secrets_in_argv(&cmd, &matches).map_err(ParseFailure::Step)?;
+    A::from_arg_matches(&matches).map_err(|e| ParseFailure::Clap(e.format(&mut cmd)))
+}
+
+fn refuse_literal_secrets_in_argv(cmd: &Command, matches: &ArgMatches) -> Result<(), StepError> {
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Ok(Some(value)) = matches.try_get_one::<SecretRef>(id) else {
+            continue;
+        };
+        if value.is_literal() && matches.value_source(id) == Some(ValueSource::CommandLine) {
+            let flag = arg.get_long().unwrap_or(id);
+            return Err(StepError::invalid(format!(
+                "--{flag}: a literal secret on the command line is refused (it would show in argv \
+                 and the Argo UI); pass a reference: env:NAME, file:/path or \
+                 vault:<mount>/<path>#<key>"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Starting, waiting for and stopping server processes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound once to find it, then released for the server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port on 127.0.0.1")
+        .port()
+}
+
+/// Finds `name` on PATH or in `extra_dirs`; panics with `install_hint` when it is nowhere, so a
+/// missing server fails the test instead of skipping it.
+pub fn find_binary(name: &str, extra_dirs: &[PathBuf], install_hint: &str) -> PathBuf {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for dir in path_dirs.iter().chain(extra_dirs) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{name}` not found on PATH nor in {extra_dirs:?}: {install_hint}");
+}
+
+/// A running server: killed on drop; its log is printed when the test is failing.
+pub struct ServerProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    stop_signal: i32,
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+impl ServerProcess {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> ServerProcess {
+        let file = std::fs::File::create(log).expect("create server log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        ServerProcess {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+            stop_signal: 15,
+        }
+    }
+
+    /// The signal sent first on drop (default SIGTERM); SIGKILL follows after 5 s.
+    pub fn with_stop_signal(mut self, signal: i32) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (printing the log) when the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early ({status}); log:\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    /// Waits for `ready` to hold, checking the process is alive; panics with the log on timeout.
+    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let started = Instant::now();
+        loop {
+            self.assert_running();
+            if ready() {
+                return;
+            }
+            if started.elapsed() > timeout {
+                panic!(
+                    "{} not ready after {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ----\n{}---- end of {} log ----",
+                self.name,
+                self.log(),
+                self.name
+            );
+        }
+        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { kill(self.child.id() as i32, self.stop_signal) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `GET url` (plain http on loopback) answers 200.
+pub fn wait_for_http_ok(url: &str) -> bool {
+    http_get_status(url) == Some(200)
+}
+
+fn http_get_status(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
