@@ -32,6 +32,7 @@
 
 mod args;
 mod error;
+mod escape;
 mod logging;
 mod outputs;
 mod progress;
@@ -42,6 +43,7 @@ mod secret;
 
 pub use args::{parse_duration, CommonArgs, LogFormat, StepArgs};
 pub use error::{ErrorKind, StepError};
+pub use escape::escape_untrusted;
 pub use outputs::Outputs;
 pub use progress::Progress;
 pub use redact::{redact_text, redact_url};

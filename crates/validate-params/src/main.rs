@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    validate_params::run(std::env::args_os()).into()
+}
