@@ -41,7 +41,10 @@ pub fn short_hash(input: &str) -> String {
 /// So the same input always gives the same slug, and two different inputs never share one unless
 /// their 32-bit hashes collide: a lossy change (case, `/`, unicode) or a cut always adds the hash.
 pub fn slug(input: &str, max_len: usize) -> String {
-    assert!(max_len > HASH_LEN + 1, "slug length budget {max_len} too small");
+    assert!(
+        max_len > HASH_LEN + 1,
+        "slug length budget {max_len} too small"
+    );
     let mut readable = String::with_capacity(input.len().min(max_len * 2));
     let mut pending_dash = false;
     for c in input.nfkd().filter(|c| !is_combining_mark(*c)) {
@@ -56,7 +59,11 @@ pub fn slug(input: &str, max_len: usize) -> String {
             pending_dash = true;
         }
     }
-    if !readable.is_empty() && readable == input && readable.len() <= max_len && !ends_like_a_hash(&readable) {
+    if !readable.is_empty()
+        && readable == input
+        && readable.len() <= max_len
+        && !ends_like_a_hash(&readable)
+    {
         return readable;
     }
     readable.truncate(max_len - HASH_LEN - 1);
@@ -83,9 +90,15 @@ fn ends_like_a_hash(s: &str) -> bool {
 /// DNS-1123 label: `[a-z0-9-]`, alphanumeric at both ends, 1 to 63 characters.
 pub fn check_dns_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > DNS_LABEL_MAX {
-        return Err(format!("must be 1 to {DNS_LABEL_MAX} characters (DNS-1123 label), has {}", s.chars().count()));
+        return Err(format!(
+            "must be 1 to {DNS_LABEL_MAX} characters (DNS-1123 label), has {}",
+            s.chars().count()
+        ));
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("may hold only a-z, 0-9 and - (DNS-1123 label)".into());
     }
     if s.starts_with('-') || s.ends_with('-') {
@@ -97,7 +110,10 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
 /// A host name: dot-separated DNS-1123 labels, at most 253 characters, no trailing dot.
 pub fn check_hostname(s: &str) -> Result<(), String> {
     if s.len() > HOSTNAME_MAX {
-        return Err(format!("must be at most {HOSTNAME_MAX} characters (host name), has {}", s.len()));
+        return Err(format!(
+            "must be at most {HOSTNAME_MAX} characters (host name), has {}",
+            s.len()
+        ));
     }
     for label in s.split('.') {
         check_dns_label(label).map_err(|rule| format!("label {label:?}: {rule}"))?;
@@ -109,10 +125,15 @@ pub fn check_hostname(s: &str) -> Result<(), String> {
 /// 63 bytes (longer names are silently truncated by PostgreSQL).
 pub fn check_pg_identifier(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > PG_IDENTIFIER_MAX {
-        return Err(format!("must be 1 to {PG_IDENTIFIER_MAX} bytes (PostgreSQL identifier), has {}", s.len()));
+        return Err(format!(
+            "must be 1 to {PG_IDENTIFIER_MAX} bytes (PostgreSQL identifier), has {}",
+            s.len()
+        ));
     }
     let mut bytes = s.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
     if !first_ok || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
         return Err("must match [a-z_][a-z0-9_]* (PostgreSQL identifier)".into());
     }
@@ -124,7 +145,10 @@ pub fn check_pg_identifier(s: &str) -> Result<(), String> {
 /// no `goog` prefix, no `google` or close misspelling inside.
 pub fn check_bucket_name(s: &str) -> Result<(), String> {
     if s.len() < 3 || s.len() > 63 {
-        return Err(format!("must be 3 to 63 characters (GCS bucket name), has {}", s.chars().count()));
+        return Err(format!(
+            "must be 3 to 63 characters (GCS bucket name), has {}",
+            s.chars().count()
+        ));
     }
     if !s
         .bytes()
@@ -161,7 +185,10 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
         return Err("must not be empty (git branch name)".into());
     }
     if s.len() > BRANCH_MAX {
-        return Err(format!("must be at most {BRANCH_MAX} bytes (git branch name), has {}", s.len()));
+        return Err(format!(
+            "must be at most {BRANCH_MAX} bytes (git branch name), has {}",
+            s.len()
+        ));
     }
     if s.starts_with('-') {
         return Err("must not start with - (git branch name)".into());
@@ -170,10 +197,18 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
         return Err("must not be the single character @ (git ref rules)".into());
     }
     if let Some(c) = s.chars().find(|c| c.is_ascii_control()) {
-        return Err(format!("must not hold control characters such as U+{:04X} (git ref rules)", c as u32));
+        return Err(format!(
+            "must not hold control characters such as U+{:04X} (git ref rules)",
+            c as u32
+        ));
     }
-    if let Some(c) = s.chars().find(|c| matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')) {
-        return Err(format!("must not hold {c:?}: space ~ ^ : ? * [ \\ are not allowed (git ref rules)"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        return Err(format!(
+            "must not hold {c:?}: space ~ ^ : ? * [ \\ are not allowed (git ref rules)"
+        ));
     }
     if s.contains("..") {
         return Err("must not hold .. (git ref rules)".into());
@@ -189,10 +224,14 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
     }
     for component in s.split('/') {
         if component.starts_with('.') {
-            return Err(format!("component {component:?} must not start with . (git ref rules)"));
+            return Err(format!(
+                "component {component:?} must not start with . (git ref rules)"
+            ));
         }
         if component.ends_with(".lock") {
-            return Err(format!("component {component:?} must not end with .lock (git ref rules)"));
+            return Err(format!(
+                "component {component:?} must not end with .lock (git ref rules)"
+            ));
         }
     }
     Ok(())

@@ -13,7 +13,10 @@ fn slugs_of_typical_head_refs() {
     assert_eq!(slug("sbx-main", 63), "sbx-main");
     assert_eq!(slug("feature-login", 63), "feature-login");
     let h = |s: &str| short_hash(s);
-    assert_eq!(slug("feature/login", 63), format!("feature-login-{}", h("feature/login")));
+    assert_eq!(
+        slug("feature/login", 63),
+        format!("feature-login-{}", h("feature/login"))
+    );
     assert_eq!(
         slug("feature/JIRA-123_Ünïcode", 63),
         format!("feature-jira-123-unicode-{}", h("feature/JIRA-123_Ünïcode"))
@@ -24,7 +27,10 @@ fn slugs_of_typical_head_refs() {
     assert_eq!(slug(";rm -rf /", 63), format!("rm-rf-{}", h(";rm -rf /")));
     assert_eq!(slug("$(id)", 63), format!("id-{}", h("$(id)")));
     // A name that looks like it already carries a hash gets its own.
-    assert_eq!(slug("x-0123abcd", 63), format!("x-0123abcd-{}", h("x-0123abcd")));
+    assert_eq!(
+        slug("x-0123abcd", 63),
+        format!("x-0123abcd-{}", h("x-0123abcd"))
+    );
 }
 
 #[test]
@@ -50,7 +56,13 @@ fn dns_labels() {
 #[test]
 fn hostnames() {
     assert_eq!(check_hostname("sbx-pr-42.sandbox.acme.dev"), Ok(()));
-    for bad in ["a..b", "a.", ".a", "a_b.dev", &format!("{}.dev", vec!["a".repeat(63); 4].join("."))] {
+    for bad in [
+        "a..b",
+        "a.",
+        ".a",
+        "a_b.dev",
+        &format!("{}.dev", vec!["a".repeat(63); 4].join(".")),
+    ] {
         assert!(check_hostname(bad).is_err(), "{bad}");
     }
 }
@@ -71,7 +83,16 @@ fn bucket_names() {
         assert_eq!(check_bucket_name(ok), Ok(()), "{ok}");
     }
     for bad in [
-        "ab", "-abc", "abc-", "Abc", "goog-x", "my-google-bucket", "my-g00gle", "192.168.1.1", "a..b", "a.-b",
+        "ab",
+        "-abc",
+        "abc-",
+        "Abc",
+        "goog-x",
+        "my-google-bucket",
+        "my-g00gle",
+        "192.168.1.1",
+        "a..b",
+        "a.-b",
         &"a".repeat(64),
     ] {
         assert!(check_bucket_name(bad).is_err(), "{bad}");
@@ -80,12 +101,42 @@ fn bucket_names() {
 
 #[test]
 fn branch_names_follow_git_check_ref_format() {
-    for ok in ["main", "feature/JIRA-123_Ünïcode", "a.b", "sbx-pr-42", "x/y/z", "🦄", "foo@bar"] {
+    for ok in [
+        "main",
+        "feature/JIRA-123_Ünïcode",
+        "a.b",
+        "sbx-pr-42",
+        "x/y/z",
+        "🦄",
+        "foo@bar",
+    ] {
         assert_eq!(check_branch_name(ok), Ok(()), "{ok}");
     }
     for bad in [
-        "", "-x", "@", "a..b", "a@{1}", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b", "/a", "a/", "a//b",
-        "a.", ".a", "a/.b", "a.lock", "a/b.lock/c", "a\nb", "a\u{7f}", &"a".repeat(256),
+        "",
+        "-x",
+        "@",
+        "a..b",
+        "a@{1}",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "a?",
+        "a*",
+        "a[b",
+        "a\\b",
+        "/a",
+        "a/",
+        "a//b",
+        "a.",
+        ".a",
+        "a/.b",
+        "a.lock",
+        "a/b.lock/c",
+        "a\nb",
+        "a\u{7f}",
+        &"a".repeat(256),
     ] {
         assert!(check_branch_name(bad).is_err(), "{bad:?}");
     }
@@ -96,15 +147,30 @@ fn branch_names_follow_git_check_ref_format() {
 #[test]
 fn branch_rules_agree_with_git() {
     let cases = [
-        "main", "feature/JIRA-123_Ünïcode", "a..b", "a@{1}", "-x", "a.lock", "a/.b", "a b", "🦄", "a.",
-        "a//b", "a\\b", "x/y",
+        "main",
+        "feature/JIRA-123_Ünïcode",
+        "a..b",
+        "a@{1}",
+        "-x",
+        "a.lock",
+        "a/.b",
+        "a b",
+        "🦄",
+        "a.",
+        "a//b",
+        "a\\b",
+        "x/y",
     ];
     for case in cases {
         let git = std::process::Command::new("git")
             .args(["check-ref-format", "--branch", case])
             .output()
             .expect("git is installed");
-        assert_eq!(check_branch_name(case).is_ok(), git.status.success(), "{case:?}");
+        assert_eq!(
+            check_branch_name(case).is_ok(),
+            git.status.success(),
+            "{case:?}"
+        );
     }
 }
 

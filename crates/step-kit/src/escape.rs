@@ -13,7 +13,10 @@ pub fn escape_untrusted(value: &str) -> String {
     out.push('"');
     for (i, c) in value.chars().enumerate() {
         if i == SHOWN_MAX_CHARS {
-            out.push_str(&format!("…(+{} chars)", value.chars().count() - SHOWN_MAX_CHARS));
+            out.push_str(&format!(
+                "…(+{} chars)",
+                value.chars().count() - SHOWN_MAX_CHARS
+            ));
             break;
         }
         match c {

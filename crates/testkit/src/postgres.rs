@@ -184,7 +184,7 @@ impl Postgres {
 
     /// Runs SQL with `psql` as the superuser and returns its unaligned output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let psql = find_binary("psql", &[self.bindir.clone()], INSTALL_HINT);
+        let psql = find_binary("psql", std::slice::from_ref(&self.bindir), INSTALL_HINT);
         let out = Command::new(psql)
             .args([
                 "-X",

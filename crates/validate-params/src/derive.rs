@@ -66,7 +66,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "--{} {}: {}", self.parameter, escape_untrusted(&self.value), self.rule)
+        write!(
+            f,
+            "--{} {}: {}",
+            self.parameter,
+            escape_untrusted(&self.value),
+            self.rule
+        )
     }
 }
 
@@ -101,7 +107,9 @@ fn check_repository(s: &str) -> Result<(), String> {
         return Err(rule.into());
     };
     let owner_ok = (1..=39).contains(&owner.len())
-        && owner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !owner.starts_with('-')
         && !owner.ends_with('-');
     let name_ok = (1..=100).contains(&name.len())
@@ -120,9 +128,15 @@ fn check_repository(s: &str) -> Result<(), String> {
 /// A prefix of DNS labels and bucket names: a-z, 0-9, - only, at most [`PREFIX_MAX`].
 fn check_prefix(s: &str, must_start_with_letter: bool) -> Result<(), String> {
     if s.len() > PREFIX_MAX {
-        return Err(format!("must be at most {PREFIX_MAX} characters, has {}", s.chars().count()));
+        return Err(format!(
+            "must be at most {PREFIX_MAX} characters, has {}",
+            s.chars().count()
+        ));
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("may hold only a-z, 0-9 and -".into());
     }
     match s.bytes().next() {
@@ -142,14 +156,26 @@ pub fn derive_names(p: &Params) -> Result<Names, Vec<Problem>> {
     problems.check("head-ref", p.head_ref, check_branch_name(p.head_ref));
     problems.check("repository", p.repository, check_repository(p.repository));
     problems.check("env-prefix", p.env_prefix, check_prefix(p.env_prefix, true));
-    problems.check("namespace-prefix", p.namespace_prefix, check_prefix(p.namespace_prefix, false));
-    problems.check("bucket-prefix", p.bucket_prefix, check_prefix(p.bucket_prefix, false));
+    problems.check(
+        "namespace-prefix",
+        p.namespace_prefix,
+        check_prefix(p.namespace_prefix, false),
+    );
+    problems.check(
+        "bucket-prefix",
+        p.bucket_prefix,
+        check_prefix(p.bucket_prefix, false),
+    );
     if let Some(domain) = p.base_domain {
         problems.check("base-domain", domain, check_hostname(domain));
     }
     for pattern in p.protected_branches {
         if pattern.trim().is_empty() {
-            problems.check("protected-branches", pattern, Err("must not hold an empty pattern".into()));
+            problems.check(
+                "protected-branches",
+                pattern,
+                Err("must not hold an empty pattern".into()),
+            );
         }
     }
     if !problems.0.is_empty() {
@@ -185,13 +211,53 @@ pub fn derive_names(p: &Params) -> Result<Names, Vec<Problem>> {
     let derived = |what: &str, name: &str, result: Result<(), String>| {
         result.map_err(|rule| format!("gives the {what} {}, which {rule}", escape_untrusted(name)))
     };
-    problems.check("env-prefix", p.env_prefix, derived("environment", &names.environment, check_dns_label(&names.environment)));
-    problems.check("env-prefix", p.env_prefix, derived("database", &names.database, check_pg_identifier(&names.database)));
-    problems.check("env-prefix", p.env_prefix, derived("branch", &names.branch, check_branch_name(&names.branch)));
-    problems.check("namespace-prefix", p.namespace_prefix, derived("namespace", &names.namespace, check_dns_label(&names.namespace)));
-    problems.check("bucket-prefix", p.bucket_prefix, derived("bucket", &names.bucket, check_bucket_name(&names.bucket)));
+    problems.check(
+        "env-prefix",
+        p.env_prefix,
+        derived(
+            "environment",
+            &names.environment,
+            check_dns_label(&names.environment),
+        ),
+    );
+    problems.check(
+        "env-prefix",
+        p.env_prefix,
+        derived(
+            "database",
+            &names.database,
+            check_pg_identifier(&names.database),
+        ),
+    );
+    problems.check(
+        "env-prefix",
+        p.env_prefix,
+        derived("branch", &names.branch, check_branch_name(&names.branch)),
+    );
+    problems.check(
+        "namespace-prefix",
+        p.namespace_prefix,
+        derived(
+            "namespace",
+            &names.namespace,
+            check_dns_label(&names.namespace),
+        ),
+    );
+    problems.check(
+        "bucket-prefix",
+        p.bucket_prefix,
+        derived("bucket", &names.bucket, check_bucket_name(&names.bucket)),
+    );
     if let Some(domain) = p.base_domain {
-        problems.check("base-domain", domain, derived("host name", &names.hostname, check_hostname(&names.hostname)));
+        problems.check(
+            "base-domain",
+            domain,
+            derived(
+                "host name",
+                &names.hostname,
+                check_hostname(&names.hostname),
+            ),
+        );
     }
     if let Some(pattern) = p
         .protected_branches

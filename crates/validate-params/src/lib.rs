@@ -11,6 +11,18 @@ use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
 pub const NAME: &str = "validate-params";
 
+/// The files this step writes in `--outputs-dir`.
+pub const OUTPUTS: &[&str] = &[
+    "environment",
+    "namespace",
+    "branch",
+    "database",
+    "bucket",
+    "app-name",
+    "hostname",
+    "head-ref-slug",
+];
+
 const EXAMPLE: &str = "\
 Example:
   validate-params --pr-number 42 --head-ref 'feature/JIRA-123_Ünïcode' --repository acme/platform \\
@@ -76,7 +88,12 @@ pub struct Args {
     pub require_label: Option<String>,
 
     /// Branches the derived branch must never be (globs: `*` any run, `?` one character).
-    #[arg(long, value_name = "GLOBS", value_delimiter = ',', default_value = "main,master")]
+    #[arg(
+        long,
+        value_name = "GLOBS",
+        value_delimiter = ',',
+        default_value = "main,master"
+    )]
     pub protected_branches: Vec<String>,
 
     #[command(flatten)]
@@ -126,7 +143,11 @@ async fn validate_params(args: Args, ctx: Context) -> Result<(), StepError> {
     for (name, value) in names.as_outputs() {
         ctx.outputs.set(name, value)?;
     }
-    tracing::info!("sandbox {} in namespace {}", names.environment, names.namespace);
+    tracing::info!(
+        "sandbox {} in namespace {}",
+        names.environment,
+        names.namespace
+    );
     Ok(())
 }
 
@@ -148,4 +169,3 @@ impl<'a> From<&'a Args> for Params<'a> {
         }
     }
 }
-

@@ -6,7 +6,9 @@ use std::process::{Command, Output};
 
 fn step(outputs: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_validate-params"));
-    cmd.env_clear().env("OUTPUTS_DIR", outputs).env("LOG_FORMAT", "text");
+    cmd.env_clear()
+        .env("OUTPUTS_DIR", outputs)
+        .env("LOG_FORMAT", "text");
     cmd
 }
 
@@ -24,12 +26,36 @@ fn read(dir: &Path, name: &str) -> String {
 fn valid_parameters_write_every_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = step(dir.path())
-        .args(["--pr-number", "42", "--head-ref", "feature/JIRA-123_Ünïcode", "--repository", "acme/platform"])
-        .args(["--namespace-prefix", "apps-", "--bucket-prefix", "acme-", "--base-domain", "sandbox.acme.dev"])
-        .args(["--labels", "team-a,create-sandbox", "--require-label", "create-sandbox"])
+        .args([
+            "--pr-number",
+            "42",
+            "--head-ref",
+            "feature/JIRA-123_Ünïcode",
+            "--repository",
+            "acme/platform",
+        ])
+        .args([
+            "--namespace-prefix",
+            "apps-",
+            "--bucket-prefix",
+            "acme-",
+            "--base-domain",
+            "sandbox.acme.dev",
+        ])
+        .args([
+            "--labels",
+            "team-a,create-sandbox",
+            "--require-label",
+            "create-sandbox",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = [
         ("environment", "sbx-pr-42"),
         ("namespace", "apps-sbx-pr-42"),
@@ -60,7 +86,12 @@ fn flags_come_from_environment_variables_as_the_template_passes_them() {
         .env("REQUIRE_LABEL", "")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let env = read(dir.path(), "environment");
     assert!(env.starts_with("sbx-pr-fix-login-"), "{env}");
     assert_eq!(read(dir.path(), "hostname"), env);
@@ -70,7 +101,14 @@ fn flags_come_from_environment_variables_as_the_template_passes_them() {
 fn every_problem_is_one_escaped_line_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = step(dir.path())
-        .args(["--pr-number", "4x2", "--head-ref", "evil\nINFO forged line", "--repository", ";rm -rf /"])
+        .args([
+            "--pr-number",
+            "4x2",
+            "--head-ref",
+            "evil\nINFO forged line",
+            "--repository",
+            ";rm -rf /",
+        ])
         .args(["--env-prefix", "../x"])
         .output()
         .unwrap();
@@ -78,33 +116,69 @@ fn every_problem_is_one_escaped_line_and_nothing_is_written() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let problem_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR --")).collect();
     assert_eq!(problem_lines.len(), 4, "{stderr}");
-    assert!(!stderr.lines().any(|l| l.starts_with("INFO forged")), "{stderr}");
-    assert!(stderr.contains(r#"--head-ref "evil\u{000a}INFO forged line""#), "{stderr}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no output written");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("INFO forged")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"--head-ref "evil\u{000a}INFO forged line""#),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no output written"
+    );
     let s = summary(&out);
     assert_eq!(s["exit_code"], 2);
-    assert!(s["error"].as_str().unwrap().starts_with("4 invalid parameter(s)"));
+    assert!(s["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("4 invalid parameter(s)"));
 }
 
 #[test]
 fn missing_required_label_is_a_precondition() {
     let dir = tempfile::tempdir().unwrap();
     let out = step(dir.path())
-        .args(["--pr-number", "42", "--head-ref", "x", "--repository", "acme/platform"])
+        .args([
+            "--pr-number",
+            "42",
+            "--head-ref",
+            "x",
+            "--repository",
+            "acme/platform",
+        ])
         .args(["--labels", "bug", "--require-label", "create-sandbox"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no output written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no output written"
+    );
 }
 
 #[test]
 fn missing_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = step(dir.path()).args(["--pr-number", "42"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--pr-number", "42"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = step(dir.path())
-        .args(["--pr-number", "1", "--head-ref", "x", "--repository", "a/b", "--name-from", "label"])
+        .args([
+            "--pr-number",
+            "1",
+            "--head-ref",
+            "x",
+            "--repository",
+            "a/b",
+            "--name-from",
+            "label",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -116,7 +190,13 @@ fn help_explains_the_step_with_an_example() {
     let out = step(dir.path()).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("Example:") && help.contains("[env: PR_NUMBER="), "{help}");
+    assert!(
+        help.contains("Example:") && help.contains("[env: PR_NUMBER="),
+        "{help}"
+    );
     let out = step(dir.path()).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("validate-params {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("validate-params {}", env!("CARGO_PKG_VERSION"))
+    );
 }

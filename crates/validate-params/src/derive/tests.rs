@@ -32,7 +32,10 @@ fn names_from_the_pull_request_number() {
     assert_eq!(names.hostname, "sbx-pr-42.sandbox.acme.dev");
     assert_eq!(
         names.head_ref_slug,
-        format!("feature-jira-123-unicode-{}", naming::short_hash("feature/JIRA-123_Ünïcode"))
+        format!(
+            "feature-jira-123-unicode-{}",
+            naming::short_hash("feature/JIRA-123_Ünïcode")
+        )
     );
 }
 
@@ -55,7 +58,18 @@ fn names_from_the_branch_fit_every_prefix() {
 fn hostile_head_refs_are_refused_or_made_safe() {
     let protected = protected();
     // Not git branch names at all: refused.
-    for bad in ["../x", ";rm -rf /", "", "a\nb", "x.lock", "a@{1}", "a..b", "-x", "a b", "x\u{7}"] {
+    for bad in [
+        "../x",
+        ";rm -rf /",
+        "",
+        "a\nb",
+        "x.lock",
+        "a@{1}",
+        "a..b",
+        "-x",
+        "a b",
+        "x\u{7}",
+    ] {
         let problems = derive_names(&params(bad, &protected)).unwrap_err();
         assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
         assert_eq!(problems[0].parameter, "head-ref");
@@ -64,7 +78,15 @@ fn hostile_head_refs_are_refused_or_made_safe() {
     }
     // Valid git names, however odd: derived from, safely.
     let long = "b".repeat(200);
-    for odd in ["main", "$(id)", "🦄/🚀", "abc\u{200f}\u{202e}def", &long, "Feature/UPPER", "x/y.z"] {
+    for odd in [
+        "main",
+        "$(id)",
+        "🦄/🚀",
+        "abc\u{200f}\u{202e}def",
+        &long,
+        "Feature/UPPER",
+        "x/y.z",
+    ] {
         let mut p = params(odd, &protected);
         p.name_from = NameFrom::Branch;
         let names = derive_names(&p).unwrap_or_else(|e| panic!("{odd:?}: {e:?}"));
@@ -92,14 +114,24 @@ fn every_problem_is_reported_at_once() {
     let params: Vec<&str> = problems.iter().map(|p| p.parameter).collect();
     assert_eq!(
         params,
-        ["pr-number", "head-ref", "repository", "env-prefix", "namespace-prefix", "bucket-prefix", "base-domain"]
+        [
+            "pr-number",
+            "head-ref",
+            "repository",
+            "env-prefix",
+            "namespace-prefix",
+            "bucket-prefix",
+            "base-domain"
+        ]
     );
 }
 
 #[test]
 fn table_of_parameter_rules() {
     let protected = protected();
-    let cases: &[(&str, fn(&mut Params), &str)] = &[
+    /// (parameter, how to break it, words of the rule it then breaks)
+    type Case = (&'static str, fn(&mut Params), &'static str);
+    let cases: &[Case] = &[
         ("pr-number", |p| p.pr_number = "0", "leading zero"),
         ("pr-number", |p| p.pr_number = "-1", "digits"),
         ("pr-number", |p| p.pr_number = "12345678901", "digits"),
@@ -112,20 +144,45 @@ fn table_of_parameter_rules() {
         ("env-prefix", |p| p.env_prefix = "1x-", "letter"),
         ("env-prefix", |p| p.env_prefix = "Sbx-", "a-z"),
         ("env-prefix", |p| p.env_prefix = "sbx_", "a-z"),
-        ("namespace-prefix", |p| p.namespace_prefix = "-x", "letter or digit"),
+        (
+            "namespace-prefix",
+            |p| p.namespace_prefix = "-x",
+            "letter or digit",
+        ),
         ("bucket-prefix", |p| p.bucket_prefix = "goog-", "goog"),
-        ("bucket-prefix", |p| p.bucket_prefix = "my-google-", "google"),
-        ("base-domain", |p| p.base_domain = Some("Sandbox.dev"), "a-z"),
-        ("base-domain", |p| p.base_domain = Some("sandbox.dev."), "1 to 63"),
+        (
+            "bucket-prefix",
+            |p| p.bucket_prefix = "my-google-",
+            "google",
+        ),
+        (
+            "base-domain",
+            |p| p.base_domain = Some("Sandbox.dev"),
+            "a-z",
+        ),
+        (
+            "base-domain",
+            |p| p.base_domain = Some("sandbox.dev."),
+            "1 to 63",
+        ),
         ("protected-branches", |p| p.env_prefix = "main-", "protects"),
     ];
     for (param, mutate, rule) in cases {
         let wide = vec!["main*".to_owned()];
-        let mut p = params("feature/x", if *param == "protected-branches" { &wide } else { &protected });
+        let mut p = params(
+            "feature/x",
+            if *param == "protected-branches" {
+                &wide
+            } else {
+                &protected
+            },
+        );
         mutate(&mut p);
         let problems = derive_names(&p).unwrap_err();
         assert!(
-            problems.iter().any(|pr| pr.parameter == *param && pr.rule.contains(rule)),
+            problems
+                .iter()
+                .any(|pr| pr.parameter == *param && pr.rule.contains(rule)),
             "{param} / {rule}: {problems:?}"
         );
     }

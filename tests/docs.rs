@@ -1,0 +1,41 @@
+//! Each step's docs page lists every flag and every output of its binary, so the docs can't drift
+//! from the code.
+
+use std::path::Path;
+
+use clap::CommandFactory;
+
+fn check(step: &str, command: clap::Command, outputs: &[&str]) {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../workflow-templates/steps/{step}.md"));
+    let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        assert!(
+            text.contains(&format!("`--{long}")),
+            "{step}.md does not document --{long}"
+        );
+    }
+    for output in outputs {
+        assert!(
+            text.contains(&format!("| `{output}` |")),
+            "{step}.md does not document output {output}"
+        );
+    }
+    assert!(
+        text.contains("## Exit codes"),
+        "{step}.md has no exit codes"
+    );
+}
+
+#[test]
+fn step_docs_list_every_flag_and_output() {
+    check(
+        validate_params::NAME,
+        validate_params::Args::command(),
+        validate_params::OUTPUTS,
+    );
+}

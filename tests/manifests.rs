@@ -1,0 +1,236 @@
+//! Every manifest in workflow-templates/ is checked offline: against the strict Argo JSON schema of
+//! its kind (shared/schemas, a misspelled field is an error), and each step template against the
+//! binary it runs: its environment variables are the step's flags, its outputs the step's files,
+//! and it retries exit code 4 only.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn schemas_dir() -> PathBuf {
+    let dir = repo_root().join("../shared/schemas/derived");
+    assert!(
+        dir.is_dir(),
+        "the Argo schemas are expected at {} (shared/ beside the repo)",
+        dir.display()
+    );
+    dir
+}
+
+fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, found);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            found.push(path);
+        }
+    }
+}
+
+/// (file, document) for every YAML document under workflow-templates/.
+fn manifests() -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&repo_root().join("workflow-templates"), &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if !value.is_null() {
+                docs.push((file.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+fn schema_for(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Workflow" => "workflow.strict.json",
+        "WorkflowTemplate" => "workflowtemplate.strict.json",
+        "ClusterWorkflowTemplate" => "clusterworkflowtemplate.strict.json",
+        "CronWorkflow" => "cronworkflow.strict.json",
+        "EventSource" => "eventsource.strict.json",
+        "Sensor" => "sensor.strict.json",
+        "EventBus" => "eventbus.strict.json",
+        "Application" => "application.strict.json",
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_manifest_matches_the_strict_schema_of_its_kind() {
+    let docs = manifests();
+    assert!(!docs.is_empty(), "no manifests found");
+    let mut failures = Vec::new();
+    for (file, doc) in &docs {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let Some(schema_file) = schema_for(kind) else {
+            continue; // Kubernetes core kinds (RBAC) have no schema here.
+        };
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(schemas_dir().join(schema_file)).unwrap(),
+        )
+        .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for error in validator.iter_errors(doc) {
+            failures.push(format!(
+                "{} ({kind}): {} at {}",
+                file.display(),
+                error,
+                error.instance_path()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "schema errors:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The validator itself catches what it should (a typo in a field name).
+#[test]
+fn the_strict_schema_rejects_a_misspelled_field() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(schemas_dir().join("clusterworkflowtemplate.strict.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let typo: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("../shared/schemas/samples/cwft-typo.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!jsonschema::validator_for(&schema).unwrap().is_valid(&typo));
+}
+
+/// What a step binary accepts and writes, from its own code.
+struct StepInterface {
+    envs: BTreeSet<String>,
+    required_envs: BTreeSet<String>,
+    outputs: BTreeSet<String>,
+}
+
+fn step_interface(step: &str) -> Option<StepInterface> {
+    let (command, outputs) = match step {
+        validate_params::NAME => (validate_params::Args::command(), validate_params::OUTPUTS),
+        _ => return None,
+    };
+    let command = step_kit::command_with_env(command);
+    let mut envs = BTreeSet::new();
+    let mut required_envs = BTreeSet::new();
+    for arg in command.get_arguments() {
+        if let Some(env) = arg.get_env() {
+            let env = env.to_string_lossy().into_owned();
+            if arg.is_required_set() {
+                required_envs.insert(env.clone());
+            }
+            envs.insert(env);
+        }
+    }
+    Some(StepInterface {
+        envs,
+        required_envs,
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+#[test]
+fn step_templates_match_their_binaries() {
+    let mut checked = 0;
+    for (file, doc) in manifests() {
+        if doc["kind"] != "ClusterWorkflowTemplate" {
+            continue;
+        }
+        for template in doc["spec"]["templates"].as_array().into_iter().flatten() {
+            let Some(command) = template["container"]["command"][0].as_str() else {
+                continue;
+            };
+            let Some(step) = command.strip_prefix("/usr/local/bin/") else {
+                continue;
+            };
+            let at = format!("{} template {}", file.display(), template["name"]);
+            let interface =
+                step_interface(step).unwrap_or_else(|| panic!("{at}: no step named {step}"));
+            checked += 1;
+
+            let env: BTreeSet<String> = template["container"]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect();
+            let unknown: Vec<_> = env.difference(&interface.envs).collect();
+            assert!(
+                unknown.is_empty(),
+                "{at}: env vars that are no flag of {step}: {unknown:?}"
+            );
+            let missing: Vec<_> = interface.required_envs.difference(&env).collect();
+            assert!(
+                missing.is_empty(),
+                "{at}: required flags not passed: {missing:?}"
+            );
+
+            // Every input parameter reaches the step.
+            let container = template["container"].to_string();
+            for input in template["inputs"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let name = input["name"].as_str().unwrap();
+                assert!(
+                    container.contains(&format!("{{{{inputs.parameters.{name}}}}}")),
+                    "{at}: input {name} is not passed to the step"
+                );
+            }
+
+            let outputs: BTreeSet<String> = template["outputs"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    let name = o["name"].as_str().unwrap();
+                    let path = o["valueFrom"]["path"].as_str().unwrap();
+                    assert_eq!(path, format!("/tmp/outputs/{name}"), "{at}: output {name}");
+                    name.to_owned()
+                })
+                .collect();
+            assert_eq!(
+                outputs, interface.outputs,
+                "{at}: outputs differ from the step's"
+            );
+
+            let retry = &template["retryStrategy"];
+            assert_eq!(
+                retry["expression"], "asInt(lastRetry.exitCode) == 4",
+                "{at}: retry only exit 4"
+            );
+            let security = &template["container"]["securityContext"];
+            assert_eq!(security["runAsNonRoot"], true, "{at}");
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{at}");
+            assert_eq!(security["capabilities"]["drop"][0], "ALL", "{at}");
+            assert!(
+                template["container"]["resources"]["requests"].is_object(),
+                "{at}: resource requests"
+            );
+        }
+    }
+    assert!(checked >= 1, "no step template found");
+}
