@@ -40,6 +40,14 @@ pub trait StepArgs: clap::Parser + Send + 'static {
     /// The deadline when `--timeout` is not given.
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+    /// Worker threads of the async runtime: 1 runs everything on the main thread (enough for
+    /// steps that wait on the network); more for steps with CPU work to spread (at most the
+    /// machine's cores). Blocking work goes to `spawn_blocking` either way.
+    const WORKER_THREADS: usize = 1;
+
+    /// Whether the step makes TLS connections (then the rustls provider is installed at start).
+    const USES_TLS: bool = true;
+
     fn common(&self) -> &CommonArgs;
 
     fn timeout(&self) -> Duration {

@@ -48,7 +48,7 @@ pub use outputs::Outputs;
 pub use progress::Progress;
 pub use redact::{redact_text, redact_url};
 pub use retry::{retry, RetryPolicy};
-pub use runner::{command_with_env, run, run_from, Context};
+pub use runner::{command_with_env, install_tls_provider, run, run_from, Context};
 pub use secret::{Secret, SecretRef};
 
 /// Re-exported so steps and their tests use the same versions as the contract.

@@ -59,7 +59,19 @@ where
         Err(ParseFailure::Clap(err)) => {
             // --help and --version print and exit 0; usage errors exit 2 (clap's own code).
             let _ = err.print();
-            return if err.use_stderr() { 2 } else { 0 };
+            if !err.use_stderr() {
+                return 0;
+            }
+            // clap's message without its usage block, on one line.
+            let rendered = err.to_string();
+            let message: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let err = StepError::invalid(message.join(" ").trim_start_matches("error: "));
+            print_summary(name, None, Err(&err));
+            return err.exit_code();
         }
         Err(ParseFailure::Step(err)) => {
             eprintln!("error: {err}");
@@ -69,16 +81,13 @@ where
     };
     let common = args.common().clone();
     logging::init(common.log_format, common.log_level);
-    // One TLS provider for every client of every crate (two compiled in make rustls panic).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if A::USES_TLS {
+        install_tls_provider();
+    }
 
     let timeout = args.timeout();
     let outputs = Arc::new(Outputs::new(&common.outputs_dir));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for::<A>() {
         Ok(rt) => rt,
         Err(e) => {
             let err = StepError::unexpected(format!("cannot start the async runtime: {e}"));
@@ -123,6 +132,30 @@ where
     }
     print_summary(name, Some(&outputs), result.as_ref().map(|_| ()));
     result.map_or_else(|e| e.exit_code(), |()| 0)
+}
+
+/// Installs the one rustls crypto provider (aws-lc-rs) for every TLS client of every crate: two
+/// providers compiled in make rustls panic at client creation. Idempotent. It costs about 1 ms,
+/// so steps without network skip it (`StepArgs::USES_TLS`).
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A current-thread runtime unless the step asks for workers: most steps wait on the network, and
+/// starting and joining worker threads was a third of a short step's run time.
+fn runtime_for<A: StepArgs>() -> std::io::Result<tokio::runtime::Runtime> {
+    match A::WORKER_THREADS {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.min(std::thread::available_parallelism().map_or(2, |p| p.get())))
+            .enable_all()
+            .build(),
+    }
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, StepError> {

@@ -89,6 +89,7 @@ impl SecretRef {
                 Ok(Secret(value.to_owned()))
             }
             SecretRef::Vault { mount, path, key } => {
+                crate::install_tls_provider();
                 let settings =
                     vault::VaultSettings::from_env().map_err(|e| vault_error(flag, e))?;
                 let policy = RetryPolicy::network();

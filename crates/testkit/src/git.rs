@@ -129,7 +129,10 @@ fn git(args: &[&str], dir: Option<&Path>, extra: &[&str]) {
     if let Some(dir) = dir {
         cmd.current_dir(dir);
     }
+    // The machine's own git configuration (signing, hooks, default branch) stays out of tests.
     let out = cmd
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "testkit")
         .env("GIT_AUTHOR_EMAIL", "testkit@example.invalid")
         .env("GIT_COMMITTER_NAME", "testkit")
@@ -165,6 +168,8 @@ fn http_backend(git: &Path, project_root: &Path, req: &HttpRequest) -> HttpRespo
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("GIT_PROJECT_ROOT", project_root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("REQUEST_METHOD", &req.method)
         .env("PATH_INFO", &req.path)
         .env("QUERY_STRING", &req.query)

@@ -81,6 +81,8 @@ type Handler = dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync;
 pub struct HttpServer {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
+    /// `METHOD /path?query -> status`, printed when a test fails.
+    exchanges: Arc<Mutex<Vec<String>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -88,6 +90,7 @@ impl HttpServer {
     pub fn start(handler: impl Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static) -> Self {
         let handler: Arc<Handler> = Arc::new(handler);
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -99,7 +102,10 @@ impl HttpServer {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let addr = listener.local_addr().expect("test server address");
-        let log = requests.clone();
+        let log = Log {
+            requests: requests.clone(),
+            exchanges: exchanges.clone(),
+        };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
@@ -121,6 +127,7 @@ impl HttpServer {
         HttpServer {
             addr,
             requests,
+            exchanges,
             runtime: Some(runtime),
         }
     }
@@ -142,16 +149,33 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let exchanges = self
+                .exchanges
+                .lock()
+                .map(|e| e.join("\n"))
+                .unwrap_or_default();
+            eprintln!(
+                "---- test HTTP server {} ----\n{exchanges}\n---- end ----",
+                self.addr
+            );
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
     }
 }
 
+#[derive(Clone)]
+struct Log {
+    requests: Arc<Mutex<Vec<HttpRequest>>>,
+    exchanges: Arc<Mutex<Vec<String>>>,
+}
+
 async fn serve(
     req: hyper::Request<hyper::body::Incoming>,
     handler: Arc<Handler>,
-    log: Arc<Mutex<Vec<HttpRequest>>>,
+    log: Log,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
@@ -174,10 +198,15 @@ async fn serve(
             .collect(),
         body,
     };
-    log.lock().unwrap().push(request.clone());
+    log.requests.lock().unwrap().push(request.clone());
+    let line = format!("{} {}?{}", request.method, request.path, request.query);
     let response = tokio::task::spawn_blocking(move || handler(&request))
         .await
         .unwrap_or_else(|_| HttpResponse::new(500).body("test handler panicked"));
+    log.exchanges
+        .lock()
+        .unwrap()
+        .push(format!("{line} -> {}", response.status));
     let mut builder = hyper::Response::builder().status(response.status);
     for (name, value) in &response.headers {
         builder = builder.header(name, value);

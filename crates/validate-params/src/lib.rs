@@ -102,6 +102,8 @@ pub struct Args {
 
 impl StepArgs for Args {
     const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    // No network: skip the TLS provider's start-up cost.
+    const USES_TLS: bool = false;
     fn common(&self) -> &CommonArgs {
         &self.common
     }

@@ -168,6 +168,9 @@ fn missing_flags_are_usage_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let s = summary(&out);
+    assert_eq!(s["error_kind"], "invalid");
+    assert!(s["error"].as_str().unwrap().contains("--head-ref"), "{s}");
     let out = step(dir.path())
         .args([
             "--pr-number",
