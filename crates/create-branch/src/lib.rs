@@ -1,0 +1,191 @@
+//! create-branch: creates `refs/heads/<branch>` on the remote at the tip of `--from`.
+//!
+//! No clone: the remote already has the commit, so one ref update (a compare-and-swap, "create
+//! only if absent") is all that travels. Re-runs converge: an existing branch is left where it is
+//! (`created=false`) unless `--reset` moves it.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use git_remote::{Credentials, RefUpdate, Remote, ZERO_ID};
+use step_kit::{escape_untrusted, CommonArgs, Context, SecretRef, StepArgs, StepError};
+
+pub const NAME: &str = "create-branch";
+
+/// The files this step writes in `--outputs-dir`.
+pub const OUTPUTS: &[&str] = &["commit", "created"];
+
+const EXAMPLE: &str = "\
+Example:
+  GIT_TOKEN=env:GITHUB_TOKEN create-branch --repo https://github.com/acme/infra.git \\
+    --branch sbx-pr-42 --from main
+  # outputs: commit=<sha of main> created=true (false when the branch was already there)
+
+Exit codes: 0 created or already there, 2 invalid branch name or flags, 3 protected branch,
+--from missing, or credentials refused, 4 network failure or timeout after retries.";
+
+/// Create the environment branch of a sandbox in the infrastructure repository.
+///
+/// Creates `refs/heads/<BRANCH>` on the remote at the commit of `--from` (a branch, a tag or a
+/// commit id) with a single ref update over git's smart HTTP protocol: no clone, so it takes the
+/// same few milliseconds on any repository. An existing branch is not moved unless `--reset` is
+/// given. Protected branches (`main`, `master`, the remote's default branch, `--protected-branches`)
+/// are refused.
+#[derive(Debug, Parser)]
+#[command(name = NAME, version, after_help = EXAMPLE)]
+pub struct Args {
+    /// The repository's HTTPS URL, without credentials in it.
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+
+    /// The branch to create, e.g. the `branch` output of validate-params.
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: String,
+
+    /// Where the branch starts: a branch, a tag, a full ref name or a 40-hex commit id.
+    #[arg(long, value_name = "REF", default_value = "main")]
+    pub from: String,
+
+    /// The token for HTTPS, as a reference: env:NAME, file:/path or vault:<mount>/<path>#<key>.
+    #[arg(long, value_name = "SECRET_REF")]
+    pub git_token: Option<SecretRef>,
+
+    /// The user name sent with the token (GitHub ignores it; others may not).
+    #[arg(long, value_name = "USER", default_value = "x-access-token")]
+    pub git_username: String,
+
+    /// Branches never created or moved (globs: `*` any run, `?` one character); `main`, `master`
+    /// and the remote's default branch are always protected.
+    #[arg(long, value_name = "GLOBS", value_delimiter = ',', default_value = "main,master")]
+    pub protected_branches: Vec<String>,
+
+    /// Move an existing branch to `--from` (a compare-and-swap from the commit seen).
+    #[arg(long)]
+    pub reset: bool,
+
+    /// Print what would change, change nothing (outputs: created=false, commit the branch has or
+    /// would get).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl StepArgs for Args {
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// Runs the step with `argv` (the first item is the program name); returns the exit code.
+pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    step_kit::run_from(NAME, argv, create_branch)
+}
+
+/// Names that are never a sandbox branch, whatever `--protected-branches` says.
+const ALWAYS_PROTECTED: &[&str] = &["main", "master"];
+
+fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
+    ALWAYS_PROTECTED
+        .iter()
+        .map(|p| p.to_string())
+        .chain(patterns.iter().map(|p| p.trim().to_owned()))
+        .find(|p| !p.is_empty() && naming::glob_match(p, branch))
+}
+
+async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
+    naming::check_branch_name(&args.branch).map_err(|rule| {
+        StepError::invalid(format!("--branch {}: {rule}", escape_untrusted(&args.branch)))
+    })?;
+    let from_is_id = args.from.len() == 40 && args.from.bytes().all(|b| b.is_ascii_hexdigit());
+    if !from_is_id {
+        naming::check_branch_name(&args.from).map_err(|rule| {
+            StepError::invalid(format!("--from {}: {rule}", escape_untrusted(&args.from)))
+        })?;
+    }
+    if let Some(pattern) = protected_by(&args.branch, &args.protected_branches) {
+        return Err(StepError::precondition(format!(
+            "--branch {} is protected (pattern {pattern:?}): refusing to create or move it",
+            escape_untrusted(&args.branch)
+        )));
+    }
+
+    let credentials = match &args.git_token {
+        Some(reference) => Some(Credentials {
+            username: args.git_username.clone(),
+            token: reference.resolve("--git-token").await?,
+        }),
+        None => None,
+    };
+    let remote = Remote::new(&args.repo, credentials, ctx.retry_policy())?;
+    let refs = remote.advertised_refs().await?;
+    if refs.default_branch() == Some(args.branch.as_str()) {
+        return Err(StepError::precondition(format!(
+            "--branch {} is the remote's default branch: refusing to create or move it",
+            escape_untrusted(&args.branch)
+        )));
+    }
+    let Some((from_ref, target)) = refs.resolve(&args.from) else {
+        return Err(StepError::precondition(format!(
+            "--from {} does not exist on {}",
+            escape_untrusted(&args.from),
+            remote.url()
+        )));
+    };
+    let ref_name = format!("refs/heads/{}", args.branch);
+    let current = refs.branch(&args.branch).map(str::to_owned);
+
+    let old = match &current {
+        Some(commit) if *commit == target => {
+            tracing::info!("{ref_name} is already at {target} ({from_ref}): nothing to do");
+            return write_outputs(&ctx, commit, false);
+        }
+        Some(commit) if !args.reset => {
+            tracing::info!(
+                "{ref_name} already exists at {commit}; {from_ref} is at {target}: not moved \
+                 (--reset moves it)"
+            );
+            return write_outputs(&ctx, commit, false);
+        }
+        Some(commit) => commit.clone(),
+        None => ZERO_ID.to_owned(),
+    };
+    let verb = if old == ZERO_ID { "create" } else { "move" };
+    if args.dry_run {
+        tracing::info!("dry run: would {verb} {ref_name} at {target} ({from_ref}) on {}", remote.url());
+        return write_outputs(&ctx, current.as_deref().unwrap_or(&target), false);
+    }
+
+    let update = RefUpdate {
+        name: ref_name.clone(),
+        old: old.clone(),
+        new: target.clone(),
+    };
+    let result = remote.update_refs(&[update]).await?;
+    match &result[0].rejected {
+        None => {
+            tracing::info!("{verb}d {ref_name} at {target} ({from_ref})");
+            write_outputs(&ctx, &target, true)
+        }
+        Some(reason) => {
+            // Lost a race (another run created or moved it): converge on what is there now.
+            let now = remote.advertised_refs().await?;
+            match now.branch(&args.branch) {
+                Some(commit) if commit == target || (old == ZERO_ID && !args.reset) => {
+                    tracing::info!("{ref_name} was {verb}d concurrently, now at {commit}");
+                    write_outputs(&ctx, commit, false)
+                }
+                _ => Err(StepError::transient(format!(
+                    "the remote refused to {verb} {ref_name}: {reason}"
+                ))),
+            }
+        }
+    }
+}
+
+fn write_outputs(ctx: &Context, commit: &str, created: bool) -> Result<(), StepError> {
+    ctx.outputs.set("commit", commit)?;
+    ctx.outputs.set("created", if created { "true" } else { "false" })
+}
