@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use clap::CommandFactory;
-
-fn check(step: &str, command: clap::Command, outputs: &[&str]) {
+fn check(step: &str, command: &clap::Command, outputs: &[&str]) {
     let page = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("../workflow-templates/steps/{step}.md"));
     let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
@@ -33,9 +31,7 @@ fn check(step: &str, command: clap::Command, outputs: &[&str]) {
 
 #[test]
 fn step_docs_list_every_flag_and_output() {
-    check(
-        validate_params::NAME,
-        validate_params::Args::command(),
-        validate_params::OUTPUTS,
-    );
+    for step in workspace_tests::steps() {
+        check(step.name, &step.command, step.outputs);
+    }
 }

@@ -1,1 +1,33 @@
-//! Workspace-level checks live in this package's tests (see `manifests.rs`).
+//! Workspace-level checks (the tests of this package): every step, as its binary defines it.
+
+use clap::CommandFactory;
+
+/// A step's interface, from its own code.
+pub struct Step {
+    pub name: &'static str,
+    /// Its clap command, with the environment variable of every flag.
+    pub command: clap::Command,
+    /// The files it writes in `--outputs-dir`.
+    pub outputs: &'static [&'static str],
+}
+
+/// Every step of the workspace.
+pub fn steps() -> Vec<Step> {
+    let step = |name, command, outputs| Step {
+        name,
+        command: step_kit::command_with_env(command),
+        outputs,
+    };
+    vec![
+        step(
+            validate_params::NAME,
+            validate_params::Args::command(),
+            validate_params::OUTPUTS,
+        ),
+        step(
+            create_branch::NAME,
+            create_branch::Args::command(),
+            create_branch::OUTPUTS,
+        ),
+    ]
+}

@@ -56,7 +56,12 @@ pub struct Args {
 
     /// Branches never created or moved (globs: `*` any run, `?` one character); `main`, `master`
     /// and the remote's default branch are always protected.
-    #[arg(long, value_name = "GLOBS", value_delimiter = ',', default_value = "main,master")]
+    #[arg(
+        long,
+        value_name = "GLOBS",
+        value_delimiter = ',',
+        default_value = "main,master"
+    )]
     pub protected_branches: Vec<String>,
 
     /// Move an existing branch to `--from` (a compare-and-swap from the commit seen).
@@ -97,7 +102,10 @@ fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
 
 async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     naming::check_branch_name(&args.branch).map_err(|rule| {
-        StepError::invalid(format!("--branch {}: {rule}", escape_untrusted(&args.branch)))
+        StepError::invalid(format!(
+            "--branch {}: {rule}",
+            escape_untrusted(&args.branch)
+        ))
     })?;
     let from_is_id = args.from.len() == 40 && args.from.bytes().all(|b| b.is_ascii_hexdigit());
     if !from_is_id {
@@ -154,7 +162,10 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     };
     let verb = if old == ZERO_ID { "create" } else { "move" };
     if args.dry_run {
-        tracing::info!("dry run: would {verb} {ref_name} at {target} ({from_ref}) on {}", remote.url());
+        tracing::info!(
+            "dry run: would {verb} {ref_name} at {target} ({from_ref}) on {}",
+            remote.url()
+        );
         return write_outputs(&ctx, current.as_deref().unwrap_or(&target), false);
     }
 
@@ -187,5 +198,6 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
 
 fn write_outputs(ctx: &Context, commit: &str, created: bool) -> Result<(), StepError> {
     ctx.outputs.set("commit", commit)?;
-    ctx.outputs.set("created", if created { "true" } else { "false" })
+    ctx.outputs
+        .set("created", if created { "true" } else { "false" })
 }

@@ -10,7 +10,10 @@ const TOKEN: &str = "tok-3f9a";
 
 fn infra() -> (GitServer, String) {
     let server = GitServer::start(TOKEN);
-    let url = server.create_repo("infra", &[("kustomize/base/kustomization.yaml", "resources: []\n")]);
+    let url = server.create_repo(
+        "infra",
+        &[("kustomize/base/kustomization.yaml", "resources: []\n")],
+    );
     (server, url)
 }
 
@@ -29,7 +32,11 @@ fn read(dir: &Path, name: &str) -> String {
 }
 
 fn all_output(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -37,16 +44,35 @@ fn creates_the_branch_then_converges_on_re_runs() {
     let (server, url) = infra();
     let main = server.rev_parse("infra", "refs/heads/main").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-42"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-42"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "true");
     assert_eq!(read(dir.path(), "commit"), main);
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-42"), Some(main.clone()));
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-42"),
+        Some(main.clone())
+    );
     // One listing and one ref update: no clone, no fetch of objects.
-    let paths: Vec<String> = server.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(paths, ["GET /infra.git/info/refs", "POST /infra.git/git-receive-pack"]);
+    let paths: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "GET /infra.git/info/refs",
+            "POST /infra.git/git-receive-pack"
+        ]
+    );
 
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-42"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-42"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "false");
     assert_eq!(read(dir.path(), "commit"), main);
@@ -69,7 +95,11 @@ fn starts_from_another_base_and_moves_only_with_reset() {
             .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     git(&["clone", "-q", &server.url_with_credentials("infra"), "."]);
     git(&["commit", "-q", "--allow-empty", "-m", "integration"]);
@@ -78,31 +108,77 @@ fn starts_from_another_base_and_moves_only_with_reset() {
     let main = server.rev_parse("infra", "refs/heads/main").unwrap();
 
     let out = step(dir.path())
-        .args(["--repo", &url, "--branch", "sbx-pr-7", "--from", "integration"])
+        .args([
+            "--repo",
+            &url,
+            "--branch",
+            "sbx-pr-7",
+            "--from",
+            "integration",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-7"), Some(integration.clone()));
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-7"),
+        Some(integration.clone())
+    );
 
     // From main without --reset: left where it is.
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-7"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-7"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!((read(dir.path(), "created"), read(dir.path(), "commit")), ("false".into(), integration.clone()));
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-7"), Some(integration));
+    assert_eq!(
+        (read(dir.path(), "created"), read(dir.path(), "commit")),
+        ("false".into(), integration.clone())
+    );
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-7"),
+        Some(integration)
+    );
 
     // --dry-run --reset: says so, changes nothing.
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-7", "--reset", "--dry-run"]).output().unwrap();
+    let out = step(dir.path())
+        .args([
+            "--repo",
+            &url,
+            "--branch",
+            "sbx-pr-7",
+            "--reset",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(all_output(&out).contains("dry run: would move refs/heads/sbx-pr-7"), "{}", all_output(&out));
-    assert_ne!(server.rev_parse("infra", "refs/heads/sbx-pr-7"), Some(main.clone()));
+    assert!(
+        all_output(&out).contains("dry run: would move refs/heads/sbx-pr-7"),
+        "{}",
+        all_output(&out)
+    );
+    assert_ne!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-7"),
+        Some(main.clone())
+    );
 
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-7", "--reset"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-7", "--reset"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-7"), Some(main));
 
     // A commit id as the start point.
     let out = step(dir.path())
-        .args(["--repo", &url, "--branch", "sbx-pr-8", "--from", &read(dir.path(), "commit")])
+        .args([
+            "--repo",
+            &url,
+            "--branch",
+            "sbx-pr-8",
+            "--from",
+            &read(dir.path(), "commit"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
@@ -112,7 +188,10 @@ fn starts_from_another_base_and_moves_only_with_reset() {
 fn dry_run_creates_nothing() {
     let (server, url) = infra();
     let dir = tempfile::tempdir().unwrap();
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "sbx-pr-9", "--dry-run"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-9", "--dry-run"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "false");
     assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-9"), None);
@@ -132,22 +211,46 @@ fn bad_input_changes_nothing() {
         (&["--branch", "sbx-1", "--from", "a..b"], 2),
         (&["--branch", "main"], 3),
         (&["--branch", "master"], 3),
-        (&["--branch", "release/1.0", "--protected-branches", "release/*"], 3),
+        (
+            &[
+                "--branch",
+                "release/1.0",
+                "--protected-branches",
+                "release/*",
+            ],
+            3,
+        ),
         (&["--branch", "sbx-1", "--from", "no-such-branch"], 3),
     ];
     for (args, code) in cases {
-        let out = step(dir.path()).args(["--repo", &url]).args(*args).output().unwrap();
-        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", all_output(&out));
+        let out = step(dir.path())
+            .args(["--repo", &url])
+            .args(*args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{args:?}: {}",
+            all_output(&out)
+        );
     }
     let refs = Command::new("git")
         .args(["for-each-ref", "--format=%(refname)"])
         .current_dir(server.repo_path("infra"))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&refs.stdout).trim(), "refs/heads/main", "nothing created");
+    assert_eq!(
+        String::from_utf8_lossy(&refs.stdout).trim(),
+        "refs/heads/main",
+        "nothing created"
+    );
 
     // The remote's default branch is protected even when not named main.
-    for args in [&["branch", "trunk", "main"][..], &["symbolic-ref", "HEAD", "refs/heads/trunk"]] {
+    for args in [
+        &["branch", "trunk", "main"][..],
+        &["symbolic-ref", "HEAD", "refs/heads/trunk"],
+    ] {
         let status = Command::new("git")
             .args(args)
             .current_dir(server.repo_path("infra"))
@@ -155,7 +258,10 @@ fn bad_input_changes_nothing() {
             .unwrap();
         assert!(status.success());
     }
-    let out = step(dir.path()).args(["--repo", &url, "--branch", "trunk", "--reset"]).output().unwrap();
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "trunk", "--reset"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", all_output(&out));
 
     // Literal secrets and credentials in URLs are refused before anything is sent.
@@ -168,7 +274,12 @@ fn bad_input_changes_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!all_output(&out).contains(TOKEN));
     let out = step(dir.path())
-        .args(["--repo", &server.url_with_credentials("infra"), "--branch", "sbx-1"])
+        .args([
+            "--repo",
+            &server.url_with_credentials("infra"),
+            "--branch",
+            "sbx-1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -186,7 +297,10 @@ fn a_wrong_token_is_exit_3_and_never_printed() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", all_output(&out));
     let text = all_output(&out);
-    assert!(text.contains("authentication failed") && text.contains("--git-token"), "{text}");
+    assert!(
+        text.contains("authentication failed") && text.contains("--git-token"),
+        "{text}"
+    );
     assert!(!text.contains("wrong-token-1234"), "{text}");
 }
 
@@ -200,8 +314,16 @@ fn an_unreachable_server_is_exit_4_after_retries_within_the_deadline() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", all_output(&out));
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
-    assert!(all_output(&out).contains("retrying"), "retried: {}", all_output(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        all_output(&out).contains("retrying"),
+        "retried: {}",
+        all_output(&out)
+    );
 }
 
 #[test]
@@ -223,8 +345,16 @@ fn ten_runs_at_once_for_different_branches_all_succeed() {
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "run {i}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(server.rev_parse("infra", &format!("refs/heads/sbx-pr-{i}")), Some(main.clone()));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            server.rev_parse("infra", &format!("refs/heads/sbx-pr-{i}")),
+            Some(main.clone())
+        );
     }
 }
 
@@ -245,9 +375,19 @@ fn ten_runs_racing_for_the_same_branch_all_converge() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let created: usize = dirs.iter().filter(|d| read(d.path(), "created") == "true").count();
+    let created: usize = dirs
+        .iter()
+        .filter(|d| read(d.path(), "created") == "true")
+        .count();
     assert_eq!(created, 1, "exactly one run created it");
-    assert!(server.rev_parse("infra", "refs/heads/sbx-pr-race").is_some());
+    assert!(server
+        .rev_parse("infra", "refs/heads/sbx-pr-race")
+        .is_some());
 }

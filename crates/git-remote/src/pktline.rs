@@ -25,9 +25,13 @@ pub fn decode(mut input: &[u8]) -> Result<Vec<Packet<'_>>, String> {
     let mut packets = Vec::new();
     while !input.is_empty() {
         if input.len() < 4 {
-            return Err(format!("truncated pkt-line header ({} bytes left)", input.len()));
+            return Err(format!(
+                "truncated pkt-line header ({} bytes left)",
+                input.len()
+            ));
         }
-        let len_text = std::str::from_utf8(&input[..4]).map_err(|_| "pkt-line length is not hex")?;
+        let len_text =
+            std::str::from_utf8(&input[..4]).map_err(|_| "pkt-line length is not hex")?;
         let len = usize::from_str_radix(len_text, 16)
             .map_err(|_| format!("pkt-line length {len_text:?} is not hex"))?;
         match len {
@@ -38,7 +42,10 @@ pub fn decode(mut input: &[u8]) -> Result<Vec<Packet<'_>>, String> {
             3 => return Err("pkt-line length 3 is invalid".into()),
             _ => {
                 if input.len() < len {
-                    return Err(format!("pkt-line of {len} bytes truncated at {}", input.len()));
+                    return Err(format!(
+                        "pkt-line of {len} bytes truncated at {}",
+                        input.len()
+                    ));
                 }
                 packets.push(Packet::Data(&input[4..len]));
                 input = &input[len..];
@@ -58,7 +65,10 @@ mod tests {
         encode(&mut buf, b"hello\n");
         flush(&mut buf);
         assert_eq!(buf, b"000ahello\n0000");
-        assert_eq!(decode(&buf).unwrap(), vec![Packet::Data(b"hello\n"), Packet::Flush]);
+        assert_eq!(
+            decode(&buf).unwrap(),
+            vec![Packet::Data(b"hello\n"), Packet::Flush]
+        );
     }
 
     #[test]

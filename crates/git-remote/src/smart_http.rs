@@ -50,7 +50,9 @@ pub struct Advertisement {
 impl Advertisement {
     /// The commit of branch `name`, when it exists.
     pub fn branch(&self, name: &str) -> Option<&str> {
-        self.refs.get(&format!("refs/heads/{name}")).map(String::as_str)
+        self.refs
+            .get(&format!("refs/heads/{name}"))
+            .map(String::as_str)
     }
 
     /// The default branch's name (`main`), from HEAD.
@@ -102,13 +104,11 @@ impl Remote {
         })?;
         match parsed.scheme() {
             "https" | "http" => {}
-            other => {
-                return Err(StepError::invalid(format!(
-                    "--repo {}: scheme {other:?} is not supported; use the repository's https:// URL \
+            other => return Err(StepError::invalid(format!(
+                "--repo {}: scheme {other:?} is not supported; use the repository's https:// URL \
                      with --git-token",
-                    redact_url(url)
-                )))
-            }
+                redact_url(url)
+            ))),
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(StepError::invalid(format!(
@@ -127,7 +127,11 @@ impl Remote {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("git/2.0 (sandbox-steps/", env!("CARGO_PKG_VERSION"), ")"))
+            .user_agent(concat!(
+                "git/2.0 (sandbox-steps/",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
             .build()
             .map_err(|e| StepError::unexpected(format!("cannot build the HTTP client: {e}")))?;
         Ok(Remote {
@@ -192,8 +196,11 @@ impl Remote {
             if i == 0 {
                 line.push(0);
                 line.extend_from_slice(
-                    concat!("report-status agent=sandbox-steps/", env!("CARGO_PKG_VERSION"))
-                        .as_bytes(),
+                    concat!(
+                        "report-status agent=sandbox-steps/",
+                        env!("CARGO_PKG_VERSION")
+                    )
+                    .as_bytes(),
                 );
             }
             line.push(b'\n');
@@ -325,7 +332,9 @@ fn parse_advertisement(body: &[u8]) -> Result<Advertisement, String> {
         let line = text(refline)?;
         let (id, name) = line.split_once(' ').ok_or("a ref line has no name")?;
         if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("object id {id:?} is not 40 hex digits (SHA-256 repositories are not supported)"));
+            return Err(format!(
+                "object id {id:?} is not 40 hex digits (SHA-256 repositories are not supported)"
+            ));
         }
         if name == "capabilities^{}" {
             continue; // an empty repository
@@ -409,9 +418,15 @@ mod tests {
         let ad = parse_advertisement(&body).unwrap();
         assert_eq!(ad.default_branch(), Some("main"));
         assert_eq!(ad.branch("main"), Some(A));
-        assert_eq!(ad.refs["refs/tags/v1"], A, "annotated tags resolve to their commit");
+        assert_eq!(
+            ad.refs["refs/tags/v1"], A,
+            "annotated tags resolve to their commit"
+        );
         assert_eq!(ad.resolve("v1"), Some(("refs/tags/v1".into(), A.into())));
-        assert_eq!(ad.resolve("main"), Some(("refs/heads/main".into(), A.into())));
+        assert_eq!(
+            ad.resolve("main"),
+            Some(("refs/heads/main".into(), A.into()))
+        );
         assert_eq!(ad.resolve("nope"), None);
     }
 
@@ -436,10 +451,19 @@ mod tests {
             new: A.into(),
         };
         let ok = packets(&[b"unpack ok\n", b"ok refs/heads/x\n", b""]);
-        assert_eq!(parse_report(&ok, &[update("refs/heads/x")]).unwrap()[0].rejected, None);
-        let ng = packets(&[b"unpack ok\n", b"ng refs/heads/x failed to update ref\n", b""]);
         assert_eq!(
-            parse_report(&ng, &[update("refs/heads/x")]).unwrap()[0].rejected.as_deref(),
+            parse_report(&ok, &[update("refs/heads/x")]).unwrap()[0].rejected,
+            None
+        );
+        let ng = packets(&[
+            b"unpack ok\n",
+            b"ng refs/heads/x failed to update ref\n",
+            b"",
+        ]);
+        assert_eq!(
+            parse_report(&ng, &[update("refs/heads/x")]).unwrap()[0]
+                .rejected
+                .as_deref(),
             Some("failed to update ref")
         );
         let bad = packets(&[b"unpack index-pack failed\n", b""]);
@@ -474,7 +498,9 @@ mod tests {
             "file:///srv/git/b.git",
             "https://github.com/a/b.git?x=1",
         ] {
-            let e = Remote::new(bad, None, RetryPolicy::network()).err().unwrap();
+            let e = Remote::new(bad, None, RetryPolicy::network())
+                .err()
+                .unwrap();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(!e.message.contains("tok@"), "{e}");
         }

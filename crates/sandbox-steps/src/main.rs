@@ -9,7 +9,10 @@ use std::process::ExitCode;
 type Step = fn(Vec<OsString>) -> u8;
 
 /// Every step, by the command name it answers to.
-const STEPS: &[(&str, Step)] = &[(validate_params::NAME, |argv| validate_params::run(argv))];
+const STEPS: &[(&str, Step)] = &[
+    (validate_params::NAME, |argv| validate_params::run(argv)),
+    (create_branch::NAME, |argv| create_branch::run(argv)),
+];
 
 fn find(name: &str) -> Option<Step> {
     STEPS
