@@ -29,5 +29,10 @@ pub fn steps() -> Vec<Step> {
             create_branch::Args::command(),
             create_branch::OUTPUTS,
         ),
+        step(
+            cleanup_branch::NAME,
+            cleanup_branch::Args::command(),
+            cleanup_branch::OUTPUTS,
+        ),
     ]
 }

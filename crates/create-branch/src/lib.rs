@@ -89,17 +89,6 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
     step_kit::run_from(NAME, argv, create_branch)
 }
 
-/// Names that are never a sandbox branch, whatever `--protected-branches` says.
-const ALWAYS_PROTECTED: &[&str] = &["main", "master"];
-
-fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
-    ALWAYS_PROTECTED
-        .iter()
-        .map(|p| p.to_string())
-        .chain(patterns.iter().map(|p| p.trim().to_owned()))
-        .find(|p| !p.is_empty() && naming::glob_match(p, branch))
-}
-
 async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     naming::check_branch_name(&args.branch).map_err(|rule| {
         StepError::invalid(format!(
@@ -113,20 +102,14 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             StepError::invalid(format!("--from {}: {rule}", escape_untrusted(&args.from)))
         })?;
     }
-    if let Some(pattern) = protected_by(&args.branch, &args.protected_branches) {
+    if let Some(pattern) = git_remote::protected_by(&args.branch, &args.protected_branches) {
         return Err(StepError::precondition(format!(
             "--branch {} is protected (pattern {pattern:?}): refusing to create or move it",
             escape_untrusted(&args.branch)
         )));
     }
 
-    let credentials = match &args.git_token {
-        Some(reference) => Some(Credentials {
-            username: args.git_username.clone(),
-            token: reference.resolve("--git-token").await?,
-        }),
-        None => None,
-    };
+    let credentials = Credentials::from_flags(args.git_token.as_ref(), &args.git_username).await?;
     let remote = Remote::new(&args.repo, credentials, ctx.retry_policy())?;
     let refs = remote.advertised_refs().await?;
     if refs.default_branch() == Some(args.branch.as_str()) {

@@ -13,3 +13,34 @@ mod pktline;
 mod smart_http;
 
 pub use smart_http::{Advertisement, Credentials, RefUpdate, RefUpdateResult, Remote, ZERO_ID};
+
+use step_kit::{SecretRef, StepError};
+
+/// Names that are never a sandbox branch, whatever `--protected-branches` says.
+pub const ALWAYS_PROTECTED: &[&str] = &["main", "master"];
+
+/// The pattern protecting `branch`, if any: `main`, `master`, or one of `patterns` (globs).
+/// The remote's default branch is checked separately, once the refs are read.
+pub fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
+    ALWAYS_PROTECTED
+        .iter()
+        .map(|p| p.to_string())
+        .chain(patterns.iter().map(|p| p.trim().to_owned()))
+        .find(|p| !p.is_empty() && naming::glob_match(p, branch))
+}
+
+impl Credentials {
+    /// The credentials of `--git-token` and `--git-username`; none without a token.
+    pub async fn from_flags(
+        token: Option<&SecretRef>,
+        username: &str,
+    ) -> Result<Option<Credentials>, StepError> {
+        match token {
+            Some(reference) => Ok(Some(Credentials {
+                username: username.to_owned(),
+                token: reference.resolve("--git-token").await?,
+            })),
+            None => Ok(None),
+        }
+    }
+}

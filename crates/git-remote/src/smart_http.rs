@@ -104,11 +104,13 @@ impl Remote {
         })?;
         match parsed.scheme() {
             "https" | "http" => {}
-            other => return Err(StepError::invalid(format!(
+            other => {
+                return Err(StepError::invalid(format!(
                 "--repo {}: scheme {other:?} is not supported; use the repository's https:// URL \
                      with --git-token",
                 redact_url(url)
-            ))),
+            )))
+            }
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(StepError::invalid(format!(

@@ -12,6 +12,7 @@ type Step = fn(Vec<OsString>) -> u8;
 const STEPS: &[(&str, Step)] = &[
     (validate_params::NAME, |argv| validate_params::run(argv)),
     (create_branch::NAME, |argv| create_branch::run(argv)),
+    (cleanup_branch::NAME, |argv| cleanup_branch::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -6,6 +6,7 @@
 //! - [`FakeGcs`]: fake-gcs-server (JSON API), reached like the Google SDKs reach an emulator.
 //! - [`OpenBao`]: the Vault-compatible server in dev mode, with Kubernetes auth against the
 //!   [`TokenReviewDouble`].
+//! - [`GitHubDouble`]: the GitHub REST API's pull-request listing, pagination and rate limits.
 //! - [`HttpServer`]: the real HTTP/1.1 server the git server and every API double run on.
 //!
 //! Every server picks a free port, waits until it is ready (with a timeout), is killed when dropped,
@@ -14,6 +15,7 @@
 
 mod gcs;
 mod git;
+mod github;
 mod http;
 mod openbao;
 mod postgres;
@@ -21,6 +23,7 @@ mod process;
 
 pub use gcs::FakeGcs;
 pub use git::GitServer;
+pub use github::{Fault, GitHubDouble, PullRequest};
 pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;

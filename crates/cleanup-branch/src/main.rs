@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    cleanup_branch::run(std::env::args_os()).into()
+}
