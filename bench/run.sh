@@ -27,3 +27,6 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$out/vp.json" \
     "target/release/validate-params --pr-number ${args[0]} --head-ref ${args[1]} --repository ${args[2]} --namespace-prefix apps- --bucket-prefix acme- --base-domain sandbox.acme.dev --outputs-dir $out/ours --log-format json" \
     "bash bench/validate-params.sh ${args[0]} ${args[1]} ${args[2]} $out/shell" >/dev/null
 report "$out/vp.json"
+
+echo
+bash bench/git.sh

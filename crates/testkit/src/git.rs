@@ -10,7 +10,7 @@ use base64::Engine;
 use crate::{find_binary, HttpRequest, HttpResponse, HttpServer};
 
 pub struct GitServer {
-    root: tempfile::TempDir,
+    root: Root,
     token: String,
     http: HttpServer,
 }
@@ -20,11 +20,40 @@ pub fn git_binary() -> PathBuf {
     find_binary("git", &[], "install git (apt-get install git)")
 }
 
+/// Where the repositories live: a temp dir of the test, or a directory given by the caller.
+enum Root {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &Path {
+        match self {
+            Root::Temp(dir) => dir.path(),
+            Root::Given(path) => path,
+        }
+    }
+}
+
 impl GitServer {
-    /// Starts a server whose repositories accept the basic-auth password `token`.
+    /// Starts a server, with an empty temp dir of repositories, whose repositories accept the
+    /// basic-auth password `token`.
     pub fn start(token: &str) -> GitServer {
+        Self::serve(Root::Temp(tempfile::tempdir().expect("git server root")), token)
+    }
+
+    /// Serves the bare repositories already in `dir` (`<dir>/<name>.git`).
+    pub fn serve_dir(dir: &Path, token: &str) -> GitServer {
+        Self::serve(Root::Given(dir.to_owned()), token)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        self.http.url()
+    }
+
+    fn serve(root: Root, token: &str) -> GitServer {
         let git = git_binary();
-        let root = tempfile::tempdir().expect("git server root");
         let project_root = root.path().to_owned();
         let expected = token.to_owned();
         let http = HttpServer::start(move |req| {
