@@ -1,4 +1,6 @@
-//! Git remotes, spoken to directly over git's smart HTTP protocol.
+//! Git remotes: ref listing and ref updates spoken directly over git's smart HTTP protocol, and
+//! (through libgit2, in [`Checkout`]) shallow fetches, in-memory commits and pushes that retry
+//! when someone else pushed first, over HTTPS or SSH.
 //!
 //! Creating or deleting a branch needs no clone: the remote already has the commit, so only a ref
 //! update travels. [`Remote::advertised_refs`] reads the refs (and the default branch) from the
@@ -9,8 +11,12 @@
 //! Credentials: a token sent as HTTP basic auth (user `x-access-token` by default, as GitHub
 //! expects). URLs with credentials inside are refused; URLs are redacted in every message.
 
+mod checkout;
 mod pktline;
 mod smart_http;
+
+pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
+pub use git2::Oid;
 
 pub use smart_http::{Advertisement, Credentials, RefUpdate, RefUpdateResult, Remote, ZERO_ID};
 

@@ -1,0 +1,455 @@
+//! The libgit2 side of the library: a shallow, single-branch fetch into a bare repository (a temp
+//! dir, or a reusable `--workdir`), commits built in memory (no work tree), and pushes that, when
+//! someone else pushed first, fetch again, re-apply the change and push again until the deadline.
+//!
+//! Everything here blocks: steps call it from `spawn_blocking`. Cancellation (SIGTERM, deadline)
+//! is checked in libgit2's progress callbacks, which then abort the transfer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, Oid,
+    PushOptions, RemoteCallbacks, Repository, Signature,
+};
+use step_kit::{redact_text, Secret, StepError};
+use tokio_util::sync::CancellationToken;
+
+/// How to authenticate to the remote.
+#[derive(Debug, Clone)]
+pub enum GitAuth {
+    /// No credentials (public repositories, local tests).
+    Anonymous,
+    /// HTTPS: a token sent as basic auth.
+    Token { username: String, token: Secret },
+    /// SSH: a private key; the host key is checked against `known_hosts` unless
+    /// `insecure_ignore_host_key`.
+    SshKey {
+        key: Secret,
+        known_hosts: Option<String>,
+        insecure_ignore_host_key: bool,
+    },
+}
+
+/// Who commits.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+/// One file change of a commit: the new content, or `None` to delete the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub content: Option<Vec<u8>>,
+}
+
+/// A bare repository holding the shallow tip of one branch of the remote.
+pub struct Checkout {
+    repo: Repository,
+    url: String,
+    branch: String,
+    auth: GitAuth,
+    cancel: CancellationToken,
+    tip: Oid,
+    _temp: Option<tempfile::TempDir>,
+}
+
+const TRACKING_REF: &str = "refs/sandbox-steps/tip";
+
+impl Checkout {
+    /// Fetches `branch` of `url` with depth 1 into `workdir` (created or reused) or a temp dir.
+    pub fn fetch(
+        url: &str,
+        branch: &str,
+        auth: GitAuth,
+        workdir: Option<&Path>,
+        cancel: CancellationToken,
+    ) -> Result<Checkout, StepError> {
+        let (repo, temp) = match workdir {
+            Some(dir) => (open_or_init(dir)?, None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("sandbox-steps-git.")
+                    .tempdir()
+                    .map_err(|e| StepError::unexpected(format!("cannot create a temp dir: {e}")))?;
+                (open_or_init(temp.path())?, Some(temp))
+            }
+        };
+        let mut checkout = Checkout {
+            repo,
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            auth,
+            cancel,
+            tip: Oid::ZERO_SHA1,
+            _temp: temp,
+        };
+        checkout.refresh()?;
+        Ok(checkout)
+    }
+
+    /// Fetches the branch again (depth 1): after a rejected push, the new tip.
+    pub fn refresh(&mut self) -> Result<(), StepError> {
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.error("open the remote", e))?;
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(callbacks(&self.auth, &self.cancel))
+            .depth(1)
+            .download_tags(git2::AutotagOption::None);
+        let refspec = format!("+refs/heads/{}:{TRACKING_REF}", self.branch);
+        remote
+            .fetch(&[&refspec], Some(&mut options), None)
+            .map_err(|e| self.error(&format!("fetch {}", self.branch), e))?;
+        self.tip = self
+            .repo
+            .refname_to_id(TRACKING_REF)
+            .map_err(|_| {
+                StepError::precondition(format!(
+                    "branch {} does not exist on {}",
+                    self.branch,
+                    redact_text(&self.url)
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// The commit the branch pointed to when last fetched.
+    pub fn tip(&self) -> Oid {
+        self.tip
+    }
+
+    /// A file of the tip's tree, or `None` when absent.
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StepError> {
+        let tree = self.tip_tree()?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(self.error("read the tree", e)),
+        };
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| StepError::precondition(format!("{path} is not a file: {}", e.message())))?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    fn tip_tree(&self) -> Result<git2::Tree<'_>, StepError> {
+        self.repo
+            .find_commit(self.tip)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.error("read the tip", e))
+    }
+
+    /// Commits `changes` on top of the tip; `None` when they change nothing.
+    pub fn commit(
+        &self,
+        changes: &[Change],
+        identity: &Identity,
+        message: &str,
+    ) -> Result<Option<Oid>, StepError> {
+        let parent = self
+            .repo
+            .find_commit(self.tip)
+            .map_err(|e| self.error("read the tip", e))?;
+        let base = parent.tree().map_err(|e| self.error("read the tip", e))?;
+        let mut index = git2::Index::new().map_err(|e| self.error("build the index", e))?;
+        index.read_tree(&base).map_err(|e| self.error("read the tree", e))?;
+        for change in changes {
+            let path = Path::new(&change.path);
+            match &change.content {
+                Some(content) => {
+                    let id = self
+                        .repo
+                        .blob(content)
+                        .map_err(|e| self.error("write a blob", e))?;
+                    let mode = match base.get_path(path) {
+                        Ok(entry) => entry.filemode() as u32,
+                        Err(_) => 0o100644,
+                    };
+                    index
+                        .add(&index_entry(&change.path, id, mode, content.len()))
+                        .map_err(|e| self.error(&format!("stage {}", change.path), e))?;
+                }
+                None => {
+                    let _ = index.remove_path(path);
+                }
+            }
+        }
+        let tree_id = index
+            .write_tree_to(&self.repo)
+            .map_err(|e| self.error("write the tree", e))?;
+        if tree_id == base.id() {
+            return Ok(None);
+        }
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(|e| self.error("read the new tree", e))?;
+        let signature = Signature::now(&identity.name, &identity.email)
+            .map_err(|e| StepError::invalid(format!("invalid author identity: {}", e.message())))?;
+        let id = self
+            .repo
+            .commit(None, &signature, &signature, message, &tree, &[&parent])
+            .map_err(|e| self.error("commit", e))?;
+        Ok(Some(id))
+    }
+
+    /// Pushes `commit` to the branch, fast-forward only. `Ok(false)`: refused because the branch
+    /// moved (someone else pushed); fetch again and retry.
+    pub fn push(&self, commit: Oid) -> Result<bool, StepError> {
+        self.push_refspec(&format!("{commit}:refs/heads/{}", self.branch))
+    }
+
+    /// Pushes `refspec` (`<src>:<dst>`, or `:<dst>` to delete). `Ok(false)` when the remote
+    /// refused the ref update.
+    pub fn push_refspec(&self, refspec: &str) -> Result<bool, StepError> {
+        // libgit2 pushes from refs: point a local ref at the source object.
+        let refspec = match refspec.split_once(':') {
+            Some((src, dst)) if src.len() == 40 => {
+                let id = Oid::from_str(src).map_err(|e| self.error("parse the commit", e))?;
+                self.repo
+                    .reference("refs/sandbox-steps/push", id, true, "push")
+                    .map_err(|e| self.error("prepare the push", e))?;
+                format!("refs/sandbox-steps/push:{dst}")
+            }
+            _ => refspec.to_owned(),
+        };
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.error("open the remote", e))?;
+        let mut rejected: Option<String> = None;
+        let result = {
+            let mut cbs = callbacks(&self.auth, &self.cancel);
+            // A refused ref update is not an Err of push(): it only arrives here.
+            cbs.push_update_reference(|_, status| {
+                if let Some(message) = status {
+                    rejected = Some(message.to_owned());
+                }
+                Ok(())
+            });
+            let mut options = PushOptions::new();
+            options.remote_callbacks(cbs);
+            remote.push(&[&refspec], Some(&mut options))
+        };
+        match result {
+            Ok(()) if rejected.is_none() => Ok(true),
+            Ok(()) => {
+                tracing::info!("push refused: {}", rejected.unwrap_or_default());
+                Ok(false)
+            }
+            Err(e) if e.code() == ErrorCode::NotFastForward => Ok(false),
+            Err(e) => Err(self.error("push", e)),
+        }
+    }
+
+    /// Maps a libgit2 error: authentication is a precondition (exit 3), network trouble is
+    /// transient (exit 4); URLs in the message are redacted.
+    fn error(&self, what: &str, e: git2::Error) -> StepError {
+        if self.cancel.is_cancelled() {
+            return StepError::transient(format!("{what}: cancelled"));
+        }
+        let message = format!(
+            "cannot {what} ({}): {}",
+            redact_text(&self.url),
+            redact_text(e.message())
+        );
+        let auth = e.code() == ErrorCode::Auth
+            || e.class() == ErrorClass::Ssh && e.message().contains("authentic");
+        if auth || e.code() == ErrorCode::Certificate {
+            let hint = match self.auth {
+                GitAuth::SshKey { .. } => {
+                    "check --ssh-key (a deploy key with write access) and --known-hosts"
+                }
+                _ => "check --git-token (read and write access to the contents) and --git-username",
+            };
+            return StepError::precondition(message).with_hint(hint);
+        }
+        match e.class() {
+            ErrorClass::Net | ErrorClass::Os | ErrorClass::Http | ErrorClass::Ssh
+            | ErrorClass::Ssl | ErrorClass::Callback => StepError::transient(message),
+            _ => StepError::unexpected(message),
+        }
+    }
+}
+
+fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
+    let opened = if dir.join("HEAD").is_file() {
+        Repository::open_bare(dir)
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StepError::unexpected(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        Repository::init_bare(dir)
+    };
+    opened.map_err(|e| {
+        StepError::unexpected(format!("cannot open the git workdir {}: {}", dir.display(), e.message()))
+    })
+}
+
+fn index_entry(path: &str, id: Oid, mode: u32, size: usize) -> git2::IndexEntry {
+    let zero = git2::IndexTime::new(0, 0);
+    git2::IndexEntry {
+        ctime: zero,
+        mtime: zero,
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: size as u32,
+        id,
+        flags: (path.len().min(0xfff)) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
+}
+
+/// The callbacks of every transfer: credentials (offered once: libgit2 would replay wrong ones
+/// up to 15 times), the host key check for SSH, and cancellation.
+fn callbacks<'a>(auth: &'a GitAuth, cancel: &'a CancellationToken) -> RemoteCallbacks<'a> {
+    let mut cbs = RemoteCallbacks::new();
+    let mut offered = false;
+    cbs.credentials(move |_url, username, allowed| {
+        if offered {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Callback,
+                "the remote refused the credentials",
+            ));
+        }
+        offered = true;
+        match auth {
+            GitAuth::Token { username, token } if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                Cred::userpass_plaintext(username, token.expose())
+            }
+            GitAuth::SshKey { key, .. } if allowed.contains(CredentialType::SSH_MEMORY) || allowed.contains(CredentialType::SSH_KEY) => {
+                Cred::ssh_key_from_memory(username.unwrap_or("git"), None, key.expose(), None)
+            }
+            GitAuth::SshKey { .. } if allowed.contains(CredentialType::USERNAME) => {
+                offered = false;
+                Cred::username(username.unwrap_or("git"))
+            }
+            _ => Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Callback,
+                "the remote wants credentials this step was not given",
+            )),
+        }
+    });
+    cbs.certificate_check(move |cert, host| match auth {
+        GitAuth::SshKey {
+            known_hosts,
+            insecure_ignore_host_key,
+            ..
+        } => {
+            if *insecure_ignore_host_key {
+                return Ok(CertificateCheckStatus::CertificateOk);
+            }
+            let Some(hostkey) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
+                return Err(certificate_error("the server sent no SSH host key"));
+            };
+            match known_hosts {
+                Some(known) if host_key_known(known, host, hostkey) => {
+                    Ok(CertificateCheckStatus::CertificateOk)
+                }
+                Some(_) => Err(certificate_error(&format!(
+                    "the SSH host key of {host} is not in --known-hosts"
+                ))),
+                None => Err(certificate_error(
+                    "no --known-hosts to check the SSH host key against (or --insecure-ignore-host-key)",
+                )),
+            }
+        }
+        // HTTPS certificates were checked by the TLS stack already.
+        _ => Ok(CertificateCheckStatus::CertificatePassthrough),
+    });
+    cbs.transfer_progress(move |_| !cancel.is_cancelled());
+    cbs.push_transfer_progress(move |_, _, _| {});
+    cbs
+}
+
+fn certificate_error(message: &str) -> git2::Error {
+    git2::Error::new(ErrorCode::Certificate, ErrorClass::Callback, message)
+}
+
+/// Whether `known_hosts` (OpenSSH format, plain host names) lists `key` for `host`. libgit2
+/// gives the host without the port, so entries `host` and `[host]:port` both match.
+pub fn host_key_known(known_hosts: &str, host: &str, key: &[u8]) -> bool {
+    use base64::Engine;
+    let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).ok();
+    known_hosts.lines().any(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+            return false;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(encoded)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        let host_matches = hosts.split(',').any(|h| {
+            let name = h
+                .strip_prefix('[')
+                .and_then(|rest| rest.split_once(']'))
+                .map_or(h, |(name, _)| name);
+            name == host
+        });
+        host_matches && decode(encoded).as_deref() == Some(key)
+    })
+}
+
+/// Fetch, change, commit, push; when the push is refused because someone else pushed, fetch the
+/// new tip, compute the change again on it and push again, with backoff, until `deadline`.
+/// `change` gets the current checkout and returns the file changes; none (or no difference)
+/// means no commit. Returns the pushed commit, or `None` when there was nothing to change.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_and_push(
+    url: &str,
+    branch: &str,
+    auth: GitAuth,
+    workdir: Option<&Path>,
+    identity: &Identity,
+    message: &str,
+    deadline: Instant,
+    cancel: CancellationToken,
+    mut change: impl FnMut(&Checkout) -> Result<Vec<Change>, StepError>,
+) -> Result<Option<Oid>, StepError> {
+    let mut checkout = Checkout::fetch(url, branch, auth, workdir, cancel.clone())?;
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1.. {
+        let changes = change(&checkout)?;
+        let Some(commit) = checkout.commit(&changes, identity, message)? else {
+            return Ok(None);
+        };
+        if checkout.push(commit)? {
+            return Ok(Some(commit));
+        }
+        let pause = jittered(delay);
+        if Instant::now() + pause >= deadline || cancel.is_cancelled() {
+            return Err(StepError::transient(format!(
+                "push to {branch} refused {attempt} time(s): others keep pushing; gave up at the deadline"
+            )));
+        }
+        tracing::info!("{branch} moved on the remote; fetching it again (attempt {attempt})");
+        std::thread::sleep(pause);
+        delay = (delay * 2).min(Duration::from_secs(10));
+        checkout.refresh()?;
+    }
+    unreachable!("the loop returns")
+}
+
+/// `delay` ± 50%, from the clock's low bits (jitter needs no strong randomness).
+fn jittered(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    delay.mul_f64(factor)
+}
