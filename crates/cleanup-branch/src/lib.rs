@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 use clap::Parser;
-use git_remote::{Credentials, RefUpdate, Remote, ZERO_ID};
+use git_remote::{GitFlags, RefUpdate, Transport, ZERO_ID};
 use step_kit::{escape_untrusted, CommonArgs, Context, SecretRef, StepArgs, StepError};
 
 mod github;
@@ -56,14 +56,6 @@ pub struct Args {
     )]
     pub protected_branches: Vec<String>,
 
-    /// The git token, as a reference: env:NAME, file:/path or vault:<mount>/<path>#<key>.
-    #[arg(long, value_name = "SECRET_REF")]
-    pub git_token: Option<SecretRef>,
-
-    /// The user name sent with the git token.
-    #[arg(long, value_name = "USER", default_value = "x-access-token")]
-    pub git_username: String,
-
     /// The GitHub repository (owner/name) whose open pull requests keep the branch alive.
     #[arg(long, value_name = "OWNER/NAME")]
     pub github_repo: Option<String>,
@@ -79,6 +71,9 @@ pub struct Args {
     /// Log what would happen, delete nothing (outputs: deleted=false, reason=dry-run).
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub git: GitFlags,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -106,9 +101,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             "--sandbox-prefix must not be empty: it is what keeps other branches safe",
         ));
     }
-    // Templates pass an unset --github-repo as an empty string.
-    let github_repo = args.github_repo.as_deref().filter(|r| !r.is_empty());
-    if github_repo.is_some() && args.github_token.is_none() {
+    if args.github_repo.is_some() && args.github_token.is_none() {
         return Err(StepError::invalid("--github-repo needs --github-token"));
     }
     if !args.branch.starts_with(&args.sandbox_prefix) {
@@ -123,8 +116,13 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         )));
     }
 
-    let credentials = Credentials::from_flags(args.git_token.as_ref(), &args.git_username).await?;
-    let remote = Remote::new(&args.repo, credentials, ctx.retry_policy())?;
+    let remote = Transport::open(
+        &args.repo,
+        &args.git,
+        ctx.retry_policy(),
+        ctx.cancel.clone(),
+    )
+    .await?;
     let refs = remote.advertised_refs().await?;
     if refs.default_branch() == Some(args.branch.as_str()) {
         return Err(StepError::precondition(format!(
@@ -136,7 +134,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         return write_outputs(&ctx, false, "absent");
     };
 
-    if let (Some(repo), Some(token)) = (github_repo, &args.github_token) {
+    if let (Some(repo), Some(token)) = (&args.github_repo, &args.github_token) {
         let token = token.resolve("--github-token").await?;
         let gh = github::GitHub::new(
             &args.github_api_url,
@@ -156,7 +154,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     if args.dry_run {
         tracing::info!(
             "dry run: would delete {ref_name} (at {commit}) on {}",
-            remote.url()
+            &remote.url()
         );
         return write_outputs(&ctx, false, "dry-run");
     }
@@ -165,7 +163,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         old: commit.clone(),
         new: ZERO_ID.to_owned(),
     };
-    match &remote.update_refs(&[update]).await?[0].rejected {
+    match remote.update_ref(&update, &ref_name).await? {
         None => {
             tracing::info!("deleted {ref_name} (was at {commit})");
             write_outputs(&ctx, true, "deleted")

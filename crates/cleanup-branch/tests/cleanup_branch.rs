@@ -305,3 +305,43 @@ fn a_wrong_github_token_is_exit_3_and_never_printed() {
     assert!(!text(&out).contains("gh-wrong-777"));
     assert!(server.rev_parse("infra", "refs/heads/sbx-pr-42").is_some());
 }
+
+#[test]
+fn over_ssh_with_a_key_and_known_hosts() {
+    let server = testkit::SshGitServer::start();
+    let url = server.create_repo("infra", &[("a.txt", "a\n")]);
+    assert!(Command::new("git")
+        .args(["branch", "sbx-pr-42", "main"])
+        .current_dir(server.repo_path("infra"))
+        .status()
+        .unwrap()
+        .success());
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, server.known_hosts()).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_cleanup-branch"))
+            .env_clear()
+            .env("OUTPUTS_DIR", dir.path())
+            .env("TEST_SSH_KEY", server.client_key())
+            .args([
+                "--repo",
+                &url,
+                "--ssh-key",
+                "env:TEST_SSH_KEY",
+                "--branch",
+                "sbx-pr-42",
+            ])
+            .arg("--known-hosts")
+            .arg(&known_hosts)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(outputs(dir.path()), ("true".into(), "deleted".into()));
+    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-42"), None);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(outputs(dir.path()), ("false".into(), "absent".into()));
+}

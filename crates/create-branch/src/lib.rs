@@ -7,8 +7,8 @@
 use std::ffi::OsString;
 
 use clap::Parser;
-use git_remote::{Credentials, RefUpdate, Remote, ZERO_ID};
-use step_kit::{escape_untrusted, CommonArgs, Context, SecretRef, StepArgs, StepError};
+use git_remote::{GitFlags, RefUpdate, Transport, ZERO_ID};
+use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
 pub const NAME: &str = "create-branch";
 
@@ -46,14 +46,6 @@ pub struct Args {
     #[arg(long, value_name = "REF", default_value = "main")]
     pub from: String,
 
-    /// The token for HTTPS, as a reference: env:NAME, file:/path or vault:<mount>/<path>#<key>.
-    #[arg(long, value_name = "SECRET_REF")]
-    pub git_token: Option<SecretRef>,
-
-    /// The user name sent with the token (GitHub ignores it; others may not).
-    #[arg(long, value_name = "USER", default_value = "x-access-token")]
-    pub git_username: String,
-
     /// Branches never created or moved (globs: `*` any run, `?` one character); `main`, `master`
     /// and the remote's default branch are always protected.
     #[arg(
@@ -72,6 +64,9 @@ pub struct Args {
     /// would get).
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub git: GitFlags,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -109,8 +104,13 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         )));
     }
 
-    let credentials = Credentials::from_flags(args.git_token.as_ref(), &args.git_username).await?;
-    let remote = Remote::new(&args.repo, credentials, ctx.retry_policy())?;
+    let remote = Transport::open(
+        &args.repo,
+        &args.git,
+        ctx.retry_policy(),
+        ctx.cancel.clone(),
+    )
+    .await?;
     let refs = remote.advertised_refs().await?;
     if refs.default_branch() == Some(args.branch.as_str()) {
         return Err(StepError::precondition(format!(
@@ -122,7 +122,7 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         return Err(StepError::precondition(format!(
             "--from {} does not exist on {}",
             escape_untrusted(&args.from),
-            remote.url()
+            &remote.url()
         )));
     };
     let ref_name = format!("refs/heads/{}", args.branch);
@@ -147,7 +147,7 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     if args.dry_run {
         tracing::info!(
             "dry run: would {verb} {ref_name} at {target} ({from_ref}) on {}",
-            remote.url()
+            &remote.url()
         );
         return write_outputs(&ctx, current.as_deref().unwrap_or(&target), false);
     }
@@ -157,8 +157,7 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         old: old.clone(),
         new: target.clone(),
     };
-    let result = remote.update_refs(&[update]).await?;
-    match &result[0].rejected {
+    match remote.update_ref(&update, &from_ref).await? {
         None => {
             tracing::info!("{verb}d {ref_name} at {target} ({from_ref})");
             write_outputs(&ctx, &target, true)

@@ -391,3 +391,59 @@ fn ten_runs_racing_for_the_same_branch_all_converge() {
         .rev_parse("infra", "refs/heads/sbx-pr-race")
         .is_some());
 }
+
+#[test]
+fn over_ssh_with_a_key_and_known_hosts() {
+    let server = testkit::SshGitServer::start();
+    let url = server.create_repo("infra", &[("a.txt", "a\n")]);
+    let main = server.rev_parse("infra", "refs/heads/main").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, server.known_hosts()).unwrap();
+    let workdir = dir.path().join("work");
+    let ssh_step = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_create-branch"));
+        cmd.env_clear()
+            .env("OUTPUTS_DIR", dir.path().join("out"))
+            .env("TEST_SSH_KEY", server.client_key())
+            .args(["--repo", &url, "--ssh-key", "env:TEST_SSH_KEY"])
+            .arg("--known-hosts")
+            .arg(&known_hosts)
+            .arg("--workdir")
+            .arg(&workdir);
+        cmd
+    };
+    let out = ssh_step().args(["--branch", "sbx-pr-5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+    assert_eq!(read(&dir.path().join("out"), "created"), "true");
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-5"),
+        Some(main.clone())
+    );
+    // Re-run: converges, reusing the workdir.
+    let out = ssh_step().args(["--branch", "sbx-pr-5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+    assert_eq!(read(&dir.path().join("out"), "created"), "false");
+    // A host key that is not the server's: exit 3, nothing created.
+    std::fs::write(&known_hosts, server.wrong_known_hosts()).unwrap();
+    let out = ssh_step().args(["--branch", "sbx-pr-6"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", all_output(&out));
+    assert!(!all_output(&out).contains("PRIVATE KEY"));
+    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-6"), None);
+    // No --known-hosts at all: refused before connecting.
+    let out = Command::new(env!("CARGO_BIN_EXE_create-branch"))
+        .env_clear()
+        .env("OUTPUTS_DIR", dir.path())
+        .env("TEST_SSH_KEY", server.client_key())
+        .args([
+            "--repo",
+            &url,
+            "--ssh-key",
+            "env:TEST_SSH_KEY",
+            "--branch",
+            "sbx-pr-6",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+}

@@ -59,7 +59,8 @@ pub struct Checkout {
 const TRACKING_REF: &str = "refs/sandbox-steps/tip";
 
 impl Checkout {
-    /// Fetches `branch` of `url` with depth 1 into `workdir` (created or reused) or a temp dir.
+    /// Fetches `branch` (a branch name or a full ref name) of `url` with depth 1 into `workdir`
+    /// (created or reused) or a temp dir.
     pub fn fetch(
         url: &str,
         branch: &str,
@@ -101,20 +102,22 @@ impl Checkout {
             .remote_callbacks(callbacks(&self.auth, &self.cancel))
             .depth(1)
             .download_tags(git2::AutotagOption::None);
-        let refspec = format!("+refs/heads/{}:{TRACKING_REF}", self.branch);
+        let source = if self.branch.starts_with("refs/") {
+            self.branch.clone()
+        } else {
+            format!("refs/heads/{}", self.branch)
+        };
+        let refspec = format!("+{source}:{TRACKING_REF}");
         remote
             .fetch(&[&refspec], Some(&mut options), None)
             .map_err(|e| self.error(&format!("fetch {}", self.branch), e))?;
-        self.tip = self
-            .repo
-            .refname_to_id(TRACKING_REF)
-            .map_err(|_| {
-                StepError::precondition(format!(
-                    "branch {} does not exist on {}",
-                    self.branch,
-                    redact_text(&self.url)
-                ))
-            })?;
+        self.tip = self.repo.refname_to_id(TRACKING_REF).map_err(|_| {
+            StepError::precondition(format!(
+                "branch {} does not exist on {}",
+                self.branch,
+                redact_text(&self.url)
+            ))
+        })?;
         Ok(())
     }
 
@@ -131,10 +134,9 @@ impl Checkout {
             Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
             Err(e) => return Err(self.error("read the tree", e)),
         };
-        let blob = self
-            .repo
-            .find_blob(entry.id())
-            .map_err(|e| StepError::precondition(format!("{path} is not a file: {}", e.message())))?;
+        let blob = self.repo.find_blob(entry.id()).map_err(|e| {
+            StepError::precondition(format!("{path} is not a file: {}", e.message()))
+        })?;
         Ok(Some(blob.content().to_vec()))
     }
 
@@ -158,7 +160,9 @@ impl Checkout {
             .map_err(|e| self.error("read the tip", e))?;
         let base = parent.tree().map_err(|e| self.error("read the tip", e))?;
         let mut index = git2::Index::new().map_err(|e| self.error("build the index", e))?;
-        index.read_tree(&base).map_err(|e| self.error("read the tree", e))?;
+        index
+            .read_tree(&base)
+            .map_err(|e| self.error("read the tree", e))?;
         for change in changes {
             let path = Path::new(&change.path);
             match &change.content {
@@ -209,13 +213,16 @@ impl Checkout {
     /// refused the ref update.
     pub fn push_refspec(&self, refspec: &str) -> Result<bool, StepError> {
         // libgit2 pushes from refs: point a local ref at the source object.
-        let refspec = match refspec.split_once(':') {
+        let (force, spec) = refspec
+            .strip_prefix('+')
+            .map_or(("", refspec), |rest| ("+", rest));
+        let refspec = match spec.split_once(':') {
             Some((src, dst)) if src.len() == 40 => {
                 let id = Oid::from_str(src).map_err(|e| self.error("parse the commit", e))?;
                 self.repo
                     .reference("refs/sandbox-steps/push", id, true, "push")
                     .map_err(|e| self.error("prepare the push", e))?;
-                format!("refs/sandbox-steps/push:{dst}")
+                format!("{force}refs/sandbox-steps/push:{dst}")
             }
             _ => refspec.to_owned(),
         };
@@ -248,21 +255,31 @@ impl Checkout {
         }
     }
 
+    fn error(&self, what: &str, e: git2::Error) -> StepError {
+        Self::classify(&self.url, &self.auth, &self.cancel, what, e)
+    }
+
     /// Maps a libgit2 error: authentication is a precondition (exit 3), network trouble is
     /// transient (exit 4); URLs in the message are redacted.
-    fn error(&self, what: &str, e: git2::Error) -> StepError {
-        if self.cancel.is_cancelled() {
+    fn classify(
+        url: &str,
+        auth: &GitAuth,
+        cancel: &CancellationToken,
+        what: &str,
+        e: git2::Error,
+    ) -> StepError {
+        if cancel.is_cancelled() {
             return StepError::transient(format!("{what}: cancelled"));
         }
         let message = format!(
             "cannot {what} ({}): {}",
-            redact_text(&self.url),
+            redact_text(url),
             redact_text(e.message())
         );
-        let auth = e.code() == ErrorCode::Auth
+        let auth_failed = e.code() == ErrorCode::Auth
             || e.class() == ErrorClass::Ssh && e.message().contains("authentic");
-        if auth || e.code() == ErrorCode::Certificate {
-            let hint = match self.auth {
+        if auth_failed || e.code() == ErrorCode::Certificate {
+            let hint = match auth {
                 GitAuth::SshKey { .. } => {
                     "check --ssh-key (a deploy key with write access) and --known-hosts"
                 }
@@ -271,24 +288,61 @@ impl Checkout {
             return StepError::precondition(message).with_hint(hint);
         }
         match e.class() {
-            ErrorClass::Net | ErrorClass::Os | ErrorClass::Http | ErrorClass::Ssh
-            | ErrorClass::Ssl | ErrorClass::Callback => StepError::transient(message),
+            ErrorClass::Net
+            | ErrorClass::Os
+            | ErrorClass::Http
+            | ErrorClass::Ssh
+            | ErrorClass::Ssl
+            | ErrorClass::Callback => StepError::transient(message),
             _ => StepError::unexpected(message),
         }
     }
+}
+
+/// The remote's refs and HEAD through libgit2 (for SSH remotes; HTTP ones use [`crate::Remote`]).
+pub fn list_refs(
+    url: &str,
+    auth: &GitAuth,
+    cancel: &CancellationToken,
+) -> Result<crate::Advertisement, StepError> {
+    let temp = tempfile::Builder::new()
+        .prefix("sandbox-steps-git.")
+        .tempdir()
+        .map_err(|e| StepError::unexpected(format!("cannot create a temp dir: {e}")))?;
+    let repo = open_or_init(temp.path())?;
+    let fail = |what: &str, e: git2::Error| Checkout::classify(url, auth, cancel, what, e);
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| fail("open the remote", e))?;
+    let connection = remote
+        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, cancel)), None)
+        .map_err(|e| fail("connect to", e))?;
+    let mut ad = crate::Advertisement::default();
+    for head in connection.list().map_err(|e| fail("list the refs of", e))? {
+        if head.name() == "HEAD" {
+            ad.head = head.symref_target().map(str::to_owned);
+            continue;
+        }
+        let name = head.name().strip_suffix("^{}").unwrap_or(head.name());
+        ad.refs.insert(name.to_owned(), head.oid().to_string());
+    }
+    Ok(ad)
 }
 
 fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
     let opened = if dir.join("HEAD").is_file() {
         Repository::open_bare(dir)
     } else {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StepError::unexpected(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StepError::unexpected(format!("cannot create {}: {e}", dir.display())))?;
         Repository::init_bare(dir)
     };
     opened.map_err(|e| {
-        StepError::unexpected(format!("cannot open the git workdir {}: {}", dir.display(), e.message()))
+        StepError::unexpected(format!(
+            "cannot open the git workdir {}: {}",
+            dir.display(),
+            e.message()
+        ))
     })
 }
 
@@ -325,10 +379,15 @@ fn callbacks<'a>(auth: &'a GitAuth, cancel: &'a CancellationToken) -> RemoteCall
         }
         offered = true;
         match auth {
-            GitAuth::Token { username, token } if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+            GitAuth::Token { username, token }
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
                 Cred::userpass_plaintext(username, token.expose())
             }
-            GitAuth::SshKey { key, .. } if allowed.contains(CredentialType::SSH_MEMORY) || allowed.contains(CredentialType::SSH_KEY) => {
+            GitAuth::SshKey { key, .. }
+                if allowed.contains(CredentialType::SSH_MEMORY)
+                    || allowed.contains(CredentialType::SSH_KEY) =>
+            {
                 Cred::ssh_key_from_memory(username.unwrap_or("git"), None, key.expose(), None)
             }
             GitAuth::SshKey { .. } if allowed.contains(CredentialType::USERNAME) => {
@@ -389,7 +448,8 @@ pub fn host_key_known(known_hosts: &str, host: &str, key: &[u8]) -> bool {
             return false;
         }
         let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(_kind), Some(encoded)) = (fields.next(), fields.next(), fields.next())
+        let (Some(hosts), Some(_kind), Some(encoded)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return false;
         };

@@ -14,9 +14,11 @@
 mod checkout;
 mod pktline;
 mod smart_http;
+mod transport;
 
 pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
 pub use git2::Oid;
+pub use transport::{is_ssh_url, GitFlags, Transport};
 
 pub use smart_http::{Advertisement, Credentials, RefUpdate, RefUpdateResult, Remote, ZERO_ID};
 

@@ -31,7 +31,9 @@ fn show(server: &GitServer, spec: &str) -> Option<String> {
         .current_dir(server.repo_path("infra"))
         .output()
         .unwrap();
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn change(path: &str, content: &str) -> Change {
@@ -43,7 +45,10 @@ fn change(path: &str, content: &str) -> Change {
 
 fn infra() -> GitServer {
     let server = GitServer::start(TOKEN);
-    server.create_repo("infra", &[("apps/a.yaml", "a: 1\n"), ("README.md", "infra\n")]);
+    server.create_repo(
+        "infra",
+        &[("apps/a.yaml", "a: 1\n"), ("README.md", "infra\n")],
+    );
     Command::new("git")
         .args(["branch", "sbx-pr-1", "main"])
         .current_dir(server.repo_path("infra"))
@@ -55,11 +60,30 @@ fn infra() -> GitServer {
 #[test]
 fn shallow_fetch_reads_the_tip_without_history() {
     let server = infra();
-    let checkout = Checkout::fetch(&server.url("infra"), "sbx-pr-1", auth(), None, CancellationToken::new()).unwrap();
-    assert_eq!(checkout.tip().to_string(), server.rev_parse("infra", "refs/heads/sbx-pr-1").unwrap());
-    assert_eq!(checkout.read_file("apps/a.yaml").unwrap().as_deref(), Some(&b"a: 1\n"[..]));
+    let checkout = Checkout::fetch(
+        &server.url("infra"),
+        "sbx-pr-1",
+        auth(),
+        None,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        checkout.tip().to_string(),
+        server.rev_parse("infra", "refs/heads/sbx-pr-1").unwrap()
+    );
+    assert_eq!(
+        checkout.read_file("apps/a.yaml").unwrap().as_deref(),
+        Some(&b"a: 1\n"[..])
+    );
     assert_eq!(checkout.read_file("apps/none.yaml").unwrap(), None);
-    let missing = Checkout::fetch(&server.url("infra"), "no-such", auth(), None, CancellationToken::new());
+    let missing = Checkout::fetch(
+        &server.url("infra"),
+        "no-such",
+        auth(),
+        None,
+        CancellationToken::new(),
+    );
     assert_eq!(missing.err().unwrap().exit_code(), 3);
 }
 
@@ -77,13 +101,31 @@ fn commits_and_pushes_a_change_and_nothing_when_there_is_none() {
         "sbx-pr-1: set a",
         deadline,
         CancellationToken::new(),
-        |_| Ok(vec![change("apps/a.yaml", "a: 2\n"), change("apps/new/b.yaml", "b: 1\n"), Change { path: "README.md".into(), content: None }]),
+        |_| {
+            Ok(vec![
+                change("apps/a.yaml", "a: 2\n"),
+                change("apps/new/b.yaml", "b: 1\n"),
+                Change {
+                    path: "README.md".into(),
+                    content: None,
+                },
+            ])
+        },
     )
     .unwrap()
     .expect("a commit");
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-1"), Some(pushed.to_string()));
-    assert_eq!(show(&server, "sbx-pr-1:apps/a.yaml").as_deref(), Some("a: 2\n"));
-    assert_eq!(show(&server, "sbx-pr-1:apps/new/b.yaml").as_deref(), Some("b: 1\n"));
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-1"),
+        Some(pushed.to_string())
+    );
+    assert_eq!(
+        show(&server, "sbx-pr-1:apps/a.yaml").as_deref(),
+        Some("a: 2\n")
+    );
+    assert_eq!(
+        show(&server, "sbx-pr-1:apps/new/b.yaml").as_deref(),
+        Some("b: 1\n")
+    );
     assert_eq!(show(&server, "sbx-pr-1:README.md"), None);
     let log = Command::new("git")
         .args(["log", "-1", "--format=%an|%s", "sbx-pr-1"])
@@ -92,7 +134,11 @@ fn commits_and_pushes_a_change_and_nothing_when_there_is_none() {
         .unwrap();
     let log = String::from_utf8_lossy(&log.stdout);
     assert!(log.starts_with("sandbox-steps|sbx-pr-1: set a"), "{log}");
-    assert_eq!(show(&server, "main:apps/a.yaml").as_deref(), Some("a: 1\n"), "main untouched");
+    assert_eq!(
+        show(&server, "main:apps/a.yaml").as_deref(),
+        Some("a: 1\n"),
+        "main untouched"
+    );
 
     // The same change again, reusing the workdir: nothing to commit, nothing pushed.
     let again = commit_and_push(
@@ -108,7 +154,10 @@ fn commits_and_pushes_a_change_and_nothing_when_there_is_none() {
     )
     .unwrap();
     assert_eq!(again, None);
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-1"), Some(pushed.to_string()));
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-1"),
+        Some(pushed.to_string())
+    );
 }
 
 #[test]
@@ -158,9 +207,19 @@ fn a_push_that_lost_a_race_is_fetched_reapplied_and_pushed_again() {
     .unwrap()
     .unwrap();
     assert_eq!(attempts, 2);
-    assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-1"), Some(pushed.to_string()));
-    assert_eq!(show(&server, "sbx-pr-1:theirs.txt").as_deref(), Some("theirs\n"), "theirs kept");
-    assert_eq!(show(&server, "sbx-pr-1:ours.txt").as_deref(), Some("saw theirs: true\n"));
+    assert_eq!(
+        server.rev_parse("infra", "refs/heads/sbx-pr-1"),
+        Some(pushed.to_string())
+    );
+    assert_eq!(
+        show(&server, "sbx-pr-1:theirs.txt").as_deref(),
+        Some("theirs\n"),
+        "theirs kept"
+    );
+    assert_eq!(
+        show(&server, "sbx-pr-1:ours.txt").as_deref(),
+        Some("saw theirs: true\n")
+    );
 }
 
 #[test]
@@ -171,19 +230,34 @@ fn wrong_credentials_fail_fast_as_a_precondition() {
         token: Secret::new("wrong-token-99"),
     };
     let started = Instant::now();
-    let err = Checkout::fetch(&server.url("infra"), "sbx-pr-1", wrong, None, CancellationToken::new())
-        .err()
-        .unwrap();
+    let err = Checkout::fetch(
+        &server.url("infra"),
+        "sbx-pr-1",
+        wrong,
+        None,
+        CancellationToken::new(),
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.exit_code(), 3, "{err}");
     assert!(!err.to_string().contains("wrong-token-99"));
     assert!(started.elapsed() < Duration::from_secs(5));
-    let auth_requests = server.requests().iter().filter(|r| r.header("authorization").is_some()).count();
-    assert!(auth_requests <= 2, "credentials offered once, not replayed: {auth_requests}");
+    let auth_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.header("authorization").is_some())
+        .count();
+    assert!(
+        auth_requests <= 2,
+        "credentials offered once, not replayed: {auth_requests}"
+    );
 }
 
 #[test]
 fn an_unreachable_remote_is_transient() {
     let url = format!("http://127.0.0.1:{}/infra.git", testkit::free_port());
-    let err = Checkout::fetch(&url, "main", auth(), None, CancellationToken::new()).err().unwrap();
+    let err = Checkout::fetch(&url, "main", auth(), None, CancellationToken::new())
+        .err()
+        .unwrap();
     assert_eq!(err.exit_code(), 4, "{err}");
 }

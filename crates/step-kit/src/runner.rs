@@ -193,6 +193,12 @@ pub fn command_with_env(cmd: Command) -> Command {
         match arg.get_long() {
             Some(long) if !skip => {
                 let env = long.replace('-', "_").to_ascii_uppercase();
+                // An empty variable counts as unset, so the flag's default applies: templates
+                // pass optional parameters nobody set as `value: ""`. (clap reads the variable
+                // here, when the arg is defined.)
+                if std::env::var_os(&env).is_some_and(|v| v.is_empty()) {
+                    std::env::remove_var(&env);
+                }
                 arg.env(env)
             }
             _ => arg,

@@ -129,6 +129,27 @@ fn child_runs_probe_from_env() {
 }
 
 #[test]
+fn an_empty_environment_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    // MODE="" leaves the default (ok); DRY_RUN="" leaves false.
+    let out = child_from_env(&[
+        ("OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("MODE", ""),
+        ("DRY_RUN", ""),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dry-run")).unwrap(),
+        "false"
+    );
+}
+
+#[test]
 fn each_result_maps_to_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     for (mode, code) in [

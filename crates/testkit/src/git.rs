@@ -39,7 +39,10 @@ impl GitServer {
     /// Starts a server, with an empty temp dir of repositories, whose repositories accept the
     /// basic-auth password `token`.
     pub fn start(token: &str) -> GitServer {
-        Self::serve(Root::Temp(tempfile::tempdir().expect("git server root")), token)
+        Self::serve(
+            Root::Temp(tempfile::tempdir().expect("git server root")),
+            token,
+        )
     }
 
     /// Serves the bare repositories already in `dir` (`<dir>/<name>.git`).
@@ -106,49 +109,58 @@ impl GitServer {
 
     /// Creates bare repository `name` whose `main` holds one commit with `files` (path, content).
     pub fn create_repo(&self, name: &str, files: &[(&str, &str)]) -> String {
-        let bare = self.repo_path(name);
-        git(
-            &["init", "--quiet", "--bare", "--initial-branch=main"],
-            None,
-            &[bare.as_os_str().to_str().unwrap()],
-        );
-        git(&["config", "http.receivepack", "true"], Some(&bare), &[]);
-        let work = tempfile::tempdir().expect("work tree");
-        git(
-            &["init", "--quiet", "--initial-branch=main"],
-            Some(work.path()),
-            &[],
-        );
-        for (path, content) in files {
-            let file = work.path().join(path);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(&file, content).unwrap();
-        }
-        git(&["add", "--all"], Some(work.path()), &[]);
-        git(
-            &["commit", "--quiet", "--allow-empty", "-m", "initial commit"],
-            Some(work.path()),
-            &[],
-        );
-        git(
-            &["push", "--quiet"],
-            Some(work.path()),
-            &[bare.to_str().unwrap(), "main"],
-        );
+        create_bare_repo(&self.repo_path(name), files);
         self.url(name)
     }
 
     /// The commit `refname` points to in repository `name`, or None when the ref does not exist.
     pub fn rev_parse(&self, name: &str, refname: &str) -> Option<String> {
-        let out = Command::new(git_binary())
-            .args(["rev-parse", "--verify", "--quiet", refname])
-            .current_dir(self.repo_path(name))
-            .output()
-            .expect("run git rev-parse");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        rev_parse_in(&self.repo_path(name), refname)
     }
+}
+
+/// Creates a bare repository at `bare` whose `main` holds one commit with `files`.
+pub(crate) fn create_bare_repo(bare: &Path, files: &[(&str, &str)]) {
+    git(
+        &["init", "--quiet", "--bare", "--initial-branch=main"],
+        None,
+        &[bare.to_str().unwrap()],
+    );
+    git(&["config", "http.receivepack", "true"], Some(bare), &[]);
+    let work = tempfile::tempdir().expect("work tree");
+    git(
+        &["init", "--quiet", "--initial-branch=main"],
+        Some(work.path()),
+        &[],
+    );
+    for (path, content) in files {
+        let file = work.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, content).unwrap();
+    }
+    git(&["add", "--all"], Some(work.path()), &[]);
+    git(
+        &["commit", "--quiet", "--allow-empty", "-m", "initial commit"],
+        Some(work.path()),
+        &[],
+    );
+    git(
+        &["push", "--quiet"],
+        Some(work.path()),
+        &[bare.to_str().unwrap(), "main"],
+    );
+}
+
+/// The commit `refname` points to in the bare repository at `bare`, or None.
+pub(crate) fn rev_parse_in(bare: &Path, refname: &str) -> Option<String> {
+    let out = Command::new(git_binary())
+        .args(["rev-parse", "--verify", "--quiet", refname])
+        .current_dir(bare)
+        .output()
+        .expect("run git rev-parse");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Runs the harness's git with a fixed identity, failing the test on error.

@@ -2,6 +2,7 @@
 //! on a fresh machine, and doubles (named as such) for the APIs no real server can serve here.
 //!
 //! - [`GitServer`]: bare repositories over smart HTTP (`git http-backend`) with basic auth.
+//! - [`SshGitServer`]: bare repositories over SSH, served by OpenSSH's `sshd`.
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`).
 //! - [`FakeGcs`]: fake-gcs-server (JSON API), reached like the Google SDKs reach an emulator.
 //! - [`OpenBao`]: the Vault-compatible server in dev mode, with Kubernetes auth against the
@@ -20,6 +21,7 @@ mod http;
 mod openbao;
 mod postgres;
 mod process;
+mod ssh;
 
 pub use gcs::FakeGcs;
 pub use git::GitServer;
@@ -28,3 +30,4 @@ pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{find_binary, free_port, wait_for_http_ok, ServerProcess};
+pub use ssh::SshGitServer;

@@ -132,8 +132,7 @@ async fn validate_params(args: Args, ctx: Context) -> Result<(), StepError> {
             lines.join("; ")
         ))
     })?;
-    // Templates pass unset optional parameters as empty strings.
-    if let Some(required) = args.require_label.as_deref().filter(|l| !l.is_empty()) {
+    if let Some(required) = &args.require_label {
         if !args.labels.iter().any(|l| l.trim() == required) {
             return Err(StepError::precondition(format!(
                 "the pull request lacks the label {}; labels: {}",
@@ -165,7 +164,7 @@ impl<'a> From<&'a Args> for Params<'a> {
             env_prefix: &a.env_prefix,
             namespace_prefix: &a.namespace_prefix,
             bucket_prefix: &a.bucket_prefix,
-            base_domain: a.base_domain.as_deref().filter(|d| !d.is_empty()),
+            base_domain: a.base_domain.as_deref(),
             name_from: a.name_from,
             protected_branches: &a.protected_branches,
         }
