@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use step_kit::{redact_url, retry, ErrorKind, RetryPolicy, Secret, StepError};
+use step_kit::{error_chain, redact_url, retry, ErrorKind, RetryPolicy, Secret, StepError};
 use tokio::time::Instant;
 
 pub struct GitHub {
@@ -209,17 +209,6 @@ impl GitHub {
 
 fn is_transient(e: &StepError) -> bool {
     e.kind == ErrorKind::Transient
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The `rel="next"` URL of a `Link` header: `<url>; rel="next", <url>; rel="last"`.

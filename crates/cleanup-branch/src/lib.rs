@@ -34,7 +34,7 @@ limit past the deadline, or timeout after retries.";
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
 pub struct Args {
-    /// The repository's HTTPS URL, without credentials in it.
+    /// The repository's URL: https:// (no credentials in it) or an SSH remote.
     #[arg(long, value_name = "URL")]
     pub repo: String,
 

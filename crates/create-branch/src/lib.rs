@@ -1,7 +1,8 @@
 //! create-branch: creates `refs/heads/<branch>` on the remote at the tip of `--from`.
 //!
-//! No clone: the remote already has the commit, so one ref update (a compare-and-swap, "create
-//! only if absent") is all that travels. Re-runs converge: an existing branch is left where it is
+//! No clone over HTTPS: the remote already has the commit, so one ref update (a compare-and-swap,
+//! "create only if absent") is all that travels. SSH remotes go through libgit2 (see
+//! `git_remote::Transport`). Re-runs converge: an existing branch is left where it is
 //! (`created=false`) unless `--reset` moves it.
 
 use std::ffi::OsString;
@@ -28,13 +29,13 @@ Exit codes: 0 created or already there, 2 invalid branch name or flags, 3 protec
 ///
 /// Creates `refs/heads/<BRANCH>` on the remote at the commit of `--from` (a branch, a tag or a
 /// commit id) with a single ref update over git's smart HTTP protocol: no clone, so it takes the
-/// same few milliseconds on any repository. An existing branch is not moved unless `--reset` is
-/// given. Protected branches (`main`, `master`, the remote's default branch, `--protected-branches`)
+/// same few milliseconds on any repository (SSH remotes fetch `--from` with depth 1, then push).
+/// An existing branch is not moved unless `--reset` is given. Protected branches (`main`, `master`, the remote's default branch, `--protected-branches`)
 /// are refused.
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
 pub struct Args {
-    /// The repository's HTTPS URL, without credentials in it.
+    /// The repository's URL: https:// (no credentials in it) or an SSH remote.
     #[arg(long, value_name = "URL")]
     pub repo: String,
 

@@ -236,17 +236,10 @@ impl Remote {
     }
 
     fn transport_error(&self, what: &str, e: reqwest::Error) -> StepError {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
         StepError::transient(format!(
             "cannot {what} {}: {}",
             self.base,
-            redact_url(&text)
+            redact_url(&step_kit::error_chain(&e))
         ))
     }
 

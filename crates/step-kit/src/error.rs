@@ -92,6 +92,19 @@ impl fmt::Display for StepError {
 
 impl std::error::Error for StepError {}
 
+/// An error with its chain of sources, one line: `outer: cause: root cause` (HTTP clients hide
+/// the useful part, "connection refused", in the sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 impl From<std::io::Error> for StepError {
     fn from(e: std::io::Error) -> Self {
         StepError::unexpected(format!("I/O error: {e}"))

@@ -42,7 +42,7 @@ mod runner;
 mod secret;
 
 pub use args::{parse_duration, CommonArgs, LogFormat, StepArgs};
-pub use error::{ErrorKind, StepError};
+pub use error::{error_chain, ErrorKind, StepError};
 pub use escape::escape_untrusted;
 pub use outputs::Outputs;
 pub use progress::Progress;

@@ -234,6 +234,7 @@ impl Error {
     }
 }
 
+/// (step-kit has the same helper, but step-kit depends on this crate, not the other way.)
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
