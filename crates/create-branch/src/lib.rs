@@ -164,13 +164,17 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             write_outputs(&ctx, &target, true)
         }
         Some(reason) => {
-            // Lost a race (another run created or moved it): converge on what is there now.
+            // Refused: either a race lost (another run created or moved it: converge on what is
+            // there now), or the remote will not take it (a missing commit, a server-side rule).
             let now = remote.advertised_refs().await?;
             match now.branch(&args.branch) {
                 Some(commit) if commit == target || (old == ZERO_ID && !args.reset) => {
                     tracing::info!("{ref_name} was {verb}d concurrently, now at {commit}");
                     write_outputs(&ctx, commit, false)
                 }
+                None if old == ZERO_ID => Err(StepError::precondition(format!(
+                    "the remote refused to create {ref_name} at {target}: {reason}"
+                ))),
                 _ => Err(StepError::transient(format!(
                     "the remote refused to {verb} {ref_name}: {reason}"
                 ))),

@@ -221,6 +221,16 @@ fn bad_input_changes_nothing() {
             3,
         ),
         (&["--branch", "sbx-1", "--from", "no-such-branch"], 3),
+        // A commit id the remote does not have: refused by the remote, not worth a retry.
+        (
+            &[
+                "--branch",
+                "sbx-1",
+                "--from",
+                "0123456789abcdef0123456789abcdef01234567",
+            ],
+            3,
+        ),
     ];
     for (args, code) in cases {
         let out = step(dir.path())
