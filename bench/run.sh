@@ -29,4 +29,8 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$out/vp.json" \
 report "$out/vp.json"
 
 echo
+echo "wait-workflow: against the Kubernetes API double (no kube-apiserver here; kubectl wait needs discovery the double does not serve)"
+cargo test -q --release -p wait-workflow --test bench -- --ignored --nocapture 2>/dev/null | grep '^wait-workflow'
+
+echo
 bash bench/git.sh

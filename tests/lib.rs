@@ -34,5 +34,10 @@ pub fn steps() -> Vec<Step> {
             cleanup_branch::Args::command(),
             cleanup_branch::OUTPUTS,
         ),
+        step(
+            wait_workflow::NAME,
+            wait_workflow::Args::command(),
+            wait_workflow::OUTPUTS,
+        ),
     ]
 }

@@ -107,6 +107,20 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS-1123 subdomain (the name of most Kubernetes objects): dot-separated DNS-1123 labels,
+/// at most 253 characters.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > HOSTNAME_MAX {
+        return Err(format!(
+            "must be 1 to {HOSTNAME_MAX} characters (DNS-1123 subdomain)"
+        ));
+    }
+    for label in s.split('.') {
+        check_dns_label(label).map_err(|rule| format!("part {label:?}: {rule}"))?;
+    }
+    Ok(())
+}
+
 /// A host name: dot-separated DNS-1123 labels, at most 253 characters, no trailing dot.
 pub fn check_hostname(s: &str) -> Result<(), String> {
     if s.len() > HOSTNAME_MAX {

@@ -54,6 +54,16 @@ fn dns_labels() {
 }
 
 #[test]
+fn dns_subdomains() {
+    for ok in ["sbx-pr-42-data", "a.b-c", "x"] {
+        assert_eq!(check_dns_subdomain(ok), Ok(()), "{ok}");
+    }
+    for bad in ["", "A", "a..b", "-a", "a/b", "a_b", &"a".repeat(254)] {
+        assert!(check_dns_subdomain(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn hostnames() {
     assert_eq!(check_hostname("sbx-pr-42.sandbox.acme.dev"), Ok(()));
     for bad in [

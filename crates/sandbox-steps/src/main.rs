@@ -13,6 +13,7 @@ const STEPS: &[(&str, Step)] = &[
     (validate_params::NAME, |argv| validate_params::run(argv)),
     (create_branch::NAME, |argv| create_branch::run(argv)),
     (cleanup_branch::NAME, |argv| cleanup_branch::run(argv)),
+    (wait_workflow::NAME, |argv| wait_workflow::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -42,11 +42,14 @@ impl HttpRequest {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// When set, the body is streamed (chunked) from this channel after `body`, until every
+    /// sender is dropped: a Kubernetes watch.
+    pub stream: Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>,
 }
 
 impl HttpResponse {
@@ -55,6 +58,7 @@ impl HttpResponse {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            stream: None,
         }
     }
 
@@ -72,6 +76,37 @@ impl HttpResponse {
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
+    }
+
+    pub fn streaming(mut self, stream: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+}
+
+/// A response body: the fixed part, then whatever the channel sends, until it closes.
+struct ResponseBody {
+    first: Option<Bytes>,
+    stream: Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>,
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if let Some(first) = self.first.take().filter(|b| !b.is_empty()) {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        match self.stream.as_mut() {
+            None => std::task::Poll::Ready(None),
+            Some(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
     }
 }
 
@@ -176,7 +211,7 @@ async fn serve(
     req: hyper::Request<hyper::body::Incoming>,
     handler: Arc<Handler>,
     log: Log,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -211,7 +246,9 @@ async fn serve(
     for (name, value) in &response.headers {
         builder = builder.header(name, value);
     }
-    Ok(builder
-        .body(Full::new(response.body))
-        .expect("valid test response"))
+    let body = ResponseBody {
+        first: Some(response.body),
+        stream: response.stream,
+    };
+    Ok(builder.body(body).expect("valid test response"))
 }

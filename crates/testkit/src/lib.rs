@@ -8,6 +8,7 @@
 //! - [`OpenBao`]: the Vault-compatible server in dev mode, with Kubernetes auth against the
 //!   [`TokenReviewDouble`].
 //! - [`GitHubDouble`]: the GitHub REST API's pull-request listing, pagination and rate limits.
+//! - [`KubeApiDouble`]: the Kubernetes API for Argo Workflows (get, list, watch, 410 Gone, RBAC).
 //! - [`HttpServer`]: the real HTTP/1.1 server the git server and every API double run on.
 //!
 //! Every server picks a free port, waits until it is ready (with a timeout), is killed when dropped,
@@ -18,6 +19,7 @@ mod gcs;
 mod git;
 mod github;
 mod http;
+mod kube;
 mod openbao;
 mod postgres;
 mod process;
@@ -27,6 +29,7 @@ pub use gcs::FakeGcs;
 pub use git::GitServer;
 pub use github::{Fault, GitHubDouble, PullRequest};
 pub use http::{HttpRequest, HttpResponse, HttpServer};
+pub use kube::KubeApiDouble;
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{find_binary, free_port, wait_for_http_ok, ServerProcess};

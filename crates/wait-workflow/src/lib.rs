@@ -1,0 +1,361 @@
+//! wait-workflow: waits for an Argo Workflow to finish, within a deadline, logging its progress,
+//! and says why it failed.
+//!
+//! It watches the Workflow (from the resource version it read; after 410 Gone it reads it again),
+//! falls back to polling when watching fails, keeps waiting while the Workflow does not exist yet
+//! (the parent may create it a moment later), and stops when it is deleted.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
+use serde_json::{json, Value};
+use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
+
+pub const NAME: &str = "wait-workflow";
+
+/// The files this step writes in `--outputs-dir`.
+pub const OUTPUTS: &[&str] = &["phase", "message", "progress", "failed-nodes"];
+
+const EXAMPLE: &str = "\
+Example:
+  wait-workflow --name sbx-pr-42-data --namespace apps-sbx-pr-42 --timeout 45m
+  # outputs: phase=Succeeded message= progress=7/7 failed-nodes=[]
+
+Exit codes: 0 Succeeded; 2 invalid flags; 3 Failed or Error (the message and each failed node
+logged), deleted while waiting, or access refused (401/403, with the RBAC needed); 4 the deadline.";
+
+/// Wait for an Argo Workflow to finish.
+///
+/// Watches Workflow NAME in NAMESPACE until it succeeds (exit 0) or fails (exit 3, with its
+/// message and each failed node's name, message and exit code). A Workflow not created yet is
+/// waited for; one deleted while waiting is a failure. Each change logs the phase, the progress
+/// (`3/7`) and the nodes running, and writes the progress to `$ARGO_PROGRESS_FILE`.
+#[derive(Debug, Parser)]
+#[command(name = NAME, version, after_help = EXAMPLE)]
+pub struct Args {
+    /// The Workflow's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// Its namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: String,
+
+    /// How often to read the Workflow when it does not exist yet or watching fails: at most one
+    /// API request per interval then.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = step_kit::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// A kubeconfig file; without it, the pod's service account (in a cluster), then the
+    /// usual kubeconfig.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl StepArgs for Args {
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// Runs the step with `argv` (the first item is the program name); returns the exit code.
+pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    step_kit::run_from(NAME, argv, wait_workflow)
+}
+
+async fn client(args: &Args) -> Result<kube::Client, StepError> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StepError::invalid(format!("--kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| StepError::invalid(format!("--kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            StepError::precondition(format!(
+                "no Kubernetes configuration: not in a cluster and no kubeconfig ({e})"
+            ))
+        })?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| StepError::unexpected(format!("cannot build the Kubernetes client: {e}")))
+}
+
+/// What the step tells about a Workflow when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Seen {
+    phase: String,
+    progress: String,
+    running: BTreeSet<String>,
+}
+
+/// Where the wait stands after an update.
+enum Verdict {
+    Waiting,
+    Done(Result<(), StepError>),
+}
+
+struct Waiter {
+    name: String,
+    namespace: String,
+    last: Option<Seen>,
+}
+
+impl Waiter {
+    /// Logs a change, writes progress, and decides whether the wait is over.
+    fn update(&mut self, ctx: &Context, workflow: &DynamicObject) -> Result<Verdict, StepError> {
+        let status = workflow.data.get("status").cloned().unwrap_or(Value::Null);
+        let text = |key: &str| status[key].as_str().unwrap_or_default().to_owned();
+        let nodes: Vec<&Value> = status["nodes"]
+            .as_object()
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
+        let seen = Seen {
+            phase: text("phase"),
+            progress: text("progress"),
+            running: nodes
+                .iter()
+                .filter(|n| n["phase"] == "Running" && n["type"] == "Pod")
+                .filter_map(|n| n["displayName"].as_str().or(n["name"].as_str()))
+                .map(str::to_owned)
+                .collect(),
+        };
+        if self.last.as_ref() != Some(&seen) {
+            let running: Vec<&str> = seen.running.iter().map(String::as_str).collect();
+            tracing::info!(
+                phase = %seen.phase,
+                progress = %seen.progress,
+                "workflow {}/{}: {} {} running: [{}]",
+                self.namespace,
+                self.name,
+                if seen.phase.is_empty() { "Pending" } else { &seen.phase },
+                seen.progress,
+                running.join(", ")
+            );
+            write_progress(&seen.progress);
+            self.last = Some(seen.clone());
+        }
+        match seen.phase.as_str() {
+            "Succeeded" => {
+                write_outputs(ctx, &status, &[])?;
+                Ok(Verdict::Done(Ok(())))
+            }
+            "Failed" | "Error" => {
+                let failed: Vec<Value> = nodes
+                    .iter()
+                    .filter(|n| matches!(n["phase"].as_str(), Some("Failed" | "Error")))
+                    .filter(|n| n["type"] == "Pod" || n["message"].is_string())
+                    .map(|n| {
+                        json!({
+                            "name": n["displayName"].as_str().or(n["name"].as_str()).unwrap_or_default(),
+                            "message": n["message"].as_str().unwrap_or_default(),
+                            "exitCode": n["outputs"]["exitCode"].as_str(),
+                        })
+                    })
+                    .collect();
+                for node in &failed {
+                    tracing::error!(
+                        "node {} failed: {} (exit code {})",
+                        escape_untrusted(node["name"].as_str().unwrap_or_default()),
+                        escape_untrusted(node["message"].as_str().unwrap_or_default()),
+                        node["exitCode"].as_str().unwrap_or("none")
+                    );
+                }
+                write_outputs(ctx, &status, &failed)?;
+                Ok(Verdict::Done(Err(StepError::precondition(format!(
+                    "workflow {}/{} ended {}: {}",
+                    self.namespace,
+                    self.name,
+                    seen.phase,
+                    escape_untrusted(&text("message"))
+                )))))
+            }
+            _ => Ok(Verdict::Waiting),
+        }
+    }
+}
+
+fn write_progress(progress: &str) {
+    if let (Some(path), false) = (std::env::var_os("ARGO_PROGRESS_FILE"), progress.is_empty()) {
+        if let Err(e) = std::fs::write(&path, progress) {
+            tracing::debug!("cannot write the progress file: {e}");
+        }
+    }
+}
+
+fn write_outputs(ctx: &Context, status: &Value, failed: &[Value]) -> Result<(), StepError> {
+    let text = |key: &str| status[key].as_str().unwrap_or_default().to_owned();
+    ctx.outputs.set("phase", &text("phase"))?;
+    ctx.outputs.set("message", &text("message"))?;
+    ctx.outputs.set("progress", &text("progress"))?;
+    ctx.outputs
+        .set_json("failed-nodes", &Value::Array(failed.to_vec()))
+}
+
+/// Maps an API error: 401/403 are preconditions with the RBAC hint; the rest is transient.
+fn api_error(args: &Args, e: kube::Error) -> StepError {
+    match &e {
+        kube::Error::Api(status) if status.code == 401 => StepError::precondition(format!(
+            "the Kubernetes API refused the credentials (401): {}",
+            status.message
+        ))
+        .with_hint("check the kubeconfig or the pod's service-account token"),
+        kube::Error::Api(status) if status.code == 403 => StepError::precondition(format!(
+            "the Kubernetes API forbade reading the workflow (403): {}",
+            status.message
+        ))
+        .with_hint(format!(
+            "grant get, list and watch on workflows.argoproj.io in namespace {}",
+            args.namespace
+        )),
+        _ => StepError::transient(format!("Kubernetes API: {}", step_kit::error_chain(&e))),
+    }
+}
+
+fn is_access_refused(e: &StepError) -> bool {
+    e.kind == step_kit::ErrorKind::Precondition
+}
+
+async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
+    let checks = [
+        (
+            "--name",
+            &args.name,
+            naming::check_dns_subdomain(&args.name),
+        ),
+        (
+            "--namespace",
+            &args.namespace,
+            naming::check_dns_label(&args.namespace),
+        ),
+    ];
+    for (flag, value, result) in checks {
+        result.map_err(|rule| {
+            StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(value)))
+        })?;
+    }
+    let client = client(&args).await?;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
+        "workflows",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &args.namespace, &resource);
+    let mut waiter = Waiter {
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        last: None,
+    };
+    let mut existed = false;
+    let mut polling = false;
+    loop {
+        // Read it (a re-list: at start, after a watch ended, after 410 Gone, and when polling).
+        let workflow = match api.get_opt(&args.name).await {
+            Ok(found) => found,
+            Err(e) => {
+                let err = api_error(&args, e);
+                if is_access_refused(&err) {
+                    return Err(err);
+                }
+                tracing::warn!("{err}; reading again in {:?}", args.poll_interval);
+                tokio::time::sleep(args.poll_interval).await;
+                continue;
+            }
+        };
+        let Some(workflow) = workflow else {
+            if existed {
+                return Err(StepError::precondition(format!(
+                    "workflow {}/{} was deleted while waiting",
+                    args.namespace, args.name
+                )));
+            }
+            tracing::info!(
+                "workflow {}/{} does not exist yet; waiting",
+                args.namespace,
+                args.name
+            );
+            tokio::time::sleep(args.poll_interval).await;
+            continue;
+        };
+        existed = true;
+        if let Verdict::Done(result) = waiter.update(&ctx, &workflow)? {
+            return result;
+        }
+        if polling {
+            tokio::time::sleep(args.poll_interval).await;
+            continue;
+        }
+        let mut version = workflow
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={}", args.name))
+            .timeout(290);
+        let mut stream = match api.watch(&params, &version).await {
+            Ok(stream) => stream.boxed(),
+            Err(e) => {
+                let err = api_error(&args, e);
+                if is_access_refused(&err) {
+                    return Err(err);
+                }
+                tracing::warn!(
+                    "cannot watch ({err}); polling every {:?}",
+                    args.poll_interval
+                );
+                polling = true;
+                continue;
+            }
+        };
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(WatchEvent::Added(object)) | Ok(WatchEvent::Modified(object)) => {
+                    version = object.metadata.resource_version.clone().unwrap_or(version);
+                    if let Verdict::Done(result) = waiter.update(&ctx, &object)? {
+                        return result;
+                    }
+                }
+                Ok(WatchEvent::Deleted(_)) => {
+                    return Err(StepError::precondition(format!(
+                        "workflow {}/{} was deleted while waiting",
+                        args.namespace, args.name
+                    )));
+                }
+                Ok(WatchEvent::Bookmark(bookmark)) => version = bookmark.metadata.resource_version,
+                Ok(WatchEvent::Error(status)) if status.code == 410 => {
+                    tracing::info!(
+                        "watch expired (410 Gone: {}); reading the workflow again",
+                        status.message
+                    );
+                    break;
+                }
+                Ok(WatchEvent::Error(status)) => {
+                    tracing::warn!(
+                        "watch error {}: {}; reading the workflow again",
+                        status.code,
+                        status.message
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "watch interrupted: {}; reading the workflow again",
+                        step_kit::error_chain(&e)
+                    );
+                    break;
+                }
+            }
+        }
+        tracing::debug!("watch ended at resource version {version}");
+    }
+}
