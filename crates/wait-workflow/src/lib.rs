@@ -51,8 +51,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = step_kit::parse_duration)]
     pub poll_interval: Duration,
 
-    /// A kubeconfig file; without it, the pod's service account (in a cluster), then the
-    /// usual kubeconfig.
+    /// A kubeconfig file; without it, the usual kubeconfig (`~/.kube/config`) when there is one,
+    /// else the pod's service account (in a cluster).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
