@@ -467,7 +467,7 @@ pub fn host_key_known(known_hosts: &str, host: &str, key: &[u8]) -> bool {
 /// Fetch, change, commit, push; when the push is refused because someone else pushed, fetch the
 /// new tip, compute the change again on it and push again, with backoff, until `deadline`.
 /// `change` gets the current checkout and returns the file changes; none (or no difference)
-/// means no commit. Returns the pushed commit, or `None` when there was nothing to change.
+/// means no commit. Returns the branch's commit afterwards and whether this call pushed it.
 #[allow(clippy::too_many_arguments)]
 pub fn commit_and_push(
     url: &str,
@@ -479,16 +479,16 @@ pub fn commit_and_push(
     deadline: Instant,
     cancel: CancellationToken,
     mut change: impl FnMut(&Checkout) -> Result<Vec<Change>, StepError>,
-) -> Result<Option<Oid>, StepError> {
+) -> Result<(Oid, bool), StepError> {
     let mut checkout = Checkout::fetch(url, branch, auth, workdir, cancel.clone())?;
     let mut delay = Duration::from_millis(200);
     for attempt in 1.. {
         let changes = change(&checkout)?;
         let Some(commit) = checkout.commit(&changes, identity, message)? else {
-            return Ok(None);
+            return Ok((checkout.tip(), false));
         };
         if checkout.push(commit)? {
-            return Ok(Some(commit));
+            return Ok((commit, true));
         }
         let pause = jittered(delay);
         if Instant::now() + pause >= deadline || cancel.is_cancelled() {

@@ -99,32 +99,7 @@ impl Remote {
         credentials: Option<Credentials>,
         policy: RetryPolicy,
     ) -> Result<Remote, StepError> {
-        let parsed = Url::parse(url).map_err(|e| {
-            StepError::invalid(format!("--repo {}: not a URL: {e}", redact_url(url)))
-        })?;
-        match parsed.scheme() {
-            "https" | "http" => {}
-            other => {
-                return Err(StepError::invalid(format!(
-                "--repo {}: scheme {other:?} is not supported; use the repository's https:// URL \
-                     with --git-token",
-                redact_url(url)
-            )))
-            }
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(StepError::invalid(format!(
-                "--repo {}: credentials inside the URL are refused (they would show in logs and the \
-                 Argo UI); pass the token with --git-token",
-                redact_url(url)
-            )));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(StepError::invalid(format!(
-                "--repo {}: a repository URL has no query or fragment",
-                redact_url(url)
-            )));
-        }
+        let parsed = check_http_url(url)?;
         step_kit::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -278,6 +253,36 @@ impl Remote {
             ))),
         }
     }
+}
+
+/// An HTTP(S) repository URL without credentials, query or fragment; anything else is exit 2.
+pub(crate) fn check_http_url(url: &str) -> Result<Url, StepError> {
+    let parsed = Url::parse(url)
+        .map_err(|e| StepError::invalid(format!("--repo {}: not a URL: {e}", redact_url(url))))?;
+    match parsed.scheme() {
+        "https" | "http" => {}
+        other => {
+            return Err(StepError::invalid(format!(
+                "--repo {}: scheme {other:?} is not supported; use the repository's https:// URL \
+                 with --git-token",
+                redact_url(url)
+            )))
+        }
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(StepError::invalid(format!(
+            "--repo {}: credentials inside the URL are refused (they would show in logs and the \
+             Argo UI); pass the token with --git-token",
+            redact_url(url)
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(StepError::invalid(format!(
+            "--repo {}: a repository URL has no query or fragment",
+            redact_url(url)
+        )));
+    }
+    Ok(parsed)
 }
 
 fn is_transient(e: &StepError) -> bool {

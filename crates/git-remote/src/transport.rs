@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use step_kit::{escape_untrusted, RetryPolicy, StepError};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkout::{list_refs, Checkout, GitAuth};
+use crate::checkout::{list_refs, Checkout, GitAuth, Identity};
 use crate::{Advertisement, Credentials, RefUpdate, Remote, ZERO_ID};
 
 /// The flags every git step shares (flattened into its own).
@@ -39,6 +39,80 @@ pub struct GitFlags {
     /// otherwise. HTTPS remotes need none.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+}
+
+impl GitFlags {
+    /// The credentials libgit2 uses for `url`: the SSH key (with the host-key policy) for SSH
+    /// remotes, else the token.
+    pub async fn auth(&self, url: &str) -> Result<GitAuth, StepError> {
+        if !is_ssh_url(url) {
+            if self.ssh_key.is_some() {
+                return Err(StepError::invalid(
+                    "--ssh-key is for ssh:// remotes; HTTPS remotes take --git-token",
+                ));
+            }
+            crate::smart_http::check_http_url(url)?;
+            return Ok(
+                match Credentials::from_flags(self.git_token.as_ref(), &self.git_username).await? {
+                    Some(c) => GitAuth::Token {
+                        username: c.username,
+                        token: c.token,
+                    },
+                    None => GitAuth::Anonymous,
+                },
+            );
+        }
+        let Some(key) = &self.ssh_key else {
+            return Err(StepError::invalid(format!(
+                "--repo {} is an SSH remote: give --ssh-key",
+                escape_untrusted(url)
+            )));
+        };
+        let known_hosts =
+            match &self.known_hosts {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    StepError::precondition(format!(
+                        "cannot read --known-hosts {}: {e}",
+                        path.display()
+                    ))
+                })?),
+                None if self.insecure_ignore_host_key => None,
+                None => return Err(StepError::invalid(
+                    "an SSH remote needs --known-hosts (or, knowingly, --insecure-ignore-host-key)",
+                )),
+            };
+        Ok(GitAuth::SshKey {
+            key: key.resolve("--ssh-key").await?,
+            known_hosts,
+            insecure_ignore_host_key: self.insecure_ignore_host_key,
+        })
+    }
+}
+
+/// Who commits, for the steps that commit.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Commits")]
+pub struct CommitFlags {
+    /// Author (and committer) name of the commits.
+    #[arg(long, value_name = "NAME", default_value = "sandbox-steps")]
+    pub author_name: String,
+
+    /// Author (and committer) email of the commits.
+    #[arg(
+        long,
+        value_name = "EMAIL",
+        default_value = "sandbox-steps@users.noreply.github.com"
+    )]
+    pub author_email: String,
+}
+
+impl CommitFlags {
+    pub fn identity(&self) -> Identity {
+        Identity {
+            name: self.author_name.clone(),
+            email: self.author_email.clone(),
+        }
+    }
 }
 
 /// Whether `url` is an SSH remote: `ssh://…`, or the scp-like `user@host:path`.
@@ -77,32 +151,9 @@ impl Transport {
                 Credentials::from_flags(flags.git_token.as_ref(), &flags.git_username).await?;
             return Ok(Transport::SmartHttp(Remote::new(url, credentials, policy)?));
         }
-        let Some(key) = &flags.ssh_key else {
-            return Err(StepError::invalid(format!(
-                "--repo {} is an SSH remote: give --ssh-key",
-                escape_untrusted(url)
-            )));
-        };
-        let known_hosts =
-            match &flags.known_hosts {
-                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                    StepError::precondition(format!(
-                        "cannot read --known-hosts {}: {e}",
-                        path.display()
-                    ))
-                })?),
-                None if flags.insecure_ignore_host_key => None,
-                None => return Err(StepError::invalid(
-                    "an SSH remote needs --known-hosts (or, knowingly, --insecure-ignore-host-key)",
-                )),
-            };
         Ok(Transport::Libgit2 {
             url: url.to_owned(),
-            auth: GitAuth::SshKey {
-                key: key.resolve("--ssh-key").await?,
-                known_hosts,
-                insecure_ignore_host_key: flags.insecure_ignore_host_key,
-            },
+            auth: flags.auth(url).await?,
             workdir: flags.workdir.clone(),
             cancel,
         })

@@ -112,8 +112,9 @@ fn commits_and_pushes_a_change_and_nothing_when_there_is_none() {
             ])
         },
     )
-    .unwrap()
-    .expect("a commit");
+    .unwrap();
+    assert!(pushed.1, "a commit was pushed");
+    let pushed = pushed.0;
     assert_eq!(
         server.rev_parse("infra", "refs/heads/sbx-pr-1"),
         Some(pushed.to_string())
@@ -153,7 +154,7 @@ fn commits_and_pushes_a_change_and_nothing_when_there_is_none() {
         |_| Ok(vec![change("apps/a.yaml", "a: 2\n")]),
     )
     .unwrap();
-    assert_eq!(again, None);
+    assert_eq!(again, (pushed, false));
     assert_eq!(
         server.rev_parse("infra", "refs/heads/sbx-pr-1"),
         Some(pushed.to_string())
@@ -205,7 +206,7 @@ fn a_push_that_lost_a_race_is_fetched_reapplied_and_pushed_again() {
         },
     )
     .unwrap()
-    .unwrap();
+    .0;
     assert_eq!(attempts, 2);
     assert_eq!(
         server.rev_parse("infra", "refs/heads/sbx-pr-1"),

@@ -48,7 +48,7 @@ fn fetch_and_push_over_ssh_with_the_host_key_checked() {
         },
     )
     .unwrap()
-    .unwrap();
+    .0;
     assert_eq!(
         server.rev_parse("infra", "refs/heads/main"),
         Some(pushed.to_string())

@@ -251,6 +251,64 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path inside a repository: relative, `/`-separated, no empty, `.` or `..` segment, no
+/// control characters or backslashes (so it can't escape the checkout or hide in a log).
+pub fn check_repo_path(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 4096 {
+        return Err("must be 1 to 4096 bytes (repository path)".into());
+    }
+    if s.starts_with('/') {
+        return Err("must be relative to the repository root, not absolute".into());
+    }
+    if s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err("must not hold control characters or backslashes".into());
+    }
+    if s.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("must not hold empty, . or .. segments (it would leave the repository)".into());
+    }
+    Ok(())
+}
+
+/// A Kubernetes label or annotation key: an optional DNS-subdomain prefix and `/`, then a name of
+/// 1 to 63 characters `[A-Za-z0-9._-]`, alphanumeric at both ends.
+pub fn check_label_key(s: &str) -> Result<(), String> {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, s),
+    };
+    if let Some(prefix) = prefix {
+        check_dns_subdomain(prefix).map_err(|rule| format!("prefix {prefix:?}: {rule}"))?;
+    }
+    check_label_value(name)?;
+    if name.is_empty() {
+        return Err("the name part must not be empty (label key)".into());
+    }
+    Ok(())
+}
+
+/// A Kubernetes label value: empty, or 1 to 63 characters `[A-Za-z0-9._-]`, alphanumeric at both
+/// ends.
+pub fn check_label_value(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if s.len() > 63
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !alnum(s.chars().next())
+        || !alnum(s.chars().last())
+    {
+        return Err(
+            "must be at most 63 of A-Z a-z 0-9 . _ -, alphanumeric at both ends (label)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Shell-style glob match for branch protection lists: `*` matches any run of characters
 /// (slashes included), `?` any one character; everything else matches itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {

@@ -185,6 +185,47 @@ fn branch_rules_agree_with_git() {
 }
 
 #[test]
+fn repo_paths() {
+    for ok in ["apps/sandboxes/sbx-pr-42.yaml", "a", "a.b/c..d"] {
+        assert_eq!(check_repo_path(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a//b",
+        "a/./b",
+        "a/",
+        "a\\b",
+        "a\nb",
+    ] {
+        assert!(check_repo_path(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn label_keys_and_values() {
+    for ok in ["app", "sandbox-steps.io/pr-number", "a.b_c-d"] {
+        assert_eq!(check_label_key(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "/x",
+        "a/",
+        "-a",
+        "a b",
+        "Ünï",
+        "UPPER.example/x",
+        &"a".repeat(64),
+    ] {
+        assert!(check_label_key(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(check_label_value(""), Ok(()));
+    assert!(check_label_value("a b").is_err());
+}
+
+#[test]
 fn globs() {
     assert!(glob_match("main", "main"));
     assert!(!glob_match("main", "mainline"));
