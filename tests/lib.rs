@@ -39,5 +39,15 @@ pub fn steps() -> Vec<Step> {
             wait_workflow::Args::command(),
             wait_workflow::OUTPUTS,
         ),
+        step(
+            create_argocd_app::NAME,
+            create_argocd_app::Args::command(),
+            create_argocd_app::OUTPUTS,
+        ),
+        step(
+            delete_argocd_app::NAME,
+            delete_argocd_app::Args::command(),
+            delete_argocd_app::OUTPUTS,
+        ),
     ]
 }

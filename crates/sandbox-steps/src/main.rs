@@ -14,6 +14,8 @@ const STEPS: &[(&str, Step)] = &[
     (create_branch::NAME, |argv| create_branch::run(argv)),
     (cleanup_branch::NAME, |argv| cleanup_branch::run(argv)),
     (wait_workflow::NAME, |argv| wait_workflow::run(argv)),
+    (create_argocd_app::NAME, |argv| create_argocd_app::run(argv)),
+    (delete_argocd_app::NAME, |argv| delete_argocd_app::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -1,0 +1,359 @@
+//! create-argocd-app: writes the sandbox's Argo CD Application into the path an app-of-apps
+//! watches, commits and pushes it. Same content: no commit. Lost a push race: fetch, redo, push.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use git_remote::{commit_and_push, Change, CommitFlags, GitFlags};
+use serde_json::{json, Map, Value};
+use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
+
+pub const NAME: &str = "create-argocd-app";
+
+/// The files this step writes in `--outputs-dir`.
+pub const OUTPUTS: &[&str] = &["commit", "changed", "path"];
+
+/// The annotation holding when the Application was first written (for expiry sweeps).
+pub const CREATED_AT: &str = "sandbox-steps.io/created-at";
+
+const EXAMPLE: &str = "\
+Example:
+  create-argocd-app --repo https://github.com/acme/gitops.git --path apps/sandboxes --name sbx-pr-42 \\
+    --source-repo https://github.com/acme/infra.git --source-path kustomize/environments/sandbox \\
+    --target-revision sbx-pr-42 --dest-namespace apps-sbx-pr-42 --pr-number 42 --git-token env:GITHUB_TOKEN
+  # writes apps/sandboxes/sbx-pr-42.yaml on main; outputs: commit=<sha> changed=true path=...
+
+Exit codes: 0 written or already the same; 2 invalid flags (names, labels, paths); 3 credentials
+refused, branch missing; 4 network failure or timeout after retries.";
+
+/// Commit the sandbox's Argo CD Application into the app-of-apps repository.
+///
+/// Writes `<PATH>/<NAME>.yaml`: an `argoproj.io/v1alpha1` Application (namespace `argocd` by
+/// default) with the resources finalizer (deleting it deletes the sandbox's resources), automated
+/// sync with prune and self-heal, `CreateNamespace=true`, labels for the environment and pull
+/// request, and the creation time as an annotation. The same content again makes no commit; when
+/// someone else pushed first, it fetches, writes again and pushes again.
+#[derive(Debug, Parser)]
+#[command(name = NAME, version, after_help = EXAMPLE)]
+pub struct Args {
+    /// The app-of-apps repository (https:// or SSH).
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+
+    /// Its branch the app-of-apps watches.
+    #[arg(long, value_name = "BRANCH", default_value = "main")]
+    pub branch: String,
+
+    /// The directory the app-of-apps watches, relative to the repository root.
+    #[arg(long, value_name = "DIR")]
+    pub path: String,
+
+    /// The Application's name (validate-params' `app-name`); the file is `<path>/<name>.yaml`.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// The Argo CD project.
+    #[arg(long, value_name = "PROJECT", default_value = "default")]
+    pub project: String,
+
+    /// The namespace Argo CD's Applications live in.
+    #[arg(long, value_name = "NS", default_value = "argocd")]
+    pub app_namespace: String,
+
+    /// The repository holding the sandbox's manifests.
+    #[arg(long, value_name = "URL")]
+    pub source_repo: String,
+
+    /// The manifests' path in it (the environment's kustomization).
+    #[arg(long, value_name = "DIR")]
+    pub source_path: String,
+
+    /// The branch, tag or commit Argo CD follows (the environment branch).
+    #[arg(long, value_name = "REF")]
+    pub target_revision: String,
+
+    /// The namespace the sandbox deploys to.
+    #[arg(long, value_name = "NS")]
+    pub dest_namespace: String,
+
+    /// The cluster it deploys to.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://kubernetes.default.svc"
+    )]
+    pub dest_server: String,
+
+    /// The pull request number, as the label `sandbox-steps.io/pr-number`.
+    #[arg(long, value_name = "N")]
+    pub pr_number: Option<String>,
+
+    /// More labels, KEY=VALUE (repeatable or comma-separated).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub label: Vec<String>,
+
+    /// Annotations, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+
+    /// Log the Application that would be written; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub commit: CommitFlags,
+
+    #[command(flatten)]
+    pub git: GitFlags,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl StepArgs for Args {
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// Runs the step with `argv` (the first item is the program name); returns the exit code.
+pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    step_kit::run_from(NAME, argv, create_argocd_app)
+}
+
+/// Labels or annotations of the manifest.
+type Metadata = Map<String, Value>;
+
+/// Checks every flag at once; returns the labels and annotations.
+fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
+    let mut problems = Vec::new();
+    let mut check = |flag: &str, value: &str, result: Result<(), String>| {
+        if let Err(rule) = result {
+            problems.push(format!("{flag} {}: {rule}", escape_untrusted(value)));
+        }
+    };
+    check("--name", &args.name, naming::check_dns_label(&args.name));
+    check("--path", &args.path, naming::check_repo_path(&args.path));
+    check(
+        "--branch",
+        &args.branch,
+        naming::check_branch_name(&args.branch),
+    );
+    check(
+        "--app-namespace",
+        &args.app_namespace,
+        naming::check_dns_label(&args.app_namespace),
+    );
+    check(
+        "--dest-namespace",
+        &args.dest_namespace,
+        naming::check_dns_label(&args.dest_namespace),
+    );
+    check(
+        "--project",
+        &args.project,
+        naming::check_dns_subdomain(&args.project),
+    );
+    check(
+        "--source-path",
+        &args.source_path,
+        naming::check_repo_path(&args.source_path),
+    );
+    check(
+        "--target-revision",
+        &args.target_revision,
+        naming::check_branch_name(&args.target_revision),
+    );
+    for (flag, url) in [
+        ("--source-repo", &args.source_repo),
+        ("--dest-server", &args.dest_server),
+    ] {
+        let ok = url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("ssh://")
+            || git_remote::is_ssh_url(url);
+        let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
+        check(
+            flag,
+            url,
+            if ok && clean {
+                Ok(())
+            } else {
+                Err("must be a URL".into())
+            },
+        );
+    }
+    if let Some(pr) = &args.pr_number {
+        let ok = !pr.is_empty() && pr.len() <= 10 && pr.bytes().all(|b| b.is_ascii_digit());
+        check(
+            "--pr-number",
+            pr,
+            if ok {
+                Ok(())
+            } else {
+                Err("must be a number".into())
+            },
+        );
+    }
+    let mut labels = Map::new();
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        json!("sandbox-steps"),
+    );
+    labels.insert("sandbox-steps.io/environment".into(), json!(args.name));
+    if let Some(pr) = &args.pr_number {
+        labels.insert("sandbox-steps.io/pr-number".into(), json!(pr));
+    }
+    for pair in &args.label {
+        match pair.split_once('=') {
+            Some((key, value)) => {
+                check("--label", pair, naming::check_label_key(key));
+                check("--label", pair, naming::check_label_value(value));
+                labels.insert(key.to_owned(), json!(value));
+            }
+            None => check("--label", pair, Err("must be KEY=VALUE".into())),
+        }
+    }
+    let mut annotations = Map::new();
+    for pair in &args.annotation {
+        match pair.split_once('=') {
+            Some((key, value)) => {
+                check("--annotation", pair, naming::check_label_key(key));
+                annotations.insert(key.to_owned(), json!(value));
+            }
+            None => check("--annotation", pair, Err("must be KEY=VALUE".into())),
+        }
+    }
+    if problems.is_empty() {
+        Ok((labels, annotations))
+    } else {
+        for p in &problems {
+            tracing::error!("{p}");
+        }
+        Err(StepError::invalid(format!(
+            "{} invalid flag(s): {}",
+            problems.len(),
+            problems.join("; ")
+        )))
+    }
+}
+
+/// The Application manifest. `created_at` is kept from the file already there, so the same
+/// sandbox gives the same bytes.
+pub fn application(
+    args: &Args,
+    labels: &Map<String, Value>,
+    annotations: &Map<String, Value>,
+    created_at: &str,
+) -> String {
+    let mut annotations = annotations.clone();
+    annotations.insert(CREATED_AT.into(), json!(created_at));
+    let app = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {
+            "name": args.name,
+            "namespace": args.app_namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+        },
+        "spec": {
+            "project": args.project,
+            "source": {
+                "repoURL": args.source_repo,
+                "path": args.source_path,
+                "targetRevision": args.target_revision,
+            },
+            "destination": { "server": args.dest_server, "namespace": args.dest_namespace },
+            "syncPolicy": {
+                "automated": { "prune": true, "selfHeal": true },
+                "syncOptions": ["CreateNamespace=true"],
+            },
+        },
+    });
+    format!(
+        "# Written by sandbox-steps create-argocd-app; delete-argocd-app removes it.\n{}",
+        serde_yaml::to_string(&app).expect("an Application serializes")
+    )
+}
+
+/// The creation time recorded in an existing Application file, if any.
+fn recorded_creation(existing: &[u8]) -> Option<String> {
+    let value: Value = serde_yaml::from_slice(existing).ok()?;
+    value["metadata"]["annotations"][CREATED_AT]
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
+    let (labels, annotations) = validate(&args)?;
+    let file = format!("{}/{}.yaml", args.path.trim_end_matches('/'), args.name);
+    let auth = args.git.auth(&args.repo).await?;
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let message = format!("{}: Argo CD Application", args.name);
+    let (repo, branch, workdir) = (
+        args.repo.clone(),
+        args.branch.clone(),
+        args.git.workdir.clone(),
+    );
+    let identity = args.commit.identity();
+    let dry_run = args.dry_run;
+    let deadline = ctx.deadline.into_std();
+    let cancel = ctx.cancel.clone();
+    let path = file.clone();
+    let desired = move |existing: Option<&[u8]>| {
+        let created = existing
+            .and_then(recorded_creation)
+            .unwrap_or_else(|| now.clone());
+        application(&args, &labels, &annotations, &created)
+    };
+    let (commit, changed) = tokio::task::spawn_blocking(move || {
+        if dry_run {
+            let checkout =
+                git_remote::Checkout::fetch(&repo, &branch, auth, workdir.as_deref(), cancel)?;
+            let existing = checkout.read_file(&path)?;
+            let content = desired(existing.as_deref());
+            let same = existing.as_deref() == Some(content.as_bytes());
+            tracing::info!(
+                "dry run: {} {path}:\n{content}",
+                if same { "unchanged" } else { "would write" }
+            );
+            return Ok((checkout.tip(), false));
+        }
+        commit_and_push(
+            &repo,
+            &branch,
+            auth,
+            workdir.as_deref(),
+            &identity,
+            &message,
+            deadline,
+            cancel,
+            |checkout| {
+                let existing = checkout.read_file(&path)?;
+                let content = desired(existing.as_deref());
+                if existing.as_deref() == Some(content.as_bytes()) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Change {
+                    path: path.clone(),
+                    content: Some(content.into_bytes()),
+                }])
+            },
+        )
+    })
+    .await
+    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))??;
+    let state = if changed {
+        "written and pushed"
+    } else {
+        "already up to date"
+    };
+    tracing::info!("{file}: {state} (commit {commit})");
+    ctx.outputs.set("commit", &commit.to_string())?;
+    ctx.outputs
+        .set("changed", if changed { "true" } else { "false" })?;
+    ctx.outputs.set("path", &file)
+}
