@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 use clap::Parser;
-use git_remote::{commit_and_push, Change, CommitFlags, GitFlags};
+use git_remote::{edit_file, CommitFlags, FileEdit, GitFlags};
 use serde_json::{json, Map, Value};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
@@ -290,62 +290,24 @@ fn recorded_creation(existing: &[u8]) -> Option<String> {
 async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
     let (labels, annotations) = validate(&args)?;
     let file = format!("{}/{}.yaml", args.path.trim_end_matches('/'), args.name);
-    let auth = args.git.auth(&args.repo).await?;
+    let edit = FileEdit {
+        repo: args.repo.clone(),
+        branch: args.branch.clone(),
+        path: file.clone(),
+        message: format!("{}: Argo CD Application", args.name),
+        dry_run: args.dry_run,
+    };
+    let (git, commit_flags) = (args.git.clone(), args.commit.clone());
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let message = format!("{}: Argo CD Application", args.name);
-    let (repo, branch, workdir) = (
-        args.repo.clone(),
-        args.branch.clone(),
-        args.git.workdir.clone(),
-    );
-    let identity = args.commit.identity();
-    let dry_run = args.dry_run;
-    let deadline = ctx.deadline.into_std();
-    let cancel = ctx.cancel.clone();
-    let path = file.clone();
-    let desired = move |existing: Option<&[u8]>| {
+    let (commit, changed) = edit_file(edit, &git, &commit_flags, &ctx, move |existing| {
         let created = existing
             .and_then(recorded_creation)
             .unwrap_or_else(|| now.clone());
-        application(&args, &labels, &annotations, &created)
-    };
-    let (commit, changed) = tokio::task::spawn_blocking(move || {
-        if dry_run {
-            let checkout =
-                git_remote::Checkout::fetch(&repo, &branch, auth, workdir.as_deref(), cancel)?;
-            let existing = checkout.read_file(&path)?;
-            let content = desired(existing.as_deref());
-            let same = existing.as_deref() == Some(content.as_bytes());
-            tracing::info!(
-                "dry run: {} {path}:\n{content}",
-                if same { "unchanged" } else { "would write" }
-            );
-            return Ok((checkout.tip(), false));
-        }
-        commit_and_push(
-            &repo,
-            &branch,
-            auth,
-            workdir.as_deref(),
-            &identity,
-            &message,
-            deadline,
-            cancel,
-            |checkout| {
-                let existing = checkout.read_file(&path)?;
-                let content = desired(existing.as_deref());
-                if existing.as_deref() == Some(content.as_bytes()) {
-                    return Ok(Vec::new());
-                }
-                Ok(vec![Change {
-                    path: path.clone(),
-                    content: Some(content.into_bytes()),
-                }])
-            },
-        )
+        Ok(Some(
+            application(&args, &labels, &annotations, &created).into_bytes(),
+        ))
     })
-    .await
-    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))??;
+    .await?;
     let state = if changed {
         "written and pushed"
     } else {

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 use clap::Parser;
-use git_remote::{commit_and_push, Change, CommitFlags, GitFlags};
+use git_remote::{edit_file, CommitFlags, FileEdit, GitFlags};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
 pub const NAME: &str = "delete-argocd-app";
@@ -103,57 +103,14 @@ async fn delete_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
         )));
     }
     let file = format!("{}/{}.yaml", args.path.trim_end_matches('/'), args.name);
-    let auth = args.git.auth(&args.repo).await?;
-    let message = format!("{}: remove the Argo CD Application", args.name);
-    let identity = args.commit.identity();
-    let (repo, branch, workdir) = (
-        args.repo.clone(),
-        args.branch.clone(),
-        args.git.workdir.clone(),
-    );
-    let (dry_run, deadline, cancel, path) = (
-        args.dry_run,
-        ctx.deadline.into_std(),
-        ctx.cancel.clone(),
-        file.clone(),
-    );
-    let (commit, deleted) = tokio::task::spawn_blocking(move || {
-        if dry_run {
-            let checkout =
-                git_remote::Checkout::fetch(&repo, &branch, auth, workdir.as_deref(), cancel)?;
-            let present = checkout.read_file(&path)?.is_some();
-            tracing::info!(
-                "dry run: {path} {}",
-                if present {
-                    "would be removed"
-                } else {
-                    "is already absent"
-                }
-            );
-            return Ok((checkout.tip(), false));
-        }
-        commit_and_push(
-            &repo,
-            &branch,
-            auth,
-            workdir.as_deref(),
-            &identity,
-            &message,
-            deadline,
-            cancel,
-            |checkout| {
-                Ok(match checkout.read_file(&path)? {
-                    Some(_) => vec![Change {
-                        path: path.clone(),
-                        content: None,
-                    }],
-                    None => Vec::new(),
-                })
-            },
-        )
-    })
-    .await
-    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))??;
+    let edit = FileEdit {
+        repo: args.repo.clone(),
+        branch: args.branch.clone(),
+        path: file.clone(),
+        message: format!("{}: remove the Argo CD Application", args.name),
+        dry_run: args.dry_run,
+    };
+    let (commit, deleted) = edit_file(edit, &args.git, &args.commit, &ctx, |_| Ok(None)).await?;
     tracing::info!(
         "{file}: {} (commit {commit})",
         if deleted { "removed" } else { "already absent" }

@@ -12,11 +12,13 @@
 //! expects). URLs with credentials inside are refused; URLs are redacted in every message.
 
 mod checkout;
+mod edit;
 mod pktline;
 mod smart_http;
 mod transport;
 
 pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
+pub use edit::{edit_file, FileEdit};
 pub use git2::Oid;
 pub use transport::{is_ssh_url, CommitFlags, GitFlags, Transport};
 

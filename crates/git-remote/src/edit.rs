@@ -1,0 +1,82 @@
+//! The committing steps' common move: change one file on one branch, and push.
+
+use step_kit::{Context, StepError};
+
+use crate::{commit_and_push, Change, Checkout, CommitFlags, GitFlags, Oid};
+
+/// One file of one branch, and how its change is described.
+#[derive(Debug, Clone)]
+pub struct FileEdit {
+    pub repo: String,
+    pub branch: String,
+    /// The file, relative to the repository root (checked by the caller).
+    pub path: String,
+    /// The commit message.
+    pub message: String,
+    /// Log what would change; push nothing.
+    pub dry_run: bool,
+}
+
+/// Fetches the branch (depth 1), computes the file's new content from its current one (`None`:
+/// absent; return `None` to delete it), and when that changes anything commits and pushes, redoing
+/// it on a fresh fetch when someone else pushed first, until the step's deadline. Returns the
+/// branch's commit afterwards and whether this call pushed it.
+pub async fn edit_file(
+    edit: FileEdit,
+    git: &GitFlags,
+    commit: &CommitFlags,
+    ctx: &Context,
+    mut compute: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, StepError> + Send + 'static,
+) -> Result<(Oid, bool), StepError> {
+    let auth = git.auth(&edit.repo).await?;
+    let identity = commit.identity();
+    let workdir = git.workdir.clone();
+    let (deadline, cancel) = (ctx.deadline.into_std(), ctx.cancel.clone());
+    tokio::task::spawn_blocking(move || {
+        let FileEdit {
+            repo,
+            branch,
+            path,
+            message,
+            dry_run,
+        } = edit;
+        if dry_run {
+            let checkout = Checkout::fetch(&repo, &branch, auth, workdir.as_deref(), cancel)?;
+            let existing = checkout.read_file(&path)?;
+            let wanted = compute(existing.as_deref())?;
+            match (&existing, &wanted) {
+                (old, new) if old == new => tracing::info!("dry run: {path} unchanged"),
+                (_, None) => tracing::info!("dry run: would remove {path}"),
+                (_, Some(content)) => tracing::info!(
+                    "dry run: would write {path}:\n{}",
+                    String::from_utf8_lossy(content)
+                ),
+            }
+            return Ok((checkout.tip(), false));
+        }
+        commit_and_push(
+            &repo,
+            &branch,
+            auth,
+            workdir.as_deref(),
+            &identity,
+            &message,
+            deadline,
+            cancel,
+            |checkout| {
+                let existing = checkout.read_file(&path)?;
+                let wanted = compute(existing.as_deref())?;
+                Ok(if wanted == existing {
+                    Vec::new()
+                } else {
+                    vec![Change {
+                        path: path.clone(),
+                        content: wanted,
+                    }]
+                })
+            },
+        )
+    })
+    .await
+    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+}
