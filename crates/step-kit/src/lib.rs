@@ -45,7 +45,7 @@ pub use args::{parse_duration, CommonArgs, LogFormat, StepArgs};
 pub use error::{error_chain, ErrorKind, StepError};
 pub use escape::escape_untrusted;
 pub use outputs::Outputs;
-pub use progress::Progress;
+pub use progress::{report_argo_progress, Progress};
 pub use redact::{redact_text, redact_url};
 pub use retry::{retry, RetryPolicy};
 pub use runner::{command_with_env, install_tls_provider, run, run_from, Context};

@@ -95,6 +95,19 @@ impl Progress {
     }
 }
 
+/// Writes `text` (Argo's `N/M`) to `$ARGO_PROGRESS_FILE` when Argo set it: for steps that learn
+/// their progress whole (wait-workflow reads it off the child Workflow) rather than counting it.
+pub fn report_argo_progress(text: &str) {
+    if let (Some(path), false) = (std::env::var_os("ARGO_PROGRESS_FILE"), text.is_empty()) {
+        if let Err(e) = write_atomically(std::path::Path::new(&path), text.as_bytes()) {
+            tracing::debug!(
+                "cannot write {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+        }
+    }
+}
+
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));

@@ -142,7 +142,7 @@ impl Waiter {
                 seen.progress,
                 running.join(", ")
             );
-            write_progress(&seen.progress);
+            step_kit::report_argo_progress(&seen.progress);
             self.last = Some(seen.clone());
         }
         match seen.phase.as_str() {
@@ -181,14 +181,6 @@ impl Waiter {
                 )))))
             }
             _ => Ok(Verdict::Waiting),
-        }
-    }
-}
-
-fn write_progress(progress: &str) {
-    if let (Some(path), false) = (std::env::var_os("ARGO_PROGRESS_FILE"), progress.is_empty()) {
-        if let Err(e) = std::fs::write(&path, progress) {
-            tracing::debug!("cannot write the progress file: {e}");
         }
     }
 }
