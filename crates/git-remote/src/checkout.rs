@@ -12,7 +12,7 @@ use git2::{
     CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, Oid,
     PushOptions, RemoteCallbacks, Repository, Signature,
 };
-use step_kit::{redact_text, Secret, StepError};
+use step_kit::{escape_untrusted, redact_text, Secret, StepError};
 use tokio_util::sync::CancellationToken;
 
 /// How to authenticate to the remote.
@@ -114,7 +114,7 @@ impl Checkout {
         self.tip = self.repo.refname_to_id(TRACKING_REF).map_err(|_| {
             StepError::precondition(format!(
                 "branch {} does not exist on {}",
-                self.branch,
+                escape_untrusted(&self.branch),
                 redact_text(&self.url)
             ))
         })?;

@@ -190,6 +190,21 @@ pub fn check_bucket_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `c` is a control or an invisible formatting character (C0/C1 controls, bidi overrides
+/// and marks, zero-width characters, line separators): what lets a name look like another one or
+/// hide in a log line.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180E
+            | 0x200B..=0x200F   // zero-width space/joiners, LRM, RLM
+            | 0x2028..=0x202E   // line/paragraph separators, bidi embeddings and overrides
+            | 0x2060..=0x206F   // word joiner, invisible operators, bidi isolates
+            | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB
+            | 0xE0000..=0xE007F)
+        || (c.is_whitespace() && c != ' ')
+}
+
 /// Longest branch name accepted (GitHub refuses longer refs).
 pub const BRANCH_MAX: usize = 255;
 
@@ -210,9 +225,9 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
     if s == "@" {
         return Err("must not be the single character @ (git ref rules)".into());
     }
-    if let Some(c) = s.chars().find(|c| c.is_ascii_control()) {
+    if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
         return Err(format!(
-            "must not hold control characters such as U+{:04X} (git ref rules)",
+            "must not hold control or invisible characters such as U+{:04X}",
             c as u32
         ));
     }
@@ -260,8 +275,8 @@ pub fn check_repo_path(s: &str) -> Result<(), String> {
     if s.starts_with('/') {
         return Err("must be relative to the repository root, not absolute".into());
     }
-    if s.chars().any(|c| c.is_control() || c == '\\') {
-        return Err("must not hold control characters or backslashes".into());
+    if s.chars().any(|c| is_invisible(c) || c == '\\') {
+        return Err("must not hold control or invisible characters, or backslashes".into());
     }
     if s.split('/')
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")

@@ -147,6 +147,11 @@ fn branch_names_follow_git_check_ref_format() {
         "a\nb",
         "a\u{7f}",
         &"a".repeat(256),
+        // git accepts these; we refuse them: a right-to-left override or a zero-width space makes
+        // one branch name look like another.
+        "main\u{202e}",
+        "sbx-pr-42\u{200b}",
+        "a\u{85}b",
     ] {
         assert!(check_branch_name(bad).is_err(), "{bad:?}");
     }

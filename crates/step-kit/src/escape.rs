@@ -22,24 +22,12 @@ pub fn escape_untrusted(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if is_invisible(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c if naming::is_invisible(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
             c => out.push(c),
         }
     }
     out.push('"');
     out
-}
-
-fn is_invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c as u32,
-            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180E
-            | 0x200B..=0x200F   // zero-width space/joiners, LRM, RLM
-            | 0x2028..=0x202E   // line/paragraph separators, bidi embeddings and overrides
-            | 0x2060..=0x206F   // word joiner, invisible operators, bidi isolates
-            | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB
-            | 0xE0000..=0xE007F)
-        || (c.is_whitespace() && c != ' ')
 }
 
 #[cfg(test)]
