@@ -35,3 +35,39 @@ fn step_docs_list_every_flag_and_output() {
         check(step.name, &step.command, step.outputs);
     }
 }
+
+/// No flag reads a variable the process environment already uses for something else: on a laptop
+/// `PATH` or `HOME` would silently become the flag's value.
+#[test]
+fn no_flag_reads_a_reserved_environment_variable() {
+    const RESERVED: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "SHELL",
+        "PWD",
+        "TERM",
+        "LANG",
+        "HOSTNAME",
+        "TMPDIR",
+        "TZ",
+        "LOGNAME",
+        "OLDPWD",
+        "IFS",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+    ];
+    for step in workspace_tests::steps() {
+        for arg in step.command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(
+                    !RESERVED.contains(&env.as_ref()),
+                    "{}: --{} reads ${env}",
+                    step.name,
+                    arg.get_long().unwrap_or_default()
+                );
+            }
+        }
+    }
+}

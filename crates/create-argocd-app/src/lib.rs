@@ -44,8 +44,9 @@ pub struct Args {
     #[arg(long, value_name = "BRANCH", default_value = "main")]
     pub branch: String,
 
-    /// The directory the app-of-apps watches, relative to the repository root.
-    #[arg(long, value_name = "DIR")]
+    /// The directory the app-of-apps watches, relative to the repository root. (Its variable is
+    /// `APPS_PATH`: `PATH` is the process's search path.)
+    #[arg(long, value_name = "DIR", env = "APPS_PATH")]
     pub path: String,
 
     /// The Application's name (validate-params' `app-name`); the file is `<path>/<name>.yaml`.

@@ -184,15 +184,16 @@ pub(crate) enum ParseFailure {
 }
 
 /// The step's clap command with an environment variable for every flag that has none:
-/// `--git-token` ↔ `GIT_TOKEN`. Flags are defined once, in the step's `Parser`.
+/// `--git-token` ↔ `GIT_TOKEN`. Flags are defined once, in the step's `Parser`; one that names its
+/// own variable (`env = "APPS_PATH"`, where the derived name would be the process's `PATH`) keeps
+/// it.
 pub fn command_with_env(cmd: Command) -> Command {
     cmd.mut_args(|arg| {
-        let skip = arg.is_positional()
-            || arg.get_env().is_some()
-            || matches!(arg.get_id().as_str(), "help" | "version");
+        let skip = arg.is_positional() || matches!(arg.get_id().as_str(), "help" | "version");
+        let explicit = arg.get_env().map(|e| e.to_string_lossy().into_owned());
         match arg.get_long() {
             Some(long) if !skip => {
-                let env = long.replace('-', "_").to_ascii_uppercase();
+                let env = explicit.unwrap_or_else(|| long.replace('-', "_").to_ascii_uppercase());
                 // An empty variable counts as unset, so the flag's default applies: templates
                 // pass optional parameters nobody set as `value: ""`. (clap reads the variable
                 // here, when the arg is defined.)
