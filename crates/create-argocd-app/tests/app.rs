@@ -262,6 +262,6 @@ fn dry_run_pushes_nothing() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("would write"), "{}", text(&out));
+    assert!(text(&out).contains("would change"), "{}", text(&out));
     assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
 }

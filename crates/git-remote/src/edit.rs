@@ -47,9 +47,9 @@ pub async fn edit_file(
             match (&existing, &wanted) {
                 (old, new) if old == new => tracing::info!("dry run: {path} unchanged"),
                 (_, None) => tracing::info!("dry run: would remove {path}"),
-                (_, Some(content)) => tracing::info!(
-                    "dry run: would write {path}:\n{}",
-                    String::from_utf8_lossy(content)
+                (old, Some(content)) => tracing::info!(
+                    "dry run: would change {path}:\n{}",
+                    unified_diff(&path, old.as_deref(), content)
                 ),
             }
             return Ok((checkout.tip(), false));
@@ -79,4 +79,40 @@ pub async fn edit_file(
     })
     .await
     .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+}
+
+/// One file of another branch of `repo` (`None`: absent), fetched with depth 1 into a temp dir
+/// (never `--workdir`, which holds the branch being edited).
+pub async fn read_branch_file(
+    repo: &str,
+    branch: &str,
+    path: &str,
+    git: &GitFlags,
+    ctx: &Context,
+) -> Result<Option<Vec<u8>>, StepError> {
+    let auth = git.auth(repo).await?;
+    let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
+    let cancel = ctx.cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_file(&path)
+    })
+    .await
+    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+}
+
+/// `old` to `new` as a unified diff (`/dev/null` for a new file), for dry runs.
+pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
+    let (old_text, new_text) = (
+        String::from_utf8_lossy(old.unwrap_or_default()),
+        String::from_utf8_lossy(new),
+    );
+    let old_name = if old.is_some() {
+        format!("a/{path}")
+    } else {
+        "/dev/null".into()
+    };
+    similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+        .unified_diff()
+        .header(&old_name, &format!("b/{path}"))
+        .to_string()
 }
