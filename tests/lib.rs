@@ -45,6 +45,11 @@ pub fn steps() -> Vec<Step> {
             create_argocd_app::OUTPUTS,
         ),
         step(
+            patch_kustomize::NAME,
+            patch_kustomize::Args::command(),
+            patch_kustomize::OUTPUTS,
+        ),
+        step(
             delete_argocd_app::NAME,
             delete_argocd_app::Args::command(),
             delete_argocd_app::OUTPUTS,

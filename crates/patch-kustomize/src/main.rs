@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    patch_kustomize::run(std::env::args_os()).into()
+}
