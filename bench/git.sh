@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench, git part: create-branch against the git CLI a user would otherwise script, on a big
-# (50k commits, 10k files) and a small (1k commits, 10k files) repository served over smart HTTP.
+# make bench, git part: create-branch and patch-kustomize against the git CLI a user would otherwise
+# script, on a big (50k commits, 10k files) and a small (1k commits, 10k files) repository served
+# over smart HTTP.
 # Clones go to tmpfs (/dev/shm): on disk, re-creating a 10k-file tree makes timings erratic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,18 +9,19 @@ repos=target/bench-repos
 token=bench-token
 runs=${BENCH_RUNS:-30}
 
-cargo build --release -q -p create-branch
+cargo build --release -q -p create-branch -p patch-kustomize
 cargo build -q -p testkit --bin testkit-git-server
 
 make_repo() { # name commits files
-    local bare="$repos/$1.git"
-    [ -f "$bare/.complete" ] && return
+    local bare="$repos/$1.git" stamp
+    stamp=$(sha256sum bench/make-infra-repo.py | cut -c1-16)   # a changed generator rebuilds
+    [ "$(cat "$bare/.complete" 2>/dev/null)" = "$stamp" ] && return
     rm -rf "$bare"
     git init -q --bare --initial-branch=main "$bare"
     python3 bench/make-infra-repo.py "$2" "$3" | git --git-dir="$bare" fast-import --quiet
     git --git-dir="$bare" repack -q -a -d -b          # one pack with bitmaps, as a served repo has
     git --git-dir="$bare" config http.receivepack true
-    touch "$bare/.complete"
+    echo "$stamp" > "$bare/.complete"
 }
 mkdir -p "$repos"
 make_repo big 50000 10000
@@ -54,5 +56,22 @@ ours, shallow, clone = fast[0]["median"], fast[1]["median"], full[0]["median"]
 print(f"  create-branch                      median {ours*1000:8.1f} ms")
 print(f"  shallow clone + push (git CLI)     median {shallow*1000:8.1f} ms   {shallow/ours:6.1f}x create-branch")
 print(f"  full clone + push (git CLI)        median {clone*1000:8.1f} ms   {clone/ours:6.1f}x create-branch")
+PY
+
+    # patch-kustomize vs the shell it replaces (seeds/000: clone the branch, sed, commit, push).
+    file=kustomize/environments/sandbox/kustomization.yaml
+    reset="git --git-dir=$git_dir update-ref refs/heads/sbx-bench main"
+    edits="s/^namespace: [^ ]*/namespace: apps-sbx-bench/; /name: registry.example.com\/acme\/api/{n;s/newTag: .*/newTag: pr-42/}; s/DB_NAME=.*/DB_NAME=sbx_bench/"
+    hyperfine -N --warmup 2 --runs "$runs" --prepare "$reset" --export-json "$work/$repo-patch.json" \
+        "target/release/patch-kustomize --repo $base/$repo.git --branch sbx-bench --file $file --namespace apps-sbx-bench --set-image registry.example.com/acme/api=:pr-42 --set-literal app-config/DB_NAME=sbx_bench --git-token env:BENCH_TOKEN --outputs-dir $work/out" \
+        "bash -c 'rm -rf $work/sh && git clone -q --depth 1 -b sbx-bench $authed/$repo.git $work/sh && sed -i \"$edits\" $work/sh/$file && git -C $work/sh -c user.name=bench -c user.email=bench@example.invalid commit -qam patch && git -C $work/sh push -q origin HEAD:refs/heads/sbx-bench'" \
+        >/dev/null
+    # Both really changed the file: the last run's result is on the branch.
+    git --git-dir="$git_dir" show "sbx-bench:$file" | grep -q "newTag: pr-42"
+    python3 - "$work/$repo-patch.json" <<'PY'
+import json, sys
+ours, shell = (r["median"] for r in json.load(open(sys.argv[1]))["results"])
+print(f"  patch-kustomize                    median {ours*1000:8.1f} ms")
+print(f"  clone --depth 1 + sed + commit + push median {shell*1000:5.1f} ms   {shell/ours:6.1f}x patch-kustomize")
 PY
 done
