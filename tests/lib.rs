@@ -50,6 +50,11 @@ pub fn steps() -> Vec<Step> {
             patch_kustomize::OUTPUTS,
         ),
         step(
+            purge_secrets::NAME,
+            purge_secrets::Args::command(),
+            purge_secrets::OUTPUTS,
+        ),
+        step(
             delete_argocd_app::NAME,
             delete_argocd_app::Args::command(),
             delete_argocd_app::OUTPUTS,

@@ -17,6 +17,7 @@ const STEPS: &[(&str, Step)] = &[
     (create_argocd_app::NAME, |argv| create_argocd_app::run(argv)),
     (delete_argocd_app::NAME, |argv| delete_argocd_app::run(argv)),
     (patch_kustomize::NAME, |argv| patch_kustomize::run(argv)),
+    (purge_secrets::NAME, |argv| purge_secrets::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

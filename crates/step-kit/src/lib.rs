@@ -40,6 +40,7 @@ mod redact;
 mod retry;
 mod runner;
 mod secret;
+mod vault_flags;
 
 pub use args::{parse_duration, CommonArgs, LogFormat, StepArgs};
 pub use error::{error_chain, ErrorKind, StepError};
@@ -50,6 +51,7 @@ pub use redact::{redact_text, redact_url};
 pub use retry::{retry, RetryPolicy};
 pub use runner::{command_with_env, install_tls_provider, run, run_from, Context};
 pub use secret::{Secret, SecretRef};
+pub use vault_flags::{vault_error, VaultFlags};
 
 /// Re-exported so steps and their tests use the same versions as the contract.
 pub use clap;

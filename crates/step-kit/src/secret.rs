@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::{retry, ErrorKind, RetryPolicy, StepError};
+use crate::{retry, RetryPolicy, StepError};
 
 /// A resolved secret. Debug and Display print `***`; only [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,39 +90,22 @@ impl SecretRef {
             }
             SecretRef::Vault { mount, path, key } => {
                 crate::install_tls_provider();
-                let settings =
-                    vault::VaultSettings::from_env().map_err(|e| vault_error(flag, e))?;
+                let settings = vault::VaultSettings::from_env()
+                    .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
                 let policy = RetryPolicy::network();
                 let client = retry(&policy, "vault login", vault::Error::is_transient, || {
                     vault::Vault::connect(&settings)
                 })
                 .await
-                .map_err(|e| vault_error(flag, e))?;
+                .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
                 let value = retry(&policy, "vault read", vault::Error::is_transient, || {
                     client.read_kv2_key(mount, path, key)
                 })
                 .await
-                .map_err(|e| vault_error(flag, e))?;
+                .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
                 Ok(Secret(value))
             }
         }
-    }
-}
-
-fn vault_error(flag: &str, e: vault::Error) -> StepError {
-    let kind = match e.class() {
-        vault::ErrorClass::Config => ErrorKind::Invalid,
-        vault::ErrorClass::Transient => ErrorKind::Transient,
-        vault::ErrorClass::Auth | vault::ErrorClass::NotFound | vault::ErrorClass::Other => {
-            ErrorKind::Precondition
-        }
-    };
-    let err = StepError::new(kind, format!("{flag}: {e}"));
-    match e.class() {
-        vault::ErrorClass::Auth => err.with_hint(
-            "check VAULT_TOKEN, or that the Kubernetes auth role VAULT_K8S_ROLE may read this path",
-        ),
-        _ => err,
     }
 }
 

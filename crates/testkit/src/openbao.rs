@@ -72,6 +72,18 @@ impl OpenBao {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
+    /// The HTTP status of an API call as root (for asserting that something is gone).
+    pub fn status(&self, method: &str, path: &str) -> u16 {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        reqwest::blocking::Client::new()
+            .request(method, format!("{}/v1/{path}", self.addr()))
+            .header("X-Vault-Token", &self.root_token)
+            .send()
+            .expect("OpenBao API call")
+            .status()
+            .as_u16()
+    }
+
     /// Writes a KV v2 secret at `secret/<path>`.
     pub fn put_kv2(&self, path: &str, data: Value) {
         self.api(

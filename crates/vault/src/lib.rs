@@ -155,6 +155,38 @@ impl Vault {
     }
 }
 
+impl Vault {
+    /// The names under the KV v2 folder `path` (folders end in `/`); none when it does not exist.
+    pub async fn list_kv2(&self, mount: &str, path: &str) -> Result<Vec<String>, Error> {
+        match vaultrs::kv2::list(&self.client, mount, path).await {
+            Ok(keys) => Ok(keys),
+            Err(e) => match Error::from_client(&format!("list {mount}/{path}/"), e) {
+                e if e.class == ErrorClass::NotFound => Ok(Vec::new()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Whether a KV v2 secret (any version, even deleted ones) has metadata at `path`.
+    pub async fn kv2_exists(&self, mount: &str, path: &str) -> Result<bool, Error> {
+        match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
+            Ok(_) => Ok(true),
+            Err(e) => match Error::from_client(&format!("read metadata {mount}/{path}"), e) {
+                e if e.class == ErrorClass::NotFound => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Deletes the KV v2 secret at `path` for good: every version, and its metadata (a soft
+    /// delete leaves both behind).
+    pub async fn delete_kv2_for_good(&self, mount: &str, path: &str) -> Result<(), Error> {
+        vaultrs::kv2::delete_metadata(&self.client, mount, path)
+            .await
+            .map_err(|e| Error::from_client(&format!("delete metadata {mount}/{path}"), e))
+    }
+}
+
 fn client(settings: &VaultSettings, token: String) -> Result<VaultClient, Error> {
     let built = VaultClientSettingsBuilder::default()
         .address(&settings.addr)

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    purge_secrets::run(std::env::args_os()).into()
+}

@@ -1,0 +1,86 @@
+//! The flags of a step whose target is Vault itself (not a secret read through a `vault:`
+//! reference): where it is and how to log in. Their variables are the ones Vault's own CLI and
+//! `vault:` references read (`VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_K8S_ROLE`, ...).
+
+use std::path::PathBuf;
+
+use crate::{retry, Context, ErrorKind, SecretRef, StepError};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VaultFlags {
+    /// The Vault (or OpenBao) address, e.g. https://vault.example:8200.
+    #[arg(long, value_name = "URL")]
+    pub vault_addr: String,
+
+    /// A token, as a reference (env:NAME, file:/path); outside a cluster. A literal is accepted
+    /// only from the VAULT_TOKEN variable.
+    #[arg(long, value_name = "SECRET_REF")]
+    pub vault_token: Option<SecretRef>,
+
+    /// Inside a cluster: the Kubernetes auth role to log in as, with the pod's service account.
+    #[arg(long, value_name = "ROLE")]
+    pub vault_k8s_role: Option<String>,
+
+    /// The mount of the Kubernetes auth method.
+    #[arg(long, value_name = "MOUNT", default_value = "kubernetes")]
+    pub vault_k8s_mount: String,
+
+    /// The service-account token presented to Kubernetes auth.
+    #[arg(long, value_name = "PATH", default_value = vault::DEFAULT_K8S_TOKEN_PATH)]
+    pub vault_k8s_token_path: PathBuf,
+}
+
+impl VaultFlags {
+    /// Logs in (retrying transient failures within the step's deadline).
+    pub async fn connect(&self, ctx: &Context) -> Result<vault::Vault, StepError> {
+        crate::install_tls_provider();
+        let auth = match (&self.vault_token, &self.vault_k8s_role) {
+            (Some(token), _) => {
+                vault::VaultAuth::Token(token.resolve("--vault-token").await?.expose().to_owned())
+            }
+            (None, Some(role)) => vault::VaultAuth::Kubernetes {
+                role: role.clone(),
+                mount: self.vault_k8s_mount.clone(),
+                jwt_path: self.vault_k8s_token_path.clone(),
+            },
+            (None, None) => {
+                return Err(StepError::invalid(
+                    "give --vault-token (VAULT_TOKEN) outside a cluster, or --vault-k8s-role \
+                     (VAULT_K8S_ROLE) inside one",
+                ))
+            }
+        };
+        let settings = vault::VaultSettings {
+            addr: self.vault_addr.clone(),
+            auth,
+            timeout: vault::REQUEST_TIMEOUT,
+        };
+        retry(
+            &ctx.retry_policy(),
+            "vault login",
+            vault::Error::is_transient,
+            || vault::Vault::connect(&settings),
+        )
+        .await
+        .map_err(|e| vault_error("vault", e))
+    }
+}
+
+/// A Vault error as a step error: settings → 2, refused or missing → 3, transient → 4.
+pub fn vault_error(what: &str, e: vault::Error) -> StepError {
+    let kind = match e.class() {
+        vault::ErrorClass::Config => ErrorKind::Invalid,
+        vault::ErrorClass::Transient => ErrorKind::Transient,
+        vault::ErrorClass::Auth | vault::ErrorClass::NotFound | vault::ErrorClass::Other => {
+            ErrorKind::Precondition
+        }
+    };
+    let err = StepError::new(kind, format!("{what}: {e}"));
+    match e.class() {
+        vault::ErrorClass::Auth => err.with_hint(
+            "check the token (VAULT_TOKEN), or that the Kubernetes auth role (VAULT_K8S_ROLE) \
+             has a policy for this path",
+        ),
+        _ => err,
+    }
+}
