@@ -8,8 +8,12 @@ build:
 
 # Every test, against real servers the harness starts itself (git, PostgreSQL, fake-gcs-server,
 # OpenBao); .ci/run installs them on a fresh machine.
-test:
+test: tests/node_modules/.package-lock.json
 	$(CARGO) test --workspace
+
+# Real GitHub webhook payloads for the Sensor tests (npm, pinned by tests/package-lock.json).
+tests/node_modules/.package-lock.json: tests/package-lock.json
+	npm ci --prefix tests --no-audit --no-fund --loglevel=error
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -71,3 +71,18 @@ fn no_flag_reads_a_reserved_environment_variable() {
         }
     }
 }
+
+/// Each step's page shows how to call its template from a workflow.
+#[test]
+fn step_docs_show_a_template_ref_sample() {
+    for step in workspace_tests::steps() {
+        let page = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../workflow-templates/steps/{}.md", step.name));
+        let text = std::fs::read_to_string(&page).unwrap();
+        let sample = format!(
+            "templateRef: {{name: {0}, template: {0}, clusterScope: true}}",
+            step.name
+        );
+        assert!(text.contains(&sample), "{}: no `{sample}`", page.display());
+    }
+}

@@ -1,0 +1,342 @@
+//! The workflows are wired right: every template they call exists and gets the inputs it needs,
+//! every `{{...}}` they use names a parameter or a task output that exists, and the Workflows they
+//! create (resource templates, Sensor triggers) are valid Workflows calling existing templates.
+//! Renaming a step's input or output, or a workflow parameter, breaks this test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every YAML document under workflow-templates/, with its file.
+fn manifests() -> Vec<(PathBuf, Value)> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo_root().join("workflow-templates"), &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if !value.is_null() {
+                docs.push((file.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+/// A template's interface: its inputs (name → has a default) and its output parameters.
+#[derive(Default, Clone)]
+struct Interface {
+    inputs: BTreeMap<String, bool>,
+    outputs: BTreeSet<String>,
+}
+
+fn interface(template: &Value) -> Interface {
+    let names = |list: &Value| -> Vec<(String, bool)> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let has_default = !p["value"].is_null() || !p["default"].is_null();
+                (p["name"].as_str().unwrap().to_owned(), has_default)
+            })
+            .collect()
+    };
+    Interface {
+        inputs: names(&template["inputs"]["parameters"])
+            .into_iter()
+            .collect(),
+        outputs: names(&template["outputs"]["parameters"])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+    }
+}
+
+/// ClusterWorkflowTemplate name → template name → interface; and its workflow parameters.
+struct Library {
+    templates: BTreeMap<String, BTreeMap<String, Interface>>,
+    arguments: BTreeMap<String, BTreeMap<String, bool>>,
+}
+
+fn library(docs: &[(PathBuf, Value)]) -> Library {
+    let mut templates = BTreeMap::new();
+    let mut arguments = BTreeMap::new();
+    for (_, doc) in docs {
+        if doc["kind"] != "ClusterWorkflowTemplate" {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+        let by_name = doc["spec"]["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_owned(), interface(t)))
+            .collect();
+        templates.insert(name.clone(), by_name);
+        arguments.insert(
+            name,
+            interface(&serde_json::json!({"inputs": doc["spec"]["arguments"]})).inputs,
+        );
+    }
+    Library {
+        templates,
+        arguments,
+    }
+}
+
+/// Every `{{...}}` expression in `text`.
+fn placeholders(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        found.push(rest[start + 2..start + len].trim().to_owned());
+        rest = &rest[start + len + 2..];
+    }
+    found
+}
+
+/// A task or step calling a template: (its name, the template it calls as (cwt, template), its
+/// argument names, the text of its arguments and `when`).
+struct Call {
+    name: String,
+    target: (String, String),
+    arguments: Vec<String>,
+    text: String,
+}
+
+fn calls(cwt: &str, template: &Value) -> Vec<Call> {
+    let mut items: Vec<&Value> = template["dag"]["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for group in template["steps"].as_array().into_iter().flatten() {
+        items.extend(group.as_array().into_iter().flatten());
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let target = if item["templateRef"].is_object() {
+                (
+                    item["templateRef"]["name"].as_str().unwrap().to_owned(),
+                    item["templateRef"]["template"].as_str().unwrap().to_owned(),
+                )
+            } else {
+                (
+                    cwt.to_owned(),
+                    item["template"].as_str().unwrap().to_owned(),
+                )
+            };
+            Call {
+                name: item["name"].as_str().unwrap().to_owned(),
+                target,
+                arguments: item["arguments"]["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["name"].as_str().unwrap().to_owned())
+                    .collect(),
+                text: format!("{} {}", item["arguments"], item["when"]),
+            }
+        })
+        .collect()
+}
+
+/// Checks one placeholder used in template `template` of `cwt`, where `tasks` are the calls of
+/// the same DAG or steps (name → the template they call).
+fn check_placeholder(
+    lib: &Library,
+    cwt: &str,
+    template: &Value,
+    tasks: &BTreeMap<String, (String, String)>,
+    expr: &str,
+    problems: &mut Vec<String>,
+) {
+    let at = format!(
+        "{cwt}/{}: {{{{{expr}}}}}",
+        template["name"].as_str().unwrap_or("spec")
+    );
+    let parts: Vec<&str> = expr.split('.').collect();
+    match parts.as_slice() {
+        ["workflow", "parameters", name] => {
+            if !lib.arguments[cwt].contains_key(*name) {
+                problems.push(format!("{at}: no workflow parameter {name}"));
+            }
+        }
+        ["inputs", "parameters", name] => {
+            if !interface(template).inputs.contains_key(*name) {
+                problems.push(format!("{at}: no input {name}"));
+            }
+        }
+        ["tasks" | "steps", task, "outputs", "parameters", output] => match tasks.get(*task) {
+            None => problems.push(format!("{at}: no task {task}")),
+            Some((target_cwt, target)) => {
+                let outputs = &lib.templates[target_cwt][target].outputs;
+                if !outputs.contains(*output) {
+                    problems.push(format!(
+                        "{at}: {target_cwt}/{target} has no output {output}"
+                    ));
+                }
+            }
+        },
+        ["workflow", "name" | "namespace" | "status" | "failures"] => {}
+        _ => problems.push(format!("{at}: an expression this test does not know")),
+    }
+}
+
+/// A Workflow manifest the library creates (child workflow, Sensor trigger): valid against the
+/// strict schema, calling an existing ClusterWorkflowTemplate with its required parameters.
+fn check_created_workflow(lib: &Library, at: &str, workflow: &Value, problems: &mut Vec<String>) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo_root().join("../shared/schemas/derived/workflow.strict.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for error in validator.iter_errors(workflow) {
+        problems.push(format!("{at}: {error} at {}", error.instance_path()));
+    }
+    let reference = &workflow["spec"]["workflowTemplateRef"];
+    let Some(name) = reference["name"].as_str() else {
+        problems.push(format!("{at}: no workflowTemplateRef"));
+        return;
+    };
+    if reference["clusterScope"] != true {
+        problems.push(format!(
+            "{at}: workflowTemplateRef without clusterScope: true"
+        ));
+    }
+    let Some(expected) = lib.arguments.get(name) else {
+        problems.push(format!("{at}: no ClusterWorkflowTemplate {name}"));
+        return;
+    };
+    let given: BTreeSet<&str> = workflow["spec"]["arguments"]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for arg in &given {
+        if !expected.contains_key(*arg) {
+            problems.push(format!("{at}: {name} has no parameter {arg}"));
+        }
+    }
+    for (param, has_default) in expected {
+        if !has_default && !given.contains(param.as_str()) {
+            problems.push(format!("{at}: {name}'s parameter {param} not given"));
+        }
+    }
+}
+
+#[test]
+fn every_call_reaches_a_template_with_the_inputs_it_needs() {
+    let docs = manifests();
+    let lib = library(&docs);
+    let mut problems = Vec::new();
+    let mut checked_calls = 0;
+    let mut checked_workflows = 0;
+    for (file, doc) in &docs {
+        if doc["kind"] != "ClusterWorkflowTemplate" {
+            continue;
+        }
+        let cwt = doc["metadata"]["name"].as_str().unwrap();
+        for template in doc["spec"]["templates"].as_array().unwrap() {
+            let calls = calls(cwt, template);
+            let tasks: BTreeMap<String, (String, String)> = calls
+                .iter()
+                .map(|c| (c.name.clone(), c.target.clone()))
+                .collect();
+            for call in &calls {
+                let at = format!("{} {cwt}/{} → {}", file.display(), call.name, call.target.1);
+                let Some(target) = lib
+                    .templates
+                    .get(&call.target.0)
+                    .and_then(|t| t.get(&call.target.1))
+                else {
+                    problems.push(format!("{at}: no such template {:?}", call.target));
+                    continue;
+                };
+                checked_calls += 1;
+                for arg in &call.arguments {
+                    if !target.inputs.contains_key(arg) {
+                        problems.push(format!("{at}: passes {arg}, not an input"));
+                    }
+                }
+                for (input, has_default) in &target.inputs {
+                    if !has_default && !call.arguments.contains(input) {
+                        problems.push(format!("{at}: required input {input} not passed"));
+                    }
+                }
+                for expr in placeholders(&call.text) {
+                    check_placeholder(&lib, cwt, template, &tasks, &expr, &mut problems);
+                }
+            }
+            // Workflows created by resource templates.
+            if let Some(manifest) = template["resource"]["manifest"].as_str() {
+                for expr in placeholders(manifest) {
+                    check_placeholder(&lib, cwt, template, &tasks, &expr, &mut problems);
+                }
+                let created: Value = serde_yaml::from_str(manifest).unwrap();
+                if created["kind"] == "Workflow" {
+                    let at = format!("{} {cwt}/{}", file.display(), template["name"]);
+                    check_created_workflow(&lib, &at, &created, &mut problems);
+                    checked_workflows += 1;
+                }
+            }
+        }
+        // The workflow-level settings use only the workflow's own parameters.
+        let spec_text = format!(
+            "{} {}",
+            doc["spec"]["synchronization"], doc["spec"]["onExit"]
+        );
+        for expr in placeholders(&spec_text) {
+            check_placeholder(
+                &lib,
+                cwt,
+                &Value::Null,
+                &BTreeMap::new(),
+                &expr,
+                &mut problems,
+            );
+        }
+    }
+    for (file, doc) in &docs {
+        if doc["kind"] != "Sensor" {
+            continue;
+        }
+        for trigger in doc["spec"]["triggers"].as_array().unwrap() {
+            let workflow = &trigger["template"]["argoWorkflow"]["source"]["resource"];
+            let at = format!("{} trigger {}", file.display(), trigger["template"]["name"]);
+            check_created_workflow(&lib, &at, workflow, &mut problems);
+            checked_workflows += 1;
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked_calls >= 15, "only {checked_calls} calls checked");
+    assert!(
+        checked_workflows >= 2,
+        "only {checked_workflows} created workflows checked"
+    );
+}
