@@ -72,6 +72,15 @@ impl GitHubDouble {
         });
     }
 
+    /// Changes pull request `number`'s state (`open`, `closed`).
+    pub fn set_pull_state(&self, number: u64, state: &str) {
+        for pull in &mut self.state.lock().unwrap().pulls {
+            if pull.number == number {
+                pull.state = state.to_owned();
+            }
+        }
+    }
+
     /// The next requests get these answers, in order.
     pub fn inject(&self, faults: &[Fault]) {
         self.state

@@ -1,0 +1,677 @@
+//! A local runner for the library's workflows, in the spirit of `act` for GitHub Actions: it reads
+//! the ClusterWorkflowTemplates, walks a DAG in dependency order (independent tasks in parallel) or
+//! steps in order, substitutes parameters and outputs as Argo does, and runs each container step
+//! as a local process of our multicall binary.
+//!
+//! It is a test and demo tool, not a workflow engine. What it does not do, it says:
+//! - containers of other images (Terraform) are skipped, visibly, as succeeded;
+//! - resource templates act on a small in-memory cluster (namespaces, service accounts, role
+//!   bindings), except a created Workflow, which it runs itself and publishes to the Kubernetes
+//!   API double so wait-workflow can watch it;
+//! - HTTP templates (the failure report) are logged, not sent;
+//! - retries follow the templates' rule (exit 4 only); no pods, volumes, deadlines or mutexes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// What the "cluster" provides that our binaries need locally.
+pub struct Environment {
+    /// The multicall `sandbox-steps` binary.
+    pub binary: PathBuf,
+    /// Kubernetes Secrets by name: key → value (for `secretKeyRef`).
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Variables every step process gets besides its template's (a kubeconfig for the API double,
+    /// a Vault token where a pod would use Kubernetes auth).
+    pub extra_env: Vec<(String, String)>,
+    /// The Kubernetes API double, where created Workflows are published.
+    pub kube: testkit::KubeApiDouble,
+    /// Where each step's outputs directory is made.
+    pub scratch: PathBuf,
+}
+
+/// One line of the run's log: what ran, how long, what it output.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub path: String,
+    pub status: String,
+    pub seconds: f64,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// The in-memory cluster and the run log.
+#[derive(Default)]
+pub struct State {
+    /// kind/namespace/name of what resource templates applied.
+    pub objects: BTreeSet<String>,
+    pub log: Vec<StepRecord>,
+    pub skipped: Vec<String>,
+    workflows_created: u32,
+}
+
+pub struct Runner {
+    templates: BTreeMap<String, Value>,
+    env: Environment,
+    pub state: Mutex<State>,
+    pub verbose: bool,
+}
+
+/// The values `{{...}}` can take in one template invocation.
+#[derive(Clone, Default)]
+struct Scope {
+    workflow: BTreeMap<String, String>,
+    inputs: BTreeMap<String, String>,
+    tasks: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Scope {
+    fn substitute(&self, text: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let len = rest[start..]
+                .find("}}")
+                .ok_or_else(|| format!("unclosed {{{{ in {text:?}"))?;
+            let expr = rest[start + 2..start + len].trim();
+            out.push_str(&self.lookup(expr)?);
+            rest = &rest[start + len + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn lookup(&self, expr: &str) -> Result<String, String> {
+        let parts: Vec<&str> = expr.split('.').collect();
+        let found = match parts.as_slice() {
+            ["workflow", "parameters", name] => self.workflow.get(*name),
+            ["workflow", field] => self.workflow.get(&format!("@{field}")),
+            ["inputs", "parameters", name] => self.inputs.get(*name),
+            ["tasks" | "steps", task, "outputs", "parameters", name] => {
+                self.tasks.get(*task).and_then(|o| o.get(*name))
+            }
+            _ => None,
+        };
+        found
+            .cloned()
+            .ok_or_else(|| format!("{{{{{expr}}}}} has no value here"))
+    }
+}
+
+impl Runner {
+    /// Loads every ClusterWorkflowTemplate under `dir`.
+    pub fn new(dir: &Path, env: Environment) -> Runner {
+        let mut templates = BTreeMap::new();
+        let mut files = Vec::new();
+        for sub in ["steps", "workflows"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        for file in files {
+            let doc: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            if doc["kind"] == "ClusterWorkflowTemplate" {
+                templates.insert(doc["metadata"]["name"].as_str().unwrap().to_owned(), doc);
+            }
+        }
+        Runner {
+            templates,
+            env,
+            state: Mutex::default(),
+            verbose: true,
+        }
+    }
+
+    /// Runs ClusterWorkflowTemplate `name` from `entrypoint` (its own when `None`) with
+    /// `parameters` over its defaults, then its exit handler. Returns the workflow's status.
+    pub fn run_workflow(
+        &self,
+        name: &str,
+        entrypoint: Option<&str>,
+        parameters: &BTreeMap<String, String>,
+        namespace: &str,
+    ) -> Result<(), String> {
+        let cwt = self
+            .templates
+            .get(name)
+            .ok_or_else(|| format!("no ClusterWorkflowTemplate {name}"))?;
+        let mut scope = Scope::default();
+        for p in cwt["spec"]["arguments"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let key = p["name"].as_str().unwrap().to_owned();
+            if let Some(v) = parameters.get(&key) {
+                scope.workflow.insert(key, v.clone());
+            } else if let Some(v) = p["value"].as_str() {
+                scope.workflow.insert(key, v.to_owned());
+            } else {
+                return Err(format!("{name}: parameter {key} not given"));
+            }
+        }
+        let run_name = {
+            let mut state = self.state.lock().unwrap();
+            state.workflows_created += 1;
+            format!("{name}-{:05}", state.workflows_created)
+        };
+        scope.workflow.insert("@name".into(), run_name.clone());
+        scope.workflow.insert("@namespace".into(), namespace.into());
+        let entry = entrypoint
+            .map(str::to_owned)
+            .or_else(|| cwt["spec"]["entrypoint"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("{name}: no entrypoint"))?;
+        let result = self
+            .run_template(name, &entry, &scope, &run_name)
+            .map(|_| ());
+        if let Some(exit) = cwt["spec"]["onExit"].as_str() {
+            let mut exit_scope = scope.clone();
+            let status = if result.is_ok() {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+            exit_scope.workflow.insert("@status".into(), status.into());
+            self.run_template(name, exit, &exit_scope, &format!("{run_name}/onExit"))?;
+        }
+        result
+    }
+
+    /// Runs template `template` of ClusterWorkflowTemplate `cwt`; returns its output parameters.
+    fn run_template(
+        &self,
+        cwt: &str,
+        template: &str,
+        scope: &Scope,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let spec = self.templates[cwt]["spec"]["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == template)
+            .ok_or_else(|| format!("{cwt} has no template {template}"))?
+            .clone();
+        if spec["dag"].is_object() {
+            self.run_dag(cwt, &spec, scope, path)
+        } else if spec["steps"].is_array() {
+            self.run_steps(cwt, &spec, scope, path)
+        } else if spec["container"].is_object() {
+            self.run_container(&spec, scope, path)
+        } else if spec["resource"].is_object() {
+            self.run_resource(&spec, scope, path)
+        } else if spec["http"].is_object() {
+            let url = scope.substitute(spec["http"]["url"].as_str().unwrap_or_default())?;
+            self.note(path, "logged, not sent", &format!("HTTP {url}"));
+            Ok(BTreeMap::new())
+        } else {
+            Err(format!(
+                "{cwt}/{template}: a kind of template the runner does not run"
+            ))
+        }
+    }
+
+    /// The scope of a called template: its inputs from the call's arguments over its defaults.
+    fn call_scope(
+        &self,
+        caller: &Scope,
+        call: &Value,
+        cwt: &str,
+    ) -> Result<(String, String, Scope), String> {
+        let (target_cwt, target) = match call["templateRef"].as_object() {
+            Some(r) => (
+                r["name"].as_str().unwrap().to_owned(),
+                r["template"].as_str().unwrap().to_owned(),
+            ),
+            None => (
+                cwt.to_owned(),
+                call["template"].as_str().unwrap().to_owned(),
+            ),
+        };
+        let spec = self.templates[&target_cwt]["spec"]["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == target.as_str())
+            .ok_or_else(|| format!("{target_cwt} has no template {target}"))?;
+        let mut given = BTreeMap::new();
+        for p in call["arguments"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let value = caller.substitute(p["value"].as_str().unwrap_or_default())?;
+            given.insert(p["name"].as_str().unwrap().to_owned(), value);
+        }
+        let mut scope = Scope {
+            workflow: caller.workflow.clone(),
+            ..Scope::default()
+        };
+        for p in spec["inputs"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = p["name"].as_str().unwrap();
+            let value = given
+                .remove(name)
+                .or_else(|| p["value"].as_str().map(str::to_owned))
+                .ok_or_else(|| format!("{target_cwt}/{target}: input {name} not given"))?;
+            scope.inputs.insert(name.to_owned(), value);
+        }
+        Ok((target_cwt, target, scope))
+    }
+
+    fn run_dag(
+        &self,
+        cwt: &str,
+        spec: &Value,
+        scope: &Scope,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let tasks: Vec<Value> = spec["dag"]["tasks"].as_array().unwrap().clone();
+        // name → Succeeded | Failed | Omitted
+        let status: Mutex<BTreeMap<String, &'static str>> = Mutex::default();
+        let outputs: Mutex<BTreeMap<String, BTreeMap<String, String>>> = Mutex::default();
+        let mut first_error = None;
+        loop {
+            let done = status.lock().unwrap().clone();
+            let pending: Vec<&Value> = tasks
+                .iter()
+                .filter(|t| !done.contains_key(t["name"].as_str().unwrap()))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut ready = Vec::new();
+            for task in pending {
+                let name = task["name"].as_str().unwrap();
+                match eval_depends(task["depends"].as_str().unwrap_or(""), &done) {
+                    Some(true) => ready.push(task),
+                    Some(false) => {
+                        status.lock().unwrap().insert(name.to_owned(), "Omitted");
+                    }
+                    None => {}
+                }
+            }
+            if ready.is_empty() {
+                if status.lock().unwrap().len() == done.len() {
+                    return Err(format!("{path}: the DAG is stuck"));
+                }
+                continue;
+            }
+            std::thread::scope(|threads| {
+                for task in ready {
+                    let (status, outputs) = (&status, &outputs);
+                    threads.spawn(move || {
+                        let name = task["name"].as_str().unwrap().to_owned();
+                        let mut task_scope = scope.clone();
+                        task_scope.tasks = outputs.lock().unwrap().clone();
+                        let result =
+                            self.call_scope(&task_scope, task, cwt)
+                                .and_then(|(c, t, s)| {
+                                    self.run_template(&c, &t, &s, &format!("{path}/{name}"))
+                                });
+                        match result {
+                            Ok(out) => {
+                                outputs.lock().unwrap().insert(name.clone(), out);
+                                status.lock().unwrap().insert(name, "Succeeded");
+                            }
+                            Err(e) => {
+                                self.note(&format!("{path}/{name}"), "Failed", &e);
+                                status.lock().unwrap().insert(name, "Failed");
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        // A failed task fails the DAG unless a task depends on its failure.
+        let done = status.into_inner().unwrap();
+        for (name, state) in &done {
+            let handled = tasks.iter().any(|t| {
+                t["depends"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("{name}.Failed"))
+            });
+            if *state == "Failed" && !handled && first_error.is_none() {
+                first_error = Some(format!("{path}: task {name} failed"));
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    fn run_steps(
+        &self,
+        cwt: &str,
+        spec: &Value,
+        scope: &Scope,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut scope = scope.clone();
+        for group in spec["steps"].as_array().unwrap() {
+            for step in group.as_array().unwrap() {
+                let name = step["name"].as_str().unwrap();
+                if let Some(when) = step["when"].as_str() {
+                    let when = scope.substitute(when)?;
+                    if !eval_when(&when)? {
+                        self.note(
+                            &format!("{path}/{name}"),
+                            "Skipped",
+                            &format!("when {when}"),
+                        );
+                        continue;
+                    }
+                }
+                let (c, t, s) = self.call_scope(&scope, step, cwt)?;
+                let out = self.run_template(&c, &t, &s, &format!("{path}/{name}"))?;
+                scope.tasks.insert(name.to_owned(), out);
+            }
+        }
+        Ok(BTreeMap::new())
+    }
+
+    fn run_container(
+        &self,
+        spec: &Value,
+        scope: &Scope,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let container = &spec["container"];
+        let Some(step) = container["command"][0]
+            .as_str()
+            .and_then(|c| c.strip_prefix("/usr/local/bin/"))
+        else {
+            let image = container["image"].as_str().unwrap_or("?");
+            let why = format!(
+                "runs {image}, which this runner cannot run locally (needs its tools and a cloud)"
+            );
+            self.note(path, "Skipped", &why);
+            self.state
+                .lock()
+                .unwrap()
+                .skipped
+                .push(format!("{path}: {why}"));
+            return Ok(BTreeMap::new());
+        };
+        let outputs_dir = tempfile::tempdir_in(&self.env.scratch).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.env.binary);
+        cmd.arg(step).env_clear();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap();
+            let value = if let Some(secret) = e["valueFrom"]["secretKeyRef"].as_object() {
+                let secret_name = scope.substitute(secret["name"].as_str().unwrap())?;
+                match self
+                    .env
+                    .secrets
+                    .get(&secret_name)
+                    .and_then(|s| s.get(secret["key"].as_str().unwrap()))
+                {
+                    Some(v) => v.clone(),
+                    None => continue, // optional: true
+                }
+            } else {
+                scope.substitute(e["value"].as_str().unwrap_or_default())?
+            };
+            cmd.env(name, value);
+        }
+        cmd.env("OUTPUTS_DIR", outputs_dir.path())
+            .env("LOG_FORMAT", "text")
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.env.extra_env {
+            cmd.env(k, v);
+        }
+        let limit = spec["retryStrategy"]["limit"].as_u64().unwrap_or(0);
+        let started = Instant::now();
+        let mut attempt = 0;
+        let output = loop {
+            let output = cmd.output().map_err(|e| format!("{step}: {e}"))?;
+            if output.status.code() == Some(4) && attempt < limit {
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            break output;
+        };
+        let mut outputs = BTreeMap::new();
+        for p in spec["outputs"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let file = p["valueFrom"]["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("/tmp/outputs/");
+            if let Ok(v) = std::fs::read_to_string(outputs_dir.path().join(file)) {
+                outputs.insert(p["name"].as_str().unwrap().to_owned(), v);
+            }
+        }
+        let ok = output.status.success();
+        self.record(
+            path,
+            if ok { "Succeeded" } else { "Failed" },
+            started,
+            &outputs,
+        );
+        if !ok || self.verbose && std::env::var_os("DEMO_LOGS").is_some() {
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        }
+        if ok {
+            Ok(outputs)
+        } else {
+            Err(format!("{step} exited with {:?}", output.status.code()))
+        }
+    }
+
+    fn run_resource(
+        &self,
+        spec: &Value,
+        scope: &Scope,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let action = spec["resource"]["action"].as_str().unwrap();
+        let manifest: Value = serde_yaml::from_str(
+            &scope.substitute(spec["resource"]["manifest"].as_str().unwrap())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let kind = manifest["kind"].as_str().unwrap_or_default();
+        let namespace = manifest["metadata"]["namespace"].as_str().unwrap_or("");
+        let started = Instant::now();
+        if kind == "Workflow" && action == "create" {
+            // The child workflow: run it here, then publish its end state for wait-workflow.
+            let name = format!(
+                "{}{:05}",
+                manifest["metadata"]["generateName"]
+                    .as_str()
+                    .unwrap_or("wf-"),
+                self.state.lock().unwrap().workflows_created + 1
+            );
+            let reference = manifest["spec"]["workflowTemplateRef"]["name"]
+                .as_str()
+                .unwrap();
+            let entrypoint = manifest["spec"]["entrypoint"].as_str();
+            let parameters = manifest["spec"]["arguments"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_owned(),
+                        p["value"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect();
+            let result = self.run_workflow(reference, entrypoint, &parameters, namespace);
+            let phase = if result.is_ok() {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+            self.env.kube.set_workflow(
+                namespace,
+                &name,
+                json!({"phase": phase, "progress": "1/1"}),
+            );
+            let outputs = BTreeMap::from([("name".to_owned(), name.clone())]);
+            self.record(
+                path,
+                &format!("created Workflow {namespace}/{name} ({phase})"),
+                started,
+                &outputs,
+            );
+            return Ok(outputs);
+        }
+        let key = format!(
+            "{kind}/{namespace}/{}",
+            manifest["metadata"]["name"].as_str().unwrap_or("")
+        );
+        let mut state = self.state.lock().unwrap();
+        let outcome = match action {
+            "apply" | "create" => {
+                state.objects.insert(key.clone());
+                format!("applied {key}")
+            }
+            "get" if state.objects.contains(&key) => format!("found {key}"),
+            "get" => {
+                drop(state);
+                self.record(path, &format!("{key} not found"), started, &BTreeMap::new());
+                return Err(format!("{key} not found"));
+            }
+            "delete" => {
+                if kind == "Namespace" {
+                    // Deleting a namespace deletes what is in it.
+                    let ns = manifest["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    state
+                        .objects
+                        .retain(|k| k.split('/').nth(1) != Some(ns.as_str()));
+                }
+                state.objects.remove(&key);
+                format!("deleted {key}")
+            }
+            other => return Err(format!("resource action {other} is not run by this runner")),
+        };
+        drop(state);
+        self.record(path, &outcome, started, &BTreeMap::new());
+        Ok(BTreeMap::new())
+    }
+
+    fn record(
+        &self,
+        path: &str,
+        status: &str,
+        started: Instant,
+        outputs: &BTreeMap<String, String>,
+    ) {
+        let record = StepRecord {
+            path: path.to_owned(),
+            status: status.to_owned(),
+            seconds: started.elapsed().as_secs_f64(),
+            outputs: outputs.clone(),
+        };
+        if self.verbose {
+            let shown: Vec<String> = outputs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.trim()))
+                .collect();
+            println!(
+                "  {:<52} {:>6.2}s  {}  {}",
+                record.path,
+                record.seconds,
+                record.status,
+                shown.join(" ")
+            );
+        }
+        self.state.lock().unwrap().log.push(record);
+    }
+
+    fn note(&self, path: &str, status: &str, detail: &str) {
+        if self.verbose {
+            println!("  {path:<52}          {status}: {detail}");
+        }
+        self.state.lock().unwrap().log.push(StepRecord {
+            path: path.to_owned(),
+            status: format!("{status}: {detail}"),
+            seconds: 0.0,
+            outputs: BTreeMap::new(),
+        });
+    }
+}
+
+/// Argo's `depends` for the forms the library uses: `a`, `a && b`, `a || b`, `a.Succeeded`,
+/// `a.Failed`. `None` while a task it names has not finished.
+fn eval_depends(expr: &str, done: &BTreeMap<String, &'static str>) -> Option<bool> {
+    if expr.trim().is_empty() {
+        return Some(true);
+    }
+    let any = expr.split("||").map(|alternative| {
+        let all = alternative.split("&&").map(|term| {
+            let term = term.trim();
+            let (task, want) = term.split_once('.').unwrap_or((term, "Succeeded"));
+            let state = done.get(task)?;
+            Some(*state == want)
+        });
+        all.collect::<Option<Vec<bool>>>()
+            .map(|v| v.into_iter().all(|b| b))
+    });
+    let results: Vec<Option<bool>> = any.collect();
+    if results.contains(&Some(true)) {
+        Some(true)
+    } else if results.iter().all(|r| r.is_some()) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A `when` after substitution, for the forms the library uses: `'a' != 'b' && 'c' != ''`.
+fn eval_when(expr: &str) -> Result<bool, String> {
+    expr.split("&&")
+        .map(|term| {
+            let (left, op, right) = if let Some((l, r)) = term.split_once("!=") {
+                (l, "!=", r)
+            } else if let Some((l, r)) = term.split_once("==") {
+                (l, "==", r)
+            } else {
+                return Err(format!("when {expr:?}: not a comparison"));
+            };
+            let unquote = |s: &str| s.trim().trim_matches('\'').to_owned();
+            Ok((unquote(left) == unquote(right)) == (op == "=="))
+        })
+        .collect::<Result<Vec<bool>, String>>()
+        .map(|v| v.into_iter().all(|b| b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_forms() {
+        let done = BTreeMap::from([("a".to_owned(), "Succeeded"), ("p".to_owned(), "Failed")]);
+        assert_eq!(eval_depends("a", &done), Some(true));
+        assert_eq!(eval_depends("a && b", &done), None);
+        assert_eq!(eval_depends("p.Succeeded", &done), Some(false));
+        assert_eq!(eval_depends("b || p.Failed", &done), Some(true));
+        assert_eq!(eval_when("'Failed' != 'Succeeded' && 'x' != ''"), Ok(true));
+        assert_eq!(
+            eval_when("'Succeeded' != 'Succeeded' && 'x' != ''"),
+            Ok(false)
+        );
+    }
+}
