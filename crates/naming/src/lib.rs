@@ -208,8 +208,23 @@ pub fn is_invisible(c: char) -> bool {
 /// Longest branch name accepted (GitHub refuses longer refs).
 pub const BRANCH_MAX: usize = 255;
 
-/// A branch name valid for `git check-ref-format --branch`, checked as `refs/heads/<name>`.
+/// A branch name the steps create, change or delete: valid for git ([`check_git_branch_name`]),
+/// and without control or invisible characters, which git accepts but which make one branch name
+/// look like another (a right-to-left override, a zero-width space).
 pub fn check_branch_name(s: &str) -> Result<(), String> {
+    check_git_branch_name(s)?;
+    if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
+        return Err(format!(
+            "must not hold control or invisible characters such as U+{:04X}",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+/// A branch name valid for `git check-ref-format --branch`, checked as `refs/heads/<name>`: what
+/// a branch someone else named (a pull request's head) may be.
+pub fn check_git_branch_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty (git branch name)".into());
     }
@@ -225,9 +240,9 @@ pub fn check_branch_name(s: &str) -> Result<(), String> {
     if s == "@" {
         return Err("must not be the single character @ (git ref rules)".into());
     }
-    if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
+    if let Some(c) = s.chars().find(|c| c.is_ascii_control()) {
         return Err(format!(
-            "must not hold control or invisible characters such as U+{:04X}",
+            "must not hold control characters such as U+{:04X} (git ref rules)",
             c as u32
         ));
     }

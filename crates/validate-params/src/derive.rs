@@ -4,8 +4,8 @@
 use std::fmt;
 
 use naming::{
-    check_branch_name, check_bucket_name, check_dns_label, check_hostname, check_pg_identifier,
-    glob_match, slug, DNS_LABEL_MAX,
+    check_branch_name, check_bucket_name, check_dns_label, check_git_branch_name, check_hostname,
+    check_pg_identifier, glob_match, slug, DNS_LABEL_MAX,
 };
 use step_kit::escape_untrusted;
 
@@ -153,7 +153,7 @@ fn check_prefix(s: &str, must_start_with_letter: bool) -> Result<(), String> {
 pub fn derive_names(p: &Params) -> Result<Names, Vec<Problem>> {
     let mut problems = Problems::default();
     problems.check("pr-number", p.pr_number, check_pr_number(p.pr_number));
-    problems.check("head-ref", p.head_ref, check_branch_name(p.head_ref));
+    problems.check("head-ref", p.head_ref, check_git_branch_name(p.head_ref));
     problems.check("repository", p.repository, check_repository(p.repository));
     problems.check("env-prefix", p.env_prefix, check_prefix(p.env_prefix, true));
     problems.check(

@@ -210,7 +210,7 @@ proptest! {
             }
             Err(problems) => {
                 // Only the head ref can be wrong here, and only when git would refuse it.
-                prop_assert!(naming::check_branch_name(&head_ref).is_err());
+                prop_assert!(naming::check_git_branch_name(&head_ref).is_err());
                 prop_assert!(problems.iter().all(|p| p.parameter == "head-ref"));
             }
         }
