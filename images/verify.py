@@ -18,8 +18,9 @@
      (libgit2 + OpenSSL) must both fail, with no HTTP request reaching the server.
    - With the test CA appended to /etc/ssl/certs/ca-certificates.crt in the tree, both must reach
      the server (the request is logged with each client's User-Agent) after resolving the name
-     through the DNS server (the query is logged); `localhost` must resolve from /etc/hosts
-     without asking DNS.
+     through the DNS server (the query is logged), also with SSL_CERT_FILE unset (the bundle's
+     standard path is found on its own); `localhost` must resolve from /etc/hosts without asking
+     DNS.
 Needs root (chroot, port 53 on a loopback address) and the openssl command (test certificates).
 """
 
@@ -150,8 +151,8 @@ class Chroot:
         self.env = env
         self.chroot = shutil.which("chroot") or "/usr/sbin/chroot"
 
-    def run(self, argv, extra_env=None, timeout=60):
-        env = dict(self.env, **(extra_env or {}))
+    def run(self, argv, extra_env=None, timeout=60, unset=()):
+        env = {k: v for k, v in dict(self.env, **(extra_env or {})).items() if k not in unset}
         return subprocess.run(
             [self.chroot, f"--userspec={UID}:{UID}", str(self.root), *argv],
             env=env,
@@ -407,18 +408,18 @@ def network(box, root, https, dns, certs):
     (root / "etc/resolv.conf").write_text(f"nameserver {dns.addr}\noptions timeout:2 attempts:2\n")
     print(f"  (HTTPS server on 127.0.0.1:{https.port}, DNS server on {dns.addr}:53)")
 
-    def create_branch(host, repo):
+    def create_branch(host, repo, unset=()):
         return box.run([
             "/usr/local/bin/create-branch", "--repo", f"https://{host}:{https.port}/{repo}.git",
             "--branch", "sbx-pr-42", "--timeout", "10s",
-        ], timeout=60)
+        ], timeout=60, unset=unset)
 
-    def patch_kustomize(host, repo):
+    def patch_kustomize(host, repo, unset=()):
         return box.run([
             "/usr/local/bin/patch-kustomize", "--repo", f"https://{host}:{https.port}/{repo}.git",
             "--branch", "sbx-pr-42", "--file", "kustomization.yaml", "--namespace", "sbx-pr-42",
             "--timeout", "10s",
-        ], timeout=60)
+        ], timeout=60, unset=unset)
 
     def requests_for(repo):
         return [(p, ua) for p, ua in https.requests if p.startswith(f"/{repo}.git/")]
@@ -451,6 +452,14 @@ def network(box, root, https, dns, certs):
     reqs = requests_for("trusted-libgit2")
     check(bool(reqs) and any("libgit2" in ua for _, ua in reqs),
           f"patch-kustomize (libgit2, OpenSSL) reached https://{TEST_HOST} over TLS: {reqs[:1]} ({show(out)})")
+
+    # The bundle's standard path is found without SSL_CERT_FILE too (a pod spec that replaces the
+    # environment must not lose TLS).
+    for name, run in (("create-branch", create_branch), ("patch-kustomize", patch_kustomize)):
+        repo = "no-env-" + name
+        out = run(TEST_HOST, repo, unset=("SSL_CERT_FILE",))
+        check(bool(requests_for(repo)),
+              f"{name} trusts /{BUNDLE} without SSL_CERT_FILE too ({show(out)})")
 
     # localhost from /etc/hosts, DNS not asked.
     before = len([q for q in dns.queries if q[0] == "localhost"])
