@@ -7,6 +7,9 @@
 set -euo pipefail
 rootfs=${1:?usage: images/build.sh ROOTFS [CA_BUNDLE]}
 ca_bundle=${2:-/etc/ssl/certs/ca-certificates.crt}
+case "$rootfs" in
+    / | /. | . | "" ) echo "images/build.sh: refusing to lay out the image in $rootfs" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 # Statically linked against glibc (crt-static), OpenSSL and zlib (git2's https/ssh through libgit2
