@@ -1,7 +1,7 @@
 # sandbox-steps: the two commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: build test lint bench demo image docs
+.PHONY: build test lint bench demo image pin-image print-image docs
 
 build:
 	$(CARGO) build --release --workspace
@@ -30,7 +30,41 @@ demo:
 	$(CARGO) build -q -p sandbox-steps -p demo
 	target/debug/demo
 
+# The image reference, defined once: the repository in images/repository, the tag the workspace
+# version (Cargo.toml). The step templates carry it literally (kubectl applies them as they are):
+# `make pin-image` writes it into them, and `make test` (tests/image.rs) fails when one differs.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+IMAGE := $(shell cat images/repository):$(VERSION)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+IMAGE_DIR := target/image
+# buildah with this worktree's own storage (no registry, no daemon; vfs works as root anywhere).
+BUILDAH := buildah --root $(CURDIR)/$(IMAGE_DIR)/storage --runroot $(CURDIR)/$(IMAGE_DIR)/run --storage-driver vfs
+# buildah when installed, else docker (a daemon must be running).
+BUILDER ?= $(if $(shell command -v buildah),buildah,docker)
+
+# The image from binaries built here (images/build.sh: static, on the host), FROM scratch, then
+# verified from its OCI archive (images/verify.sh). Pulls nothing: the Dockerfile's context stage
+# needs no base image. Registry CI builds the builder stage instead (README).
 image:
-	@echo "make image: not available yet. The image build (static binaries, FROM scratch, verified" >&2
-	@echo "contents) lands with the image issue (#7)." >&2
-	@exit 1
+	bash images/build.sh $(IMAGE_DIR)/context/rootfs
+ifeq ($(BUILDER),buildah)
+	$(BUILDAH) bud --quiet --pull=never --build-arg BINARIES=context \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		-f images/Dockerfile -t $(IMAGE) $(IMAGE_DIR)/context
+	@# buildah 1.28 leaves the stages' working containers and images behind (its own storage here).
+	@$(BUILDAH) rm --all >/dev/null
+	@$(BUILDAH) rmi --prune >/dev/null 2>&1 || true
+else
+	docker build --pull=false --build-arg BINARIES=context \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		-f images/Dockerfile -t $(IMAGE) $(IMAGE_DIR)/context
+endif
+	BUILDER=$(BUILDER) BUILDAH="$(BUILDAH)" bash images/verify.sh $(IMAGE) $(VERSION) $(REVISION) $(IMAGE_DIR)/sandbox-steps.oci.tar
+	@echo "built and verified $(IMAGE) (revision $(REVISION)); OCI archive: $(IMAGE_DIR)/sandbox-steps.oci.tar"
+
+# Writes the image reference into every step template that runs our image (not Terraform's).
+pin-image:
+	sed -i -E 's|^([[:space:]]+image:[[:space:]]*)$(shell cat images/repository):.*$$|\1$(IMAGE)|' workflow-templates/steps/*.yaml
+
+print-image:
+	@echo $(IMAGE)

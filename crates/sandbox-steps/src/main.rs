@@ -46,14 +46,24 @@ fn usage() -> String {
     )
 }
 
-/// Creates `DIR/<step>` → this executable for every step (replacing stale links).
+/// Creates `DIR/<step>` → this executable for every step (replacing stale links). In the
+/// executable's own directory the links are relative (`validate-params -> sandbox-steps`), so a
+/// tree built for an image stays right wherever it is unpacked.
 fn install_links(dir: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let same_dir = match (exe.parent().map(Path::canonicalize), dir.canonicalize()) {
+        (Some(Ok(exe_dir)), Ok(dir)) => exe_dir == dir,
+        _ => false,
+    };
+    let target: PathBuf = match exe.file_name() {
+        Some(name) if same_dir => PathBuf::from(name),
+        _ => exe.clone(),
+    };
     for (name, _) in STEPS {
         let link: PathBuf = dir.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&exe, &link)
+        std::os::unix::fs::symlink(&target, &link)
             .map_err(|e| format!("cannot link {}: {e}", link.display()))?;
     }
     Ok(())

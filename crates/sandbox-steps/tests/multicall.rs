@@ -54,3 +54,24 @@ fn unknown_steps_are_usage_errors() {
         Some(0)
     );
 }
+
+/// Beside the executable (as in the image's /usr/local/bin) the links are relative.
+#[test]
+fn links_beside_the_executable_are_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("sandbox-steps");
+    std::fs::copy(BIN, &exe).unwrap();
+    let status = Command::new(&exe)
+        .arg("--install-links")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let target = std::fs::read_link(dir.path().join("validate-params")).unwrap();
+    assert_eq!(target, std::path::Path::new("sandbox-steps"));
+    let out = Command::new(dir.path().join("validate-params"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
