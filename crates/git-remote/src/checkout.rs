@@ -278,7 +278,22 @@ impl Checkout {
         );
         let auth_failed = e.code() == ErrorCode::Auth
             || e.class() == ErrorClass::Ssh && e.message().contains("authentic");
-        if auth_failed || e.code() == ErrorCode::Certificate {
+        let certificate = e.code() == ErrorCode::Certificate
+            || e.class() == ErrorClass::Ssl
+                && crate::smart_http::is_certificate_problem(e.message());
+        if certificate {
+            return StepError::precondition(message).with_hint(crate::smart_http::CERTIFICATE_HINT);
+        }
+        // The repository is not there, or not for these credentials: a retry won't change it.
+        if e.class() == ErrorClass::Http
+            && ["404", "401", "403"]
+                .iter()
+                .any(|code| e.message().contains(&format!("status code: {code}")))
+        {
+            return StepError::precondition(message)
+                .with_hint("check --repo and that the credentials may read it");
+        }
+        if auth_failed {
             let hint = match auth {
                 GitAuth::SshKey { .. } => {
                     "check --ssh-key (a deploy key with write access) and --known-hosts"
@@ -512,4 +527,51 @@ fn jittered(delay: Duration) -> Duration {
         .unwrap_or(0);
     let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
     delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    fn kind_of(code: ErrorCode, class: ErrorClass, message: &str) -> step_kit::ErrorKind {
+        let e = git2::Error::new(code, class, message);
+        Checkout::classify(
+            "https://git.example.com/acme/infra.git",
+            &GitAuth::Anonymous,
+            &CancellationToken::new(),
+            "fetch",
+            e,
+        )
+        .kind
+    }
+
+    #[test]
+    fn missing_repositories_and_refused_certificates_are_not_retried() {
+        use step_kit::ErrorKind::{Precondition, Transient};
+        let http = |m| kind_of(ErrorCode::GenericError, ErrorClass::Http, m);
+        assert_eq!(http("unexpected http status code: 404"), Precondition);
+        assert_eq!(http("unexpected http status code: 403"), Precondition);
+        assert_eq!(http("unexpected http status code: 502"), Transient);
+        let ssl = |m| kind_of(ErrorCode::GenericError, ErrorClass::Ssl, m);
+        assert_eq!(
+            ssl("the SSL certificate is invalid: certificate verify failed"),
+            Precondition
+        );
+        assert_eq!(
+            ssl("SSL error: syscall failure: Connection reset by peer"),
+            Transient
+        );
+        assert_eq!(
+            kind_of(ErrorCode::Certificate, ErrorClass::Ssl, "x"),
+            Precondition
+        );
+        assert_eq!(
+            kind_of(
+                ErrorCode::GenericError,
+                ErrorClass::Net,
+                "failed to connect"
+            ),
+            Transient
+        );
+    }
 }

@@ -156,7 +156,7 @@ fn patched_overlays_render_with_kustomize() {
             "install kubectl (Debian: apt-get install kubernetes-client)",
         ))
         .arg("kustomize")
-        .arg(&overlay)
+        .arg(overlay)
         .output()
         .unwrap();
         assert!(
