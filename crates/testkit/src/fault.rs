@@ -19,6 +19,8 @@ pub struct FaultConfig {
     pub seed: u64,
     /// Added before forwarding each request (slows a run down, e.g. to kill it midway).
     pub delay: Duration,
+    /// Requests whose path contains one of these always get a 503 (an object that keeps failing).
+    pub always_fail: Vec<String>,
 }
 
 impl Default for FaultConfig {
@@ -27,6 +29,7 @@ impl Default for FaultConfig {
             rate: 0.2,
             seed: 42,
             delay: Duration::ZERO,
+            always_fail: Vec::new(),
         }
     }
 }
@@ -81,7 +84,12 @@ impl FaultProxy {
             if !config.delay.is_zero() {
                 std::thread::sleep(config.delay);
             }
-            if share < 0.40 {
+            if share < 0.40
+                || config
+                    .always_fail
+                    .iter()
+                    .any(|p| req.path.contains(p.as_str()))
+            {
                 c.unavailable.fetch_add(1, Ordering::Relaxed);
                 return gcs_error(503, "injected: backend unavailable");
             }
