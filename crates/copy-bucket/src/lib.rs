@@ -88,6 +88,12 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// A GCS emulator's endpoint (`http://127.0.0.1:4443`, or `host:port`), used with anonymous
+    /// credentials; without it, Google's endpoint with Application Default Credentials (Workload
+    /// Identity in a pod).
+    #[arg(long, value_name = "URL", env = gcs::EMULATOR_ENV)]
+    pub storage_emulator_host: Option<String>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -123,6 +129,10 @@ async fn copy_bucket(args: Args, ctx: Context) -> Result<(), StepError> {
         }
     }
     let mut settings = gcs::Settings::from_env();
+    settings.emulator = args
+        .storage_emulator_host
+        .clone()
+        .filter(|h| !h.trim().is_empty());
     settings.max_idle_connections = usize::from(args.concurrency);
     let client = Gcs::connect(&settings).await?;
     let copy = Copy {

@@ -16,6 +16,7 @@ const STEPS: &[(&str, Step)] = &[
     (wait_workflow::NAME, |argv| wait_workflow::run(argv)),
     (create_argocd_app::NAME, |argv| create_argocd_app::run(argv)),
     (delete_argocd_app::NAME, |argv| delete_argocd_app::run(argv)),
+    (copy_bucket::NAME, |argv| copy_bucket::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {
