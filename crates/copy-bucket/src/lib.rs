@@ -276,9 +276,7 @@ struct Copy {
 
 impl Copy {
     fn included(&self, relative: &str) -> bool {
-        let args = &self.args;
-        (args.include.is_empty() || args.include.iter().any(|g| naming::glob_match(g, relative)))
-            && !args.exclude.iter().any(|g| naming::glob_match(g, relative))
+        included(&self.args.include, &self.args.exclude, relative)
     }
 
     async fn run(&self) -> Result<(), StepError> {
@@ -487,6 +485,13 @@ impl Copy {
     }
 }
 
+/// Whether the filters keep an object: it matches one `include` glob (or there is none) and no
+/// `exclude` glob.
+fn included(include: &[String], exclude: &[String], relative: &str) -> bool {
+    (include.is_empty() || include.iter().any(|g| naming::glob_match(g, relative)))
+        && !exclude.iter().any(|g| naming::glob_match(g, relative))
+}
+
 /// One listing, read entry by entry with names relative to its prefix.
 struct Cursor {
     rx: mpsc::Receiver<Page>,
@@ -546,5 +551,54 @@ impl Cursor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn filters_match_relative_names() {
+        let none = globs(&[]);
+        assert!(included(&none, &none, "anything/at/all"));
+        let pdf = globs(&["*.pdf"]);
+        assert!(included(&pdf, &none, "a.pdf"));
+        assert!(included(&pdf, &none, "deep/er/a.pdf"), "* crosses /");
+        assert!(!included(&pdf, &none, "a.txt"));
+        let tmp = globs(&["tmp/*", "*.tmp"]);
+        assert!(!included(&pdf, &tmp, "tmp/a.pdf"), "exclude wins");
+        assert!(!included(&none, &tmp, "x.tmp"));
+        assert!(included(&none, &tmp, "x.tmpl"));
+        assert!(
+            included(&globs(&["?.pdf"]), &none, "ü.pdf"),
+            "? is one character"
+        );
+    }
+
+    #[test]
+    fn the_step_interface_is_what_the_docs_say() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            NAME,
+            "--source",
+            "gs://acme-int/docs",
+            "--dest",
+            "gs://acme-sbx/docs",
+            "--include",
+            "*.pdf,*.txt",
+            "--include",
+            "*.json",
+        ])
+        .unwrap();
+        assert_eq!(args.include, ["*.pdf", "*.txt", "*.json"]);
+        assert_eq!(args.concurrency, 64);
+        assert_eq!(args.timeout(), Duration::from_secs(1800));
+        assert_eq!(args.source.prefix, "docs/");
     }
 }
