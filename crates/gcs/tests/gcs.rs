@@ -149,3 +149,64 @@ fn calls_retry_through_injected_faults() {
         "{counts:?}"
     );
 }
+
+/// fake-gcs-server finishes every rewrite in one call, so the multi-call loop runs against a
+/// double of the rewrite endpoint that answers as GCS does for a large cross-location copy:
+/// `done: false` with a token twice, then the object.
+#[test]
+fn the_rewrite_loop_follows_tokens_until_done() {
+    let double = testkit::HttpServer::start(|req| {
+        let progress = |done: bool, token: &str, bytes: u64| {
+            let mut answer = serde_json::json!({
+                "kind": "storage#rewriteResponse",
+                "totalBytesRewritten": bytes.to_string(),
+                "objectSize": "3145728",
+                "done": done,
+                "rewriteToken": token,
+            });
+            if done {
+                answer["resource"] = serde_json::json!({
+                    "kind": "storage#object", "id": "dst-bucket/big.bin/7",
+                    "selfLink": "http://x/storage/v1/b/dst-bucket/o/big.bin",
+                    "mediaLink": "http://x/download/storage/v1/b/dst-bucket/o/big.bin?alt=media",
+                    "name": "big.bin", "bucket": "dst-bucket", "size": "3145728",
+                    "crc32c": "AAAAAA==", "md5Hash": "bWQ1", "generation": "7",
+                    "metageneration": "1", "storageClass": "STANDARD"
+                });
+            }
+            testkit::HttpResponse::json(200, &answer)
+        };
+        match req.query_param("rewriteToken") {
+            None => progress(false, "token-1", 1 << 20),
+            Some("token-1") => progress(false, "token-2", 2 << 20),
+            Some("token-2") => progress(true, "", 3 << 20),
+            Some(other) => testkit::HttpResponse::json(
+                400,
+                &serde_json::json!({
+                    "error": {"code": 400, "message": format!("bad token {other}"), "errors": []}
+                }),
+            ),
+        }
+    });
+    let gcs = client(double.url());
+    let copied = block_on(gcs.rewrite(
+        ("src-bucket", "big.bin"),
+        ("dst-bucket", "big.bin"),
+        &quick(),
+    ))
+    .unwrap();
+    assert_eq!(copied.size, 3 << 20);
+    assert_eq!(copied.crc32c.as_deref(), Some("AAAAAA=="));
+    let calls: Vec<String> = double
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls.iter().all(
+            |c| c == "POST /storage/v1/b/src-bucket/o/big.bin/rewriteTo/b/dst-bucket/o/big.bin"
+        ),
+        "{calls:?}"
+    );
+}
