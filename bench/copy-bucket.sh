@@ -78,13 +78,9 @@ prefer_api = json
 EOF
 export BOTO_CONFIG=$work/boto NO_GCE_CHECK=True
 
-bucket_seq=0
-new_bucket() {
-    bucket_seq=$((bucket_seq + 1))
-    local name="bench-$1-$bucket_seq"
+create_bucket() {
     curl -sf -X POST "$http/storage/v1/b?project=test" -H 'content-type: application/json' \
-        -d "{\"name\": \"$name\"}" >/dev/null
-    echo "$name"
+        -d "{\"name\": \"$1\"}" >/dev/null || { echo "cannot create bucket $1" >&2; exit 1; }
 }
 count() { # bucket prefix
     python3 - "$http" "$1" "$2" <<'PY'
@@ -148,7 +144,9 @@ for set in ${BENCH_COPY_SETS:-small large}; do
     echo "== $set: $expected objects of $([ "$set" = small ] && echo 4 KiB || echo 50 MiB), $runs runs each"
     for run in $(seq "$runs"); do
         for tool in copy-bucket rclone gsutil; do
-            b=$(new_bucket "$set")
+            # A fresh, empty destination for every run.
+            b="bench-$set-$tool-$run"
+            create_bucket "$b"
             # shellcheck disable=SC2046 # the words of command_for are the command
             timed "$set/$tool" $(command_for "$tool" "$set" "$b")
             got=$(count "$b" "$set/")
