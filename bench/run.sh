@@ -34,3 +34,6 @@ cargo test -q --release -p wait-workflow --test bench -- --ignored --nocapture 2
 
 echo
 bash bench/git.sh
+
+echo
+bash bench/copy-bucket.sh

@@ -21,6 +21,8 @@ fn sample(parameter: &str) -> &'static str {
         "source-path" => "kustomize/environments/sandbox",
         "file" => "kustomize/environments/sandbox/kustomization.yaml",
         "vault-addr" => "https://vault.acme.dev:8200",
+        "source" => "gs://acme-integration/documents",
+        "dest" => "gs://acme-sbx-pr-42/documents",
         other => panic!("no sample for the required parameter {other}: add one"),
     }
 }

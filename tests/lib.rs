@@ -59,5 +59,10 @@ pub fn steps() -> Vec<Step> {
             delete_argocd_app::Args::command(),
             delete_argocd_app::OUTPUTS,
         ),
+        step(
+            copy_bucket::NAME,
+            copy_bucket::Args::command(),
+            copy_bucket::OUTPUTS,
+        ),
     ]
 }

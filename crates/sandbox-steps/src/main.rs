@@ -18,6 +18,7 @@ const STEPS: &[(&str, Step)] = &[
     (delete_argocd_app::NAME, |argv| delete_argocd_app::run(argv)),
     (patch_kustomize::NAME, |argv| patch_kustomize::run(argv)),
     (purge_secrets::NAME, |argv| purge_secrets::run(argv)),
+    (copy_bucket::NAME, |argv| copy_bucket::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

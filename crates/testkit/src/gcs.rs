@@ -122,10 +122,108 @@ impl FakeGcs {
         response.json().expect("object metadata")
     }
 
+    /// Uploads one object with its metadata (a multipart upload): `metadata` is the object
+    /// resource, e.g. `{"contentType": "text/plain", "cacheControl": "no-cache",
+    /// "metadata": {"k": "v"}}`; `name` is filled in.
+    pub fn put_object_with(
+        &self,
+        bucket: &str,
+        name: &str,
+        metadata: serde_json::Value,
+        data: &[u8],
+    ) -> serde_json::Value {
+        let mut resource = metadata;
+        resource["name"] = name.into();
+        let content_type = resource["contentType"]
+            .as_str()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let boundary = "testkit-boundary-7f3a9c";
+        let mut body = format!(
+            "--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n\
+             --{boundary}\r\ncontent-type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let response = reqwest::blocking::Client::new()
+            .post(format!(
+                "{}/upload/storage/v1/b/{bucket}/o",
+                self.endpoint()
+            ))
+            .query(&[("uploadType", "multipart")])
+            .header(
+                "content-type",
+                format!("multipart/related; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .expect("upload object");
+        assert!(
+            response.status().is_success(),
+            "upload {bucket}/{name}: {}",
+            response.status()
+        );
+        response.json().expect("object metadata")
+    }
+
+    /// Uploads many objects at once, on 16 threads (fake-gcs-server takes uploads concurrently).
+    pub fn put_many(&self, bucket: &str, objects: &[(String, Vec<u8>)]) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    let client = reqwest::blocking::Client::new();
+                    let url = format!("{}/upload/storage/v1/b/{bucket}/o", self.endpoint());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, data)) = objects.get(i) else {
+                            return;
+                        };
+                        let status = client
+                            .post(&url)
+                            .query(&[("uploadType", "media"), ("name", name.as_str())])
+                            .header("content-type", "application/octet-stream")
+                            .body(data.clone())
+                            .send()
+                            .expect("upload object")
+                            .status();
+                        assert!(status.is_success(), "upload {bucket}/{name}: {status}");
+                    }
+                });
+            }
+        });
+    }
+
+    /// An object's metadata, or None when it does not exist.
+    pub fn object(&self, bucket: &str, name: &str) -> Option<serde_json::Value> {
+        let mut url = reqwest::Url::parse(&format!("{}/storage/v1/b/{bucket}/o", self.endpoint()))
+            .expect("object URL");
+        url.path_segments_mut().expect("base URL").push(name);
+        let response = reqwest::blocking::Client::new()
+            .get(url)
+            .send()
+            .expect("get object");
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(response.status().is_success(), "get {bucket}/{name}");
+        Some(response.json().expect("object metadata"))
+    }
+
     /// The names of the objects in `bucket` under `prefix`, following every page.
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.objects(bucket, prefix)
+            .iter()
+            .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// The metadata of every object in `bucket` under `prefix` (name, size, crc32c, md5Hash…),
+    /// following every page.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<serde_json::Value> {
         let client = reqwest::blocking::Client::new();
-        let mut names = Vec::new();
+        let mut objects = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
             let mut query = vec![("prefix", prefix.to_owned())];
@@ -140,12 +238,10 @@ impl FakeGcs {
                 .expect("list objects")
                 .json()
                 .expect("list JSON");
-            for item in page["items"].as_array().into_iter().flatten() {
-                names.push(item["name"].as_str().unwrap_or_default().to_owned());
-            }
+            objects.extend(page["items"].as_array().into_iter().flatten().cloned());
             match page["nextPageToken"].as_str() {
                 Some(token) if !token.is_empty() => page_token = Some(token.to_owned()),
-                _ => return names,
+                _ => return objects,
             }
         }
     }

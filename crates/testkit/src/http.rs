@@ -50,6 +50,8 @@ pub struct HttpResponse {
     /// When set, the body is streamed (chunked) from this channel after `body`, until every
     /// sender is dropped: a Kubernetes watch.
     pub stream: Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>,
+    /// When set, no response is sent: the connection is closed instead (a fault to inject).
+    pub drop_connection: bool,
 }
 
 impl HttpResponse {
@@ -59,6 +61,15 @@ impl HttpResponse {
             headers: Vec::new(),
             body: Bytes::new(),
             stream: None,
+            drop_connection: false,
+        }
+    }
+
+    /// No response at all: the server closes the connection (as a crashed or reset peer would).
+    pub fn dropped_connection() -> Self {
+        HttpResponse {
+            drop_connection: true,
+            ..Self::new(502)
         }
     }
 
@@ -207,11 +218,23 @@ struct Log {
     exchanges: Arc<Mutex<Vec<String>>>,
 }
 
+/// Returned by the service to make hyper close the connection without a response.
+#[derive(Debug)]
+struct ConnectionDropped;
+
+impl std::fmt::Display for ConnectionDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for ConnectionDropped {}
+
 async fn serve(
     req: hyper::Request<hyper::body::Incoming>,
     handler: Arc<Handler>,
     log: Log,
-) -> Result<hyper::Response<ResponseBody>, Infallible> {
+) -> Result<hyper::Response<ResponseBody>, ConnectionDropped> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -241,7 +264,14 @@ async fn serve(
     log.exchanges
         .lock()
         .unwrap()
-        .push(format!("{line} -> {}", response.status));
+        .push(if response.drop_connection {
+            format!("{line} -> connection dropped")
+        } else {
+            format!("{line} -> {}", response.status)
+        });
+    if response.drop_connection {
+        return Err(ConnectionDropped);
+    }
     let mut builder = hyper::Response::builder().status(response.status);
     for (name, value) in &response.headers {
         builder = builder.header(name, value);

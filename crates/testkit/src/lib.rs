@@ -9,12 +9,14 @@
 //!   [`TokenReviewDouble`].
 //! - [`GitHubDouble`]: the GitHub REST API's pull-request listing, pagination and rate limits.
 //! - [`KubeApiDouble`]: the Kubernetes API for Argo Workflows (get, list, watch, 410 Gone, RBAC).
+//! - [`FaultProxy`]: an HTTP proxy injecting 503, 429 and dropped connections, for retry tests.
 //! - [`HttpServer`]: the real HTTP/1.1 server the git server and every API double run on.
 //!
 //! Every server picks a free port, waits until it is ready (with a timeout), is killed when dropped,
 //! and prints its log when the test fails. A missing server binary fails the test with an install
 //! hint: nothing is skipped silently.
 
+mod fault;
 mod gcs;
 mod git;
 mod github;
@@ -25,6 +27,7 @@ mod postgres;
 mod process;
 mod ssh;
 
+pub use fault::{FaultConfig, FaultCounts, FaultProxy};
 pub use gcs::FakeGcs;
 pub use git::GitServer;
 pub use github::{Fault, GitHubDouble, PullRequest};

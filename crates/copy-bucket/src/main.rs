@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    copy_bucket::run(std::env::args_os()).into()
+}
