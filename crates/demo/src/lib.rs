@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
-use testkit::{GitHubDouble, GitServer, KubeApiDouble, OpenBao};
+use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiDouble, OpenBao};
 
 use runner::{Environment, Runner};
 
@@ -26,6 +26,9 @@ pub struct Report {
     pub application: Option<String>,
     pub namespaces_after_create: Vec<String>,
     pub secrets_after_create: usize,
+    /// Objects under documents/ of sandbox 42's bucket, and of the integration bucket.
+    pub documents_copied: usize,
+    pub documents_in_integration: usize,
     pub after_delete: AfterDelete,
     pub skipped: Vec<String>,
 }
@@ -155,7 +158,7 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             println!("{text}");
         }
     };
-    say("Starting local servers: git (smart HTTP), OpenBao, the Kubernetes and GitHub API doubles");
+    say("Starting local servers: git (smart HTTP), OpenBao, fake-gcs-server, the Kubernetes and GitHub API doubles");
     let git_server = GitServer::start(TOKEN);
     let infra = git_server.create_repo("infra", &infra_files());
     let apps = git_server.create_repo(
@@ -166,6 +169,23 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         ],
     );
     let bao = OpenBao::start();
+    let gcs = FakeGcs::start();
+    gcs.create_bucket("acme-integration");
+    for i in 0..25 {
+        let name = format!("documents/invoices/2026/invoice-{i:03}.pdf");
+        gcs.put_object(
+            "acme-integration",
+            &name,
+            "application/pdf",
+            format!("invoice {i}").as_bytes(),
+        );
+    }
+    gcs.put_object(
+        "acme-integration",
+        "exports/nightly.csv",
+        "text/csv",
+        b"not copied\n",
+    );
     let kube = KubeApiDouble::start(KUBE_TOKEN);
     let github = GitHubDouble::start("acme", "platform", GITHUB_TOKEN);
     github.add_pull(42, "open", "feature/JIRA-42-checkout");
@@ -193,6 +213,7 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
             ("VAULT_TOKEN".into(), bao.root_token().to_owned()),
             ("GITHUB_API_URL".into(), github.url()),
+            ("STORAGE_EMULATOR_HOST".into(), gcs.endpoint()),
         ],
         kube,
         scratch: scratch.path().to_owned(),
@@ -219,6 +240,10 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     ] {
         say(&format!(
             "\n== create-sandbox for acme/platform#{pr} ({head})"
+        ));
+        gcs.create_bucket(&format!("acme-sbx-pr-{pr}"));
+        say(&format!(
+            "  (created bucket acme-sbx-pr-{pr}, as the skipped Terraform apply would)"
         ));
         runner.run_workflow("create-sandbox", None, &parameters(pr, head), "argo")?;
         // What the (skipped) Terraform apply stores for the sandbox in Vault.
@@ -263,6 +288,8 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     report.application = found.then_some(text);
     report.namespaces_after_create = namespaces(&runner);
     report.secrets_after_create = count_secrets(&bao, "sandboxes/sbx-pr-42");
+    report.documents_copied = gcs.list("acme-sbx-pr-42", "documents/").len();
+    report.documents_in_integration = gcs.list("acme-integration", "documents/").len();
 
     say("\n== Sandbox sbx-pr-42 is up");
     say(&format!(
@@ -276,6 +303,10 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     say(&format!(
         "namespaces: {:?}; secrets under sandboxes/sbx-pr-42: {}",
         report.namespaces_after_create, report.secrets_after_create
+    ));
+    say(&format!(
+        "bucket acme-sbx-pr-42: {} of the integration bucket's {} documents copied (server side)",
+        report.documents_copied, report.documents_in_integration
     ));
 
     // Pull request 42 is merged and closed; 43 loses its label but stays open.

@@ -515,15 +515,14 @@ impl Runner {
                 })
                 .collect();
             let result = self.run_workflow(reference, entrypoint, &parameters, namespace);
-            let phase = if result.is_ok() {
-                "Succeeded"
-            } else {
-                "Failed"
+            let (phase, message) = match &result {
+                Ok(()) => ("Succeeded", String::new()),
+                Err(e) => ("Failed", e.clone()),
             };
             self.env.kube.set_workflow(
                 namespace,
                 &name,
-                json!({"phase": phase, "progress": "1/1"}),
+                json!({"phase": phase, "progress": "1/1", "message": message}),
             );
             let outputs = BTreeMap::from([("name".to_owned(), name.clone())]);
             self.record(

@@ -23,6 +23,10 @@ fn the_whole_lifecycle_runs_locally() {
         ["apps-sbx-pr-42", "apps-sbx-pr-43"]
     );
     assert_eq!(report.secrets_after_create, 2);
+    assert_eq!(
+        (report.documents_copied, report.documents_in_integration),
+        (25, 25)
+    );
     let after = report.after_delete;
     assert!(!after.application, "Application removed");
     assert!(
