@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use clap::Parser;
 use git_remote::{edit_file, CommitFlags, FileEdit, GitFlags};
 use serde_json::{json, Map, Value};
-use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
+use step_kit::{CommonArgs, Context, FlagProblems, StepArgs, StepError};
 
 pub const NAME: &str = "create-argocd-app";
 
@@ -128,12 +128,9 @@ type Metadata = Map<String, Value>;
 
 /// Checks every flag at once; returns the labels and annotations.
 fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
-    let mut problems = Vec::new();
-    let mut check = |flag: &str, value: &str, result: Result<(), String>| {
-        if let Err(rule) = result {
-            problems.push(format!("{flag} {}: {rule}", escape_untrusted(value)));
-        }
-    };
+    let mut problems = FlagProblems::default();
+    let mut check =
+        |flag: &str, value: &str, result: Result<(), String>| problems.check(flag, value, result);
     check("--name", &args.name, naming::check_dns_label(&args.name));
     check("--path", &args.path, naming::check_repo_path(&args.path));
     check(
@@ -226,18 +223,8 @@ fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
             None => check("--annotation", pair, Err("must be KEY=VALUE".into())),
         }
     }
-    if problems.is_empty() {
-        Ok((labels, annotations))
-    } else {
-        for p in &problems {
-            tracing::error!("{p}");
-        }
-        Err(StepError::invalid(format!(
-            "{} invalid flag(s): {}",
-            problems.len(),
-            problems.join("; ")
-        )))
-    }
+    problems.into_result()?;
+    Ok((labels, annotations))
 }
 
 /// The Application manifest. `created_at` is kept from the file already there, so the same

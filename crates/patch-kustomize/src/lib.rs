@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use clap::Parser;
 use git_remote::{edit_file, read_branch_file, CommitFlags, FileEdit, GitFlags};
-use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
+use step_kit::{escape_untrusted, CommonArgs, Context, FlagProblems, StepArgs, StepError};
 
 pub mod image;
 pub mod kustomization;
@@ -115,12 +115,9 @@ pub struct ImagesFrom {
 
 /// Checks every flag at once; returns the patch (without `--images-from`'s images yet).
 pub fn validate<'a>(args: &'a Args) -> Result<(Patch, Option<ImagesFrom>), StepError> {
-    let mut problems = Vec::new();
-    let mut check = |flag: &str, value: &str, result: Result<(), String>| {
-        if let Err(rule) = result {
-            problems.push(format!("{flag} {}: {rule}", escape_untrusted(value)));
-        }
-    };
+    let mut problems = FlagProblems::default();
+    let mut check =
+        |flag: &str, value: &str, result: Result<(), String>| problems.check(flag, value, result);
     check(
         "--branch",
         &args.branch,
@@ -176,22 +173,11 @@ pub fn validate<'a>(args: &'a Args) -> Result<(Patch, Option<ImagesFrom>), StepE
     {
         problems.push(
             "nothing to set: give --namespace, --set-image, --images-from, --set-literal or \
-             --set-label"
-                .into(),
+             --set-label",
         );
     }
-    if problems.is_empty() {
-        Ok((patch, images_from))
-    } else {
-        for p in &problems {
-            tracing::error!("{p}");
-        }
-        Err(StepError::invalid(format!(
-            "{} invalid flag(s): {}",
-            problems.len(),
-            problems.join("; ")
-        )))
-    }
+    problems.into_result()?;
+    Ok((patch, images_from))
 }
 
 /// `GENERATOR/KEY=VALUE`: a generator name (DNS subdomain), a ConfigMap key, any single-line value.

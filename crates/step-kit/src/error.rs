@@ -105,6 +105,41 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Problems with a step's flags, collected so that all are reported at once: one escaped line
+/// each in the log, one invalid-input error (exit 2) naming them all.
+#[derive(Debug, Default)]
+pub struct FlagProblems(Vec<String>);
+
+impl FlagProblems {
+    /// Records `flag value: rule` when `result` is an error (the value escaped: it is untrusted).
+    pub fn check(&mut self, flag: &str, value: &str, result: Result<(), String>) {
+        if let Err(rule) = result {
+            self.0
+                .push(format!("{flag} {}: {rule}", crate::escape_untrusted(value)));
+        }
+    }
+
+    /// Records a problem that belongs to no single flag.
+    pub fn push(&mut self, problem: impl Into<String>) {
+        self.0.push(problem.into());
+    }
+
+    /// `Ok` when there were none; else each logged and all in one error.
+    pub fn into_result(self) -> Result<(), StepError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        for problem in &self.0 {
+            tracing::error!("{problem}");
+        }
+        Err(StepError::invalid(format!(
+            "{} invalid flag(s): {}",
+            self.0.len(),
+            self.0.join("; ")
+        )))
+    }
+}
+
 impl From<std::io::Error> for StepError {
     fn from(e: std::io::Error) -> Self {
         StepError::unexpected(format!("I/O error: {e}"))
@@ -113,6 +148,21 @@ impl From<std::io::Error> for StepError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn flag_problems_are_reported_together_and_escaped() {
+        let mut problems = FlagProblems::default();
+        problems.check("--name", "ok", Ok(()));
+        assert!(FlagProblems::default().into_result().is_ok());
+        problems.check("--name", "a\u{202e}b", Err("must be a DNS label".into()));
+        problems.push("nothing to set");
+        let err = problems.into_result().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.message,
+            r#"2 invalid flag(s): --name "a\u{202e}b": must be a DNS label; nothing to set"#
+        );
+    }
     use super::*;
 
     #[test]
