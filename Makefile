@@ -34,7 +34,8 @@ demo:
 # version (Cargo.toml). The step templates carry it literally (kubectl applies them as they are):
 # `make pin-image` writes it into them, and `make test` (tests/image.rs) fails when one differs.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
-IMAGE := $(shell cat images/repository):$(VERSION)
+REPOSITORY := $(shell cat images/repository)
+IMAGE := $(REPOSITORY):$(VERSION)
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
 IMAGE_DIR := target/image
 # buildah with this worktree's own storage (no registry, no daemon; vfs works as root anywhere).
@@ -64,7 +65,7 @@ endif
 
 # Writes the image reference into every step template that runs our image (not Terraform's).
 pin-image:
-	sed -i -E 's|^([[:space:]]+image:[[:space:]]*)$(shell cat images/repository):.*$$|\1$(IMAGE)|' workflow-templates/steps/*.yaml
+	sed -i -E 's|^([[:space:]]+image:[[:space:]]*)$(REPOSITORY):.*$$|\1$(IMAGE)|' workflow-templates/steps/*.yaml
 
 print-image:
 	@echo $(IMAGE)

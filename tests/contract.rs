@@ -3,8 +3,6 @@
 //! flags, their values are accepted, every required flag is given. One test function: it sets
 //! process environment variables, which clap reads.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 /// A value of the kind the workflows pass for a parameter without a default.
@@ -39,7 +37,7 @@ fn substitute(text: &str, values: &std::collections::BTreeMap<String, String>) -
 
 #[test]
 fn step_templates_parse_with_their_binaries() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflow-templates/steps");
+    let dir = workspace_tests::repo_root().join("workflow-templates/steps");
     let mut checked = 0;
     for step in workspace_tests::steps() {
         let file = dir.join(format!("{}.yaml", step.name));

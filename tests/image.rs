@@ -2,16 +2,11 @@
 //! thing): the step templates all run the one image reference, which is defined once, and the
 //! Dockerfile keeps its two ways of building (from source; from binaries built on the host).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use workspace_tests::repo_root;
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// The reference: images/repository and the workspace version as the tag.
 fn image() -> String {

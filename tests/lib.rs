@@ -1,6 +1,49 @@
 //! Workspace-level checks (the tests of this package): every step, as its binary defines it.
 
+use std::path::{Path, PathBuf};
+
 use clap::CommandFactory;
+use serde_json::Value;
+
+/// The repository's root (this package lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// (file, document) for every YAML document under workflow-templates/, files in name order.
+pub fn manifests() -> Vec<(PathBuf, Value)> {
+    fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                yaml_files(&path, found);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    yaml_files(&repo_root().join("workflow-templates"), &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if !value.is_null() {
+                docs.push((file.clone(), value));
+            }
+        }
+    }
+    docs
+}
 
 /// A step's interface, from its own code.
 pub struct Step {

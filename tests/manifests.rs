@@ -4,16 +4,11 @@
 //! and it retries exit code 4 only.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use workspace_tests::{manifests, repo_root};
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn schemas_dir() -> PathBuf {
     let dir = repo_root().join("../shared/schemas/derived");
@@ -23,39 +18,6 @@ fn schemas_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, found);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            found.push(path);
-        }
-    }
-}
-
-/// (file, document) for every YAML document under workflow-templates/.
-fn manifests() -> Vec<(PathBuf, Value)> {
-    let mut files = Vec::new();
-    yaml_files(&repo_root().join("workflow-templates"), &mut files);
-    files.sort();
-    let mut docs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            if !value.is_null() {
-                docs.push((file.clone(), value));
-            }
-        }
-    }
-    docs
 }
 
 fn schema_for(kind: &str) -> Option<&'static str> {

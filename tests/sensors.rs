@@ -6,15 +6,11 @@
 //! - create: an open pull request with the label, opened or reopened, or the label just added;
 //! - delete: closed, or the label just removed.
 
-use std::path::{Path, PathBuf};
+use workspace_tests::repo_root;
 
 use serde_json::{json, Value};
 
 const LABEL: &str = "create-sandbox";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The real `pull_request` webhook payloads.
 fn payloads() -> Vec<Value> {

@@ -4,41 +4,11 @@
 //! Renaming a step's input or output, or a workflow parameter, breaks this test.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use workspace_tests::{manifests, repo_root};
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Every YAML document under workflow-templates/, with its file.
-fn manifests() -> Vec<(PathBuf, Value)> {
-    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, found);
-            } else if path.extension().is_some_and(|e| e == "yaml") {
-                found.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&repo_root().join("workflow-templates"), &mut files);
-    files.sort();
-    let mut docs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if !value.is_null() {
-                docs.push((file.clone(), value));
-            }
-        }
-    }
-    docs
-}
 
 /// A template's interface: its inputs (name → has a default) and its output parameters.
 #[derive(Default, Clone)]

@@ -281,7 +281,6 @@ impl Runner {
         // name → Succeeded | Failed | Omitted
         let status: Mutex<BTreeMap<String, &'static str>> = Mutex::default();
         let outputs: Mutex<BTreeMap<String, BTreeMap<String, String>>> = Mutex::default();
-        let mut first_error = None;
         loop {
             let done = status.lock().unwrap().clone();
             let pending: Vec<&Value> = tasks
@@ -336,19 +335,17 @@ impl Runner {
         }
         // A failed task fails the DAG unless a task depends on its failure.
         let done = status.into_inner().unwrap();
-        for (name, state) in &done {
-            let handled = tasks.iter().any(|t| {
-                t["depends"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains(&format!("{name}.Failed"))
-            });
-            if *state == "Failed" && !handled && first_error.is_none() {
-                first_error = Some(format!("{path}: task {name} failed"));
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
+        let unhandled = done.iter().find(|(name, state)| {
+            **state == "Failed"
+                && !tasks.iter().any(|t| {
+                    t["depends"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(&format!("{name}.Failed"))
+                })
+        });
+        match unhandled {
+            Some((name, _)) => Err(format!("{path}: task {name} failed")),
             None => Ok(BTreeMap::new()),
         }
     }

@@ -101,7 +101,7 @@ pub async fn read_branch_file(
 }
 
 /// `old` to `new` as a unified diff (`/dev/null` for a new file), for dry runs.
-pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
+fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
     let (old_text, new_text) = (
         String::from_utf8_lossy(old.unwrap_or_default()),
         String::from_utf8_lossy(new),

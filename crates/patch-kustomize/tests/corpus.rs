@@ -7,8 +7,9 @@
 //! `UPDATE_GOLDEN=1 cargo test -p patch-kustomize --test corpus` rewrites the golden diffs; review
 //! them: every `-`/`+` line must be a value the flags change.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clap::Parser;
 use patch_kustomize::{Args, Patch};
@@ -150,23 +151,7 @@ fn patched_overlays_render_with_kustomize() {
         let overlay = overlay.path();
         std::fs::write(overlay.join("deployment.yaml"), BASE_DEPLOYMENT).unwrap();
         std::fs::write(overlay.join("kustomization.yaml"), &output).unwrap();
-        let out = Command::new(testkit::find_binary(
-            "kubectl",
-            &[],
-            "install kubectl (Debian: apt-get install kubernetes-client)",
-        ))
-        .arg("kustomize")
-        .arg(overlay)
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: kubectl kustomize failed: {}\n{output}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+        let docs = common::kustomize(overlay, &format!("{name}:\n{output}"));
         let patched: Value = serde_yaml::from_str(&output).unwrap();
         for doc in &docs {
             if let Some(ns) = patched.get("namespace") {

@@ -1,6 +1,8 @@
 //! patch-kustomize run for real against the harness's git server: an infra repository with a base,
 //! an integration environment and the sandbox's branch.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -141,24 +143,7 @@ fn render(server: &GitServer, branch: &str) -> Vec<Value> {
         .status()
         .unwrap();
     assert!(untar.success());
-    let kubectl = testkit::find_binary(
-        "kubectl",
-        &[],
-        "install kubectl (Debian: apt-get install kubernetes-client)",
-    );
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(tree.path().join("kustomize/environments/sandbox"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml::Deserializer::from_slice(&out.stdout)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect()
+    common::kustomize(&tree.path().join("kustomize/environments/sandbox"), branch)
 }
 
 #[test]
