@@ -22,13 +22,15 @@ use futures_util::Stream;
 use gcloud_storage::client::{Client, ClientConfig};
 use gcloud_storage::http::buckets::get::GetBucketRequest;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
+use gcloud_storage::http::objects::download::Range;
+use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use gcloud_storage::http::objects::Object;
 use step_kit::{retry, RetryPolicy};
 
 pub use error::{class_of_status, Error, ErrorClass};
-pub use url::GcsUrl;
+pub use url::{GcsUrl, Location};
 
 /// The environment variable the Google SDKs read for an emulator's endpoint.
 pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
@@ -47,6 +49,8 @@ pub struct Entry {
     /// Base64 of the MD5 (absent on composite objects).
     pub md5: Option<String>,
     pub generation: i64,
+    /// When the object was last written (Unix seconds), when the service says.
+    pub updated: Option<i64>,
 }
 
 impl Entry {
@@ -57,6 +61,7 @@ impl Entry {
             crc32c: o.crc32c.filter(|s| !s.is_empty()),
             md5: o.md5_hash.filter(|s| !s.is_empty()),
             generation: o.generation,
+            updated: o.updated.map(|t| t.unix_timestamp()),
         }
     }
 
@@ -114,6 +119,9 @@ pub fn emulator_endpoint(value: &str) -> String {
 #[derive(Clone)]
 pub struct Gcs {
     client: Client,
+    /// For downloads, which may take longer than any whole-request timeout: it bounds each read
+    /// instead (a stalled download fails, a long one goes on).
+    stream_client: Client,
     endpoint: String,
 }
 
@@ -124,19 +132,32 @@ impl Gcs {
     }
 
     pub async fn connect(settings: &Settings) -> Result<Gcs, Error> {
-        let http = reqwest::Client::builder()
+        let client = Gcs::client(settings, false).await?;
+        let stream_client = Gcs::client(settings, true).await?;
+        Ok(Gcs {
+            endpoint: client.1,
+            client: client.0,
+            stream_client: stream_client.0,
+        })
+    }
+
+    async fn client(settings: &Settings, streaming: bool) -> Result<(Client, String), Error> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
             .pool_max_idle_per_host(settings.max_idle_connections)
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorClass::Other,
-                    format!("cannot build the HTTP client: {e}"),
-                )
-            })?;
+            .tcp_nodelay(true);
+        let builder = if streaming {
+            builder.read_timeout(settings.request_timeout)
+        } else {
+            builder.timeout(settings.request_timeout)
+        };
+        let http = builder.build().map_err(|e| {
+            Error::new(
+                ErrorClass::Other,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
         let mut config = ClientConfig {
             http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
             ..ClientConfig::default()
@@ -145,10 +166,12 @@ impl Gcs {
             Some(emulator) => {
                 config = config.anonymous();
                 config.storage_endpoint = emulator_endpoint(emulator);
-                tracing::info!(
-                    "{EMULATOR_ENV} is set: using {} with anonymous credentials",
-                    config.storage_endpoint
-                );
+                if !streaming {
+                    tracing::info!(
+                        "{EMULATOR_ENV} is set: using {} with anonymous credentials",
+                        config.storage_endpoint
+                    );
+                }
                 config.storage_endpoint.clone()
             }
             None => {
@@ -167,10 +190,7 @@ impl Gcs {
                 config.storage_endpoint.clone()
             }
         };
-        Ok(Gcs {
-            client: Client::new(config),
-            endpoint,
-        })
+        Ok((Client::new(config), endpoint))
     }
 
     /// The JSON API's endpoint (Google's, or the emulator's).
@@ -298,6 +318,108 @@ impl Gcs {
         ))
     }
 
+    /// The metadata of one object: [`ErrorClass::NotFound`] when there is none.
+    pub async fn object(
+        &self,
+        bucket: &str,
+        name: &str,
+        policy: &RetryPolicy,
+    ) -> Result<Entry, Error> {
+        let what = format!("get gs://{bucket}/{name}");
+        retry(policy, &what, Error::is_transient, || async {
+            self.client
+                .get_object(&GetObjectRequest {
+                    bucket: bucket.to_owned(),
+                    object: name.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .map(Entry::from_object)
+                .map_err(|e| Error::from_http(&what, &e))
+        })
+        .await
+    }
+
+    /// The content of one generation of an object, streamed as it arrives. A download that
+    /// breaks off (reset, timeout, 5xx) is resumed from the byte it reached with a range
+    /// request of the same generation, within `policy`; so a long download survives a flaky
+    /// network, and never mixes two versions of the object.
+    pub fn read(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        policy: &RetryPolicy,
+    ) -> impl Stream<Item = Result<bytes::Bytes, Error>> + Send + 'static {
+        type Body = std::pin::Pin<
+            Box<dyn Stream<Item = Result<bytes::Bytes, gcloud_storage::http::Error>> + Send>,
+        >;
+        struct State {
+            offset: u64,
+            body: Option<Body>,
+            /// Resumptions since data last arrived.
+            resumed: usize,
+        }
+        let what = format!("download gs://{bucket}/{name}#{generation}");
+        let request = GetObjectRequest {
+            bucket: bucket.to_owned(),
+            object: name.to_owned(),
+            generation: Some(generation),
+            ..Default::default()
+        };
+        let (client, policy) = (self.stream_client.clone(), policy.clone());
+        let start = State {
+            offset: 0,
+            body: None,
+            resumed: 0,
+        };
+        futures_util::stream::try_unfold(start, move |mut state| {
+            let (what, request, client, policy) = (
+                what.clone(),
+                request.clone(),
+                client.clone(),
+                policy.clone(),
+            );
+            async move {
+                use futures_util::StreamExt;
+                loop {
+                    if state.body.is_none() {
+                        let range = Range((state.offset > 0).then_some(state.offset), None);
+                        let body = retry(&policy, &what, Error::is_transient, || async {
+                            client
+                                .download_streamed_object(&request, &range)
+                                .await
+                                .map_err(|e| Error::from_http(&what, &e))
+                        })
+                        .await?;
+                        state.body = Some(Box::pin(body));
+                    }
+                    let body = state.body.as_mut().expect("opened above");
+                    match body.next().await {
+                        None => return Ok(None),
+                        Some(Ok(data)) => {
+                            state.offset += data.len() as u64;
+                            state.resumed = 0;
+                            return Ok(Some((data, state)));
+                        }
+                        Some(Err(e)) => {
+                            let e = Error::from_http(&what, &e);
+                            if !e.is_transient() || state.resumed >= policy.max_retries {
+                                return Err(e);
+                            }
+                            state.resumed += 1;
+                            tracing::warn!(
+                                "{what}: broke off at byte {} ({e}); resuming from there",
+                                state.offset
+                            );
+                            state.body = None;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     /// Deletes an object; `Ok(false)` when it was not there (already deleted: a retry after a
     /// lost answer, or a concurrent run).
     pub async fn delete(
@@ -337,6 +459,7 @@ mod tests {
             crc32c: crc.map(str::to_owned),
             md5: md5.map(str::to_owned),
             generation: 1,
+            updated: None,
         }
     }
 

@@ -67,6 +67,39 @@ impl FromStr for GcsUrl {
     }
 }
 
+/// `gs://BUCKET/NAME` (one object) or `gs://BUCKET/PREFIX/` (what is under a folder): a name
+/// that ends in `/`, or no name at all, is a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Object { bucket: String, name: String },
+    Prefix(GcsUrl),
+}
+
+impl FromStr for Location {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url: GcsUrl = s.parse()?;
+        if s.ends_with('/') || url.prefix.is_empty() {
+            return Ok(Location::Prefix(url));
+        }
+        let name = url.prefix.trim_end_matches('/').to_owned();
+        Ok(Location::Object {
+            bucket: url.bucket,
+            name,
+        })
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Object { bucket, name } => write!(f, "gs://{bucket}/{name}"),
+            Location::Prefix(url) => url.fmt(f),
+        }
+    }
+}
+
 impl fmt::Display for GcsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "gs://{}/{}", self.bucket, self.prefix)
@@ -113,6 +146,26 @@ mod tests {
         ] {
             assert!(bad.parse::<GcsUrl>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn locations_are_objects_unless_they_end_in_a_slash() {
+        let object = |bucket: &str, name: &str| Location::Object {
+            bucket: bucket.into(),
+            name: name.into(),
+        };
+        let loc = |s: &str| s.parse::<Location>().unwrap();
+        assert_eq!(
+            loc("gs://acme/backups/db.sql.gz"),
+            object("acme", "backups/db.sql.gz")
+        );
+        assert_eq!(
+            loc("gs://acme/backups/"),
+            Location::Prefix(url("gs://acme/backups/"))
+        );
+        assert_eq!(loc("gs://acme"), Location::Prefix(url("gs://acme")));
+        assert_eq!(loc("gs://acme/a/b.sql").to_string(), "gs://acme/a/b.sql");
+        assert!("gs://acme/../x.sql".parse::<Location>().is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::{retry, Context, ErrorKind, SecretRef, StepError};
 pub struct VaultFlags {
     /// The Vault (or OpenBao) address, e.g. https://vault.example:8200.
     #[arg(long, value_name = "URL")]
-    pub vault_addr: String,
+    pub vault_addr: Option<String>,
 
     /// A token, as a reference (env:NAME, file:/path); outside a cluster. A literal is accepted
     /// only from the VAULT_TOKEN variable.
@@ -34,6 +34,11 @@ impl VaultFlags {
     /// Logs in (retrying transient failures within the step's deadline).
     pub async fn connect(&self, ctx: &Context) -> Result<vault::Vault, StepError> {
         crate::install_tls_provider();
+        let Some(addr) = self.vault_addr.clone().filter(|a| !a.trim().is_empty()) else {
+            return Err(StepError::invalid(
+                "give --vault-addr (VAULT_ADDR): where Vault (or OpenBao) listens",
+            ));
+        };
         let auth = match (&self.vault_token, &self.vault_k8s_role) {
             (Some(token), _) => {
                 vault::VaultAuth::Token(token.resolve("--vault-token").await?.expose().to_owned())
@@ -51,7 +56,7 @@ impl VaultFlags {
             }
         };
         let settings = vault::VaultSettings {
-            addr: self.vault_addr.clone(),
+            addr,
             auth,
             timeout: vault::REQUEST_TIMEOUT,
         };

@@ -12,6 +12,8 @@ pub struct Postgres {
     bindir: PathBuf,
     data: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// The superuser's password when TCP connections need one (`start_with_password`).
+    password: Option<String>,
     // Field order matters: the server stops before its directory is removed.
     _server: Option<ServerProcess>,
     _dir: tempfile::TempDir,
@@ -70,7 +72,18 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 impl Postgres {
+    /// A cluster that trusts every connection (no passwords).
     pub fn start() -> Postgres {
+        Postgres::start_inner(None)
+    }
+
+    /// A cluster that asks for a password (SCRAM) on TCP connections, as a real server does:
+    /// for tests that prove a generated password works. The superuser's is `password`.
+    pub fn start_with_password(password: &str) -> Postgres {
+        Postgres::start_inner(Some(password))
+    }
+
+    fn start_inner(password: Option<&str>) -> Postgres {
         let bindir = bindir();
         let dir = tempfile::Builder::new()
             .prefix("testkit-pg.")
@@ -94,14 +107,26 @@ impl Postgres {
             bindir,
             data,
             run_as,
+            password: password.map(str::to_owned),
             _server: None,
             _dir: dir,
         };
-        let out = pg
-            .command("initdb")
+        let mut initdb = pg.command("initdb");
+        if let Some(password) = password {
+            let file = pg._dir.path().join("pwfile");
+            std::fs::write(&file, password).expect("write the password file");
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&file, Some(uid), Some(gid)).expect("chown pwfile");
+            }
+            initdb
+                .arg(format!("--pwfile={}", file.display()))
+                .args(["--auth-host=scram-sha-256", "--auth-local=trust"]);
+        } else {
+            initdb.arg("--auth=trust");
+        }
+        let out = initdb
             .args([
                 "--no-sync",
-                "--auth=trust",
                 "--username=postgres",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -177,9 +202,13 @@ impl Postgres {
         &self.bindir
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/<database>` (trust auth: no password).
+    /// `postgres://postgres@127.0.0.1:PORT/<database>`, with the password when the cluster
+    /// asks for one.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        match &self.password {
+            Some(p) => format!("postgres://postgres:{p}@127.0.0.1:{}/{database}", self.port),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
     }
 
     /// Runs SQL with `psql` as the superuser and returns its unaligned output.

@@ -156,6 +156,26 @@ impl Vault {
 }
 
 impl Vault {
+    /// Writes the KV v2 secret at `path` only when there is none yet (check-and-set 0), so of two
+    /// concurrent writers one wins and the other learns it: `Ok(false)` when one already exists.
+    pub async fn create_kv2(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &BTreeMap<String, Value>,
+    ) -> Result<bool, Error> {
+        let options = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 0 };
+        match vaultrs::kv2::set_with_options(&self.client, mount, path, data, options).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::APIError { code: 400, errors })
+                if errors.iter().any(|e| e.contains("check-and-set")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::from_client(&format!("create {mount}/{path}"), e)),
+        }
+    }
+
     /// The names under the KV v2 folder `path` (folders end in `/`); none when it does not exist.
     pub async fn list_kv2(&self, mount: &str, path: &str) -> Result<Vec<String>, Error> {
         match vaultrs::kv2::list(&self.client, mount, path).await {

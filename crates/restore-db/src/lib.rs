@@ -1,0 +1,946 @@
+//! restore-db: restores the newest nightly backup of the integration database from GCS into a
+//! fresh sandbox database (seeds/000 step 6).
+//!
+//! The backup streams from GCS into the server while it downloads (gzip undone on the way):
+//! plain dumps are split into statements and COPY blocks here and run through sqlx, so the image
+//! needs no psql; custom-format dumps go to `pg_restore` when it is on PATH. The restore runs
+//! under a temporary name (`<database>_restoring`) and is renamed when complete, so the final
+//! name never holds half a database; a lock per database keeps two runs apart, and a re-run
+//! after a crash drops the leftover and starts again.
+
+mod backup;
+mod database;
+mod dump;
+mod load;
+mod owner;
+mod statement;
+
+use std::ffi::OsString;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use futures_util::TryStreamExt;
+use gcs::{Gcs, Location};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use step_kit::{CommonArgs, Context, SecretRef, StepArgs, StepError, VaultFlags};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+pub use backup::{timestamp_in_name, BACKUP_SUFFIXES};
+pub use database::RESTORING_SUFFIX;
+
+use crate::backup::Backup;
+use crate::database::{check_database, check_identifier, quoted, Admin};
+use crate::dump::{DumpError, DumpReader};
+use crate::load::{Counters, LoadError, Loaded, Loader};
+use crate::owner::{Endpoint, SecretPath};
+
+pub const NAME: &str = "restore-db";
+
+/// The files this step writes in `--outputs-dir`.
+pub const OUTPUTS: &[&str] = &[
+    "backup", "database", "restored", "tables", "rows", "seconds",
+];
+
+const EXAMPLE: &str = "\
+Example:
+  restore-db --backup gs://acme-backups/integration/ --admin-url env:ADMIN_DATABASE_URL \\
+    --database sbx_pr_42 --owner-secret vault:secret/sandboxes/sbx-pr-42/db \\
+    --vault-addr https://vault.example:8200 --vault-k8s-role sandbox-steps
+  # restores the newest backup under integration/ into sbx_pr_42, owned by role sbx_pr_42,
+  # whose credentials go to the secret; outputs: backup=gs://acme-backups/integration/
+  # app-2024-05-01.sql.gz database=sbx_pr_42 restored=true tables=41 rows=1250000 seconds=38
+  # (a re-run: restored=false, nothing changed)
+
+Backups: plain SQL from pg_dump (.sql, or gzip-compressed .sql.gz) is restored natively;
+custom format (pg_dump -Fc) through pg_restore, which must then be on PATH. GRANT/REVOKE and
+subscriptions of the integration server are left out; OWNER TO names the sandbox's owner.
+
+Exit codes: 0 restored, or already there (--if-exists skip); 2 invalid flags or names; 3 the
+database exists (--if-exists fail), a name outside --sandbox-prefix, no backup found, a dump
+the server refuses (the statement's line is shown), access refused; 4 GCS, the server or Vault
+unreachable, or the deadline: a re-run starts the restore again.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IfExists {
+    /// Exit 3.
+    Fail,
+    /// Leave it as it is: exit 0 with restored=false.
+    Skip,
+    /// Restore anew, then replace it (only databases inside --sandbox-prefix).
+    Recreate,
+}
+
+/// Restore the newest nightly backup from GCS into a fresh sandbox database.
+///
+/// `--backup` names one object, or a folder (ending in `/`) whose newest backup is taken: by the
+/// timestamp in the names when every name carries one, else by update time. The database is
+/// created (owned by `--owner`, a role created when missing), the backup streamed into it, and
+/// only then given its name. With `--template-db`, the backup is restored once into that
+/// template (kept while the backup is unchanged) and each sandbox database is a copy of it.
+#[derive(Debug, Parser)]
+#[command(name = NAME, version, after_help = EXAMPLE)]
+pub struct Args {
+    /// `gs://BUCKET/OBJECT`, or `gs://BUCKET/PREFIX/` for the newest backup under the prefix
+    /// (objects ending in .sql, .sql.gz, .dump, .pgdump or .backup).
+    #[arg(long, value_name = "URL", value_parser = parse_location)]
+    pub backup: Location,
+
+    /// The admin connection, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, as a reference:
+    /// env:NAME, file:/path or vault:<mount>/<path>#<key> (a literal only from ADMIN_URL). The
+    /// user needs CREATEDB and CREATEROLE (or superuser).
+    #[arg(long, value_name = "SECRET_REF")]
+    pub admin_url: SecretRef,
+
+    /// The sandbox database to create, e.g. sbx_pr_42: a lower-case identifier starting with
+    /// --sandbox-prefix.
+    #[arg(long, value_name = "NAME")]
+    pub database: String,
+
+    /// The role owning the database and everything restored into it (created when missing;
+    /// default: the database's name with --owner-secret, else the admin user).
+    #[arg(long, value_name = "ROLE")]
+    pub owner: Option<String>,
+
+    /// Where to keep the owner's credentials: `vault:<mount>/<path>` (KV v2; keys username,
+    /// password, host, port, database, url). Written once with a generated password; a re-run
+    /// keeps it.
+    #[arg(long, value_name = "VAULT_PATH", value_parser = parse_secret_path)]
+    pub owner_secret: Option<SecretPath>,
+
+    /// When the database already exists.
+    #[arg(long, value_enum, default_value_t = IfExists::Skip)]
+    pub if_exists: IfExists,
+
+    /// Connections loading at once (1-16): with more than 1, the rows of each table are split
+    /// over that many connections and index builds run in parallel. For servers with cores to
+    /// spare.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub jobs: u16,
+
+    /// Restore the backup once into this database (inside --sandbox-prefix; kept while the
+    /// backup is unchanged) and create the sandbox database as a copy of it: seconds, whatever
+    /// the size.
+    #[arg(long, value_name = "NAME")]
+    pub template_db: Option<String>,
+
+    /// The naming scheme of sandbox databases: only names starting with it are created, replaced
+    /// or dropped.
+    #[arg(long, value_name = "PREFIX", default_value = "sbx_")]
+    pub sandbox_prefix: String,
+
+    /// Choose the backup and check the database, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// A GCS emulator's endpoint (`http://127.0.0.1:4443`, or `host:port`), used with anonymous
+    /// credentials; without it, Google's endpoint with Application Default Credentials.
+    #[arg(long, value_name = "URL", env = gcs::EMULATOR_ENV)]
+    pub storage_emulator_host: Option<String>,
+
+    #[command(flatten)]
+    pub vault: VaultFlags,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl StepArgs for Args {
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+    /// One thread reads and splits the dump while the other feeds the connections.
+    const WORKER_THREADS: usize = 2;
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+fn parse_location(s: &str) -> Result<Location, String> {
+    s.parse()
+}
+
+fn parse_secret_path(s: &str) -> Result<SecretPath, String> {
+    s.parse()
+}
+
+/// Runs the step with `argv` (the first item is the program name); returns the exit code.
+pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    step_kit::run_from(NAME, argv, restore_db)
+}
+
+/// What was restored into a database, kept as its comment: the backup and generation identify
+/// it (a template is reused while they match), the counts answer a later `--if-exists skip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Provenance {
+    backup: String,
+    generation: i64,
+    tables: u64,
+    rows: u64,
+}
+
+impl Provenance {
+    const PREFIX: &'static str = "restore-db: ";
+
+    fn source(backup: &str, generation: i64) -> String {
+        format!("{}{backup} generation {generation}", Self::PREFIX)
+    }
+
+    fn comment(&self) -> String {
+        format!(
+            "{}; tables {}, rows {}",
+            Self::source(&self.backup, self.generation),
+            self.tables,
+            self.rows
+        )
+    }
+
+    fn parse(comment: &str) -> Option<Provenance> {
+        let rest = comment.strip_prefix(Self::PREFIX)?;
+        let (source, counts) = rest.split_once("; ")?;
+        let (backup, generation) = source.rsplit_once(" generation ")?;
+        let (tables, rows) = counts.strip_prefix("tables ")?.split_once(", rows ")?;
+        Some(Provenance {
+            backup: backup.to_owned(),
+            generation: generation.parse().ok()?,
+            tables: tables.parse().ok()?,
+            rows: rows.parse().ok()?,
+        })
+    }
+}
+
+/// The checked flags.
+struct Plan {
+    admin: PgConnectOptions,
+    admin_password: Option<String>,
+    owner: Option<String>,
+}
+
+fn admin_options(url: &str) -> Result<(PgConnectOptions, Option<String>), StepError> {
+    let refused = || {
+        StepError::invalid(
+            "--admin-url: not a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (the value is not \
+             shown: it holds a password)",
+        )
+    };
+    let parsed = url::Url::parse(url).map_err(|_| refused())?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(refused());
+    }
+    let password = parsed.password().map(|p| {
+        url::form_urlencoded::parse(format!("p={p}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    });
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|_| refused())?
+        .application_name("restore-db")
+        // Statements may carry the owner's password (CREATE ROLE ... PASSWORD): never logged.
+        .disable_statement_logging();
+    Ok((options, password))
+}
+
+fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
+    let prefix = &args.sandbox_prefix;
+    check_identifier("--sandbox-prefix", prefix, 30)?;
+    if prefix.len() < 2 {
+        return Err(StepError::invalid(
+            "--sandbox-prefix: at least 2 characters (it is what keeps restore-db away from \
+             other databases)",
+        ));
+    }
+    let (admin, admin_password) = admin_options(admin_url)?;
+    let admin_database = admin
+        .get_database()
+        .unwrap_or(admin.get_username())
+        .to_owned();
+    check_database("--database", &args.database, prefix, &admin_database)?;
+    if let Some(template) = &args.template_db {
+        check_database("--template-db", template, prefix, &admin_database)?;
+        if template == &args.database {
+            return Err(StepError::precondition(format!(
+                "--template-db {template} is --database: the template must be a database of its \
+                 own"
+            )));
+        }
+    }
+    let owner = args
+        .owner
+        .clone()
+        .or_else(|| args.owner_secret.as_ref().map(|_| args.database.clone()));
+    if let Some(owner) = &owner {
+        check_identifier("--owner", owner, 63)?;
+        if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
+            return Err(StepError::precondition(format!(
+                "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of \
+                 its own"
+            )));
+        }
+        if args.template_db.as_deref() == Some(owner.as_str()) {
+            return Err(StepError::precondition(format!(
+                "--owner {owner}: the template's own role (objects in --template-db belong to a \
+                 role named after it)"
+            )));
+        }
+    }
+    Ok(Plan {
+        admin,
+        admin_password,
+        owner,
+    })
+}
+
+async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
+    let started = Instant::now();
+    let admin_url = args.admin_url.resolve("--admin-url").await?;
+    let plan = check_flags(&args, admin_url.expose())?;
+    drop(admin_url);
+
+    let mut settings = gcs::Settings::from_env();
+    settings.emulator = args
+        .storage_emulator_host
+        .clone()
+        .filter(|h| !h.trim().is_empty());
+    let gcs = Gcs::connect(&settings).await?;
+    let policy = ctx.retry_policy();
+    let backup = backup::choose(&gcs, &args.backup, &policy).await?;
+    tracing::info!(
+        "backup: {} ({} bytes, generation {}): {}",
+        backup.url(),
+        backup.entry.size,
+        backup.entry.generation,
+        backup.reason
+    );
+    let outputs = &ctx.outputs;
+    outputs.set("backup", &backup.url())?;
+    outputs.set("database", &args.database)?;
+
+    let mut admin = Admin::connect(&plan.admin).await?;
+    admin.lock(&args.database).await?;
+    if admin.database_exists(&args.database).await? {
+        match args.if_exists {
+            IfExists::Fail => {
+                return Err(StepError::precondition(format!(
+                    "database {} exists (--if-exists fail); --if-exists skip keeps it, \
+                     recreate restores it anew",
+                    args.database
+                )))
+            }
+            IfExists::Skip => {
+                let comment = admin.database_comment(&args.database).await?;
+                let known = comment.as_deref().and_then(Provenance::parse);
+                tracing::info!(
+                    "database {} exists: kept as it is (--if-exists skip){}",
+                    args.database,
+                    known
+                        .as_ref()
+                        .map(|p| format!("; it holds {} generation {}", p.backup, p.generation))
+                        .unwrap_or_default()
+                );
+                let (tables, rows) = known.map_or((0, 0), |p| (p.tables, p.rows));
+                return finish(&ctx, false, tables, rows, started);
+            }
+            IfExists::Recreate => tracing::info!(
+                "database {} exists: restoring anew, then replacing it (--if-exists recreate)",
+                args.database
+            ),
+        }
+    }
+    if args.dry_run {
+        tracing::info!(
+            "dry run: would restore {} into {}{} as {}{}, then rename it to {}",
+            backup.url(),
+            args.database,
+            RESTORING_SUFFIX,
+            plan.owner.as_deref().unwrap_or("the admin user"),
+            args.template_db
+                .as_deref()
+                .map(|t| format!(" (through template {t})"))
+                .unwrap_or_default(),
+            args.database
+        );
+        return finish(&ctx, false, 0, 0, started);
+    }
+
+    if let Some(owner) = &plan.owner {
+        let endpoint = Endpoint {
+            host: plan.admin.get_host().to_owned(),
+            port: plan.admin.get_port(),
+        };
+        let secret = args.owner_secret.as_ref().map(|p| (p, &args.vault));
+        owner::ensure_owner(&mut admin, &ctx, owner, secret, &endpoint, &args.database).await?;
+    }
+
+    let restorer = Restorer {
+        gcs,
+        policy,
+        jobs: usize::from(args.jobs),
+        admin_password: plan.admin_password.clone(),
+    };
+    let temp = format!("{}{RESTORING_SUFFIX}", args.database);
+    // A leftover of a run that died (we hold the lock: no live run uses it).
+    admin.drop_database(&temp).await?;
+    let restored = match &args.template_db {
+        None => {
+            create_database(&mut admin, &temp, plan.owner.as_deref(), None).await?;
+            let owner_sql = plan.owner.as_deref().map(quoted);
+            match restorer
+                .restore(&admin, &temp, &backup, owner_sql, plan.owner.as_deref())
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // Best effort: a re-run drops it anyway.
+                    let _ = admin.drop_database(&temp).await;
+                    return Err(e);
+                }
+            }
+        }
+        Some(template) => {
+            let provenance = ensure_template(&mut admin, &restorer, template, &backup).await?;
+            clone_template(&mut admin, template, &temp, plan.owner.as_deref()).await?;
+            provenance
+        }
+    };
+    if admin.database_exists(&args.database).await? {
+        admin.drop_database(&args.database).await?;
+    }
+    admin.rename_database(&temp, &args.database).await?;
+    admin
+        .comment_database(&args.database, &restored.comment())
+        .await?;
+    tracing::info!(
+        "restored {} into {}: {} tables, {} rows",
+        backup.url(),
+        args.database,
+        restored.tables,
+        restored.rows
+    );
+    let _ = sqlx::Connection::close(admin.conn).await;
+    finish(&ctx, true, restored.tables, restored.rows, started)
+}
+
+fn finish(
+    ctx: &Context,
+    restored: bool,
+    tables: u64,
+    rows: u64,
+    started: Instant,
+) -> Result<(), StepError> {
+    let outputs = &ctx.outputs;
+    outputs.set("restored", if restored { "true" } else { "false" })?;
+    outputs.set("tables", &tables.to_string())?;
+    outputs.set("rows", &rows.to_string())?;
+    outputs.set(
+        "seconds",
+        &format!("{:.1}", started.elapsed().as_secs_f64()),
+    )?;
+    Ok(())
+}
+
+async fn create_database(
+    admin: &mut Admin,
+    name: &str,
+    owner: Option<&str>,
+    template: Option<&str>,
+) -> Result<(), StepError> {
+    let mut sql = format!("CREATE DATABASE {}", quoted(name));
+    match template {
+        // FILE_COPY: a copy of the files, not a replay of every page through the WAL; for a
+        // template of hundreds of MB, seconds instead of minutes.
+        Some(t) => sql.push_str(&format!(" TEMPLATE {} STRATEGY FILE_COPY", quoted(t))),
+        // template0: nothing of template1's local additions, as pg_dump's docs ask.
+        None => sql.push_str(" TEMPLATE template0"),
+    }
+    if let Some(owner) = owner {
+        sql.push_str(&format!(" OWNER {}", quoted(owner)));
+    }
+    admin.execute(sql).await
+}
+
+/// Restores the backup into the template when it holds another backup (or nothing), then
+/// returns what the template holds.
+async fn ensure_template(
+    admin: &mut Admin,
+    restorer: &Restorer,
+    template: &str,
+    backup: &Backup,
+) -> Result<Provenance, StepError> {
+    admin.lock(template).await?;
+    let source = Provenance::source(&backup.url(), backup.entry.generation);
+    if let Some(comment) = admin.database_comment(template).await? {
+        if let Some(p) = Provenance::parse(&comment) {
+            if Provenance::source(&p.backup, p.generation) == source {
+                tracing::info!("template {template} holds this backup already: copying it");
+                return Ok(p);
+            }
+        }
+    }
+    tracing::info!(
+        "template {template}: restoring {} into it first",
+        backup.url()
+    );
+    // The template's objects belong to a role named after it, so each copy can hand them to
+    // its own owner (REASSIGN OWNED) without touching anything outside that copy.
+    if !admin.role_exists(template).await? {
+        admin
+            .execute(format!("CREATE ROLE {} NOLOGIN", quoted(template)))
+            .await?;
+    }
+    let temp = format!("{template}{RESTORING_SUFFIX}");
+    admin.drop_database(&temp).await?;
+    create_database(admin, &temp, None, None).await?;
+    let restored = match restorer
+        .restore(admin, &temp, backup, Some(quoted(template)), Some(template))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = admin.drop_database(&temp).await;
+            return Err(e);
+        }
+    };
+    admin.drop_database(template).await?;
+    admin.rename_database(&temp, template).await?;
+    admin
+        .comment_database(template, &restored.comment())
+        .await?;
+    // Connections would block every copy; restore-db never needs one to it again.
+    admin
+        .execute(format!(
+            "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+            quoted(template)
+        ))
+        .await?;
+    Ok(restored)
+}
+
+async fn clone_template(
+    admin: &mut Admin,
+    template: &str,
+    temp: &str,
+    owner: Option<&str>,
+) -> Result<(), StepError> {
+    create_database(admin, temp, owner, Some(template)).await?;
+    let new_owner = match owner {
+        Some(o) => quoted(o),
+        None => "CURRENT_USER".to_owned(),
+    };
+    let mut conn = sqlx::postgres::PgConnection::connect_with(&admin.options_for(temp))
+        .await
+        .map_err(|e| database::sql_error("connect to the copy", e))?;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "REASSIGN OWNED BY {} TO {new_owner}",
+        quoted(template)
+    )))
+    .execute(&mut conn)
+    .await;
+    let _ = sqlx::Connection::close(conn).await;
+    if let Err(e) = result {
+        let _ = admin.drop_database(temp).await;
+        return Err(database::sql_error(
+            "hand the copy's objects to its owner",
+            e,
+        ));
+    }
+    Ok(())
+}
+
+/// Formats of a backup, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain,
+    /// pg_dump -Fc: "PGDMP".
+    Custom,
+}
+
+struct Restorer {
+    gcs: Gcs,
+    policy: step_kit::RetryPolicy,
+    jobs: usize,
+    admin_password: Option<String>,
+}
+
+type Input = Box<dyn AsyncBufRead + Unpin + Send>;
+
+/// Bytes of the backup downloaded so far.
+#[derive(Default)]
+struct ReadCount(AtomicU64);
+
+impl Restorer {
+    /// Opens the backup: the download, gzip undone when it is gzip, and its format.
+    async fn open(
+        &self,
+        backup: &Backup,
+        read: Arc<ReadCount>,
+    ) -> Result<(Input, Format), StepError> {
+        let stream = Box::pin(
+            self.gcs
+                .read(
+                    &backup.bucket,
+                    &backup.entry.name,
+                    backup.entry.generation,
+                    &self.policy,
+                )
+                .inspect_ok(move |chunk| {
+                    read.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                })
+                .map_err(|e| {
+                    let kind = if e.is_transient() {
+                        std::io::ErrorKind::TimedOut
+                    } else {
+                        std::io::ErrorKind::Other
+                    };
+                    std::io::Error::new(kind, e.to_string())
+                }),
+        );
+        let mut raw =
+            BufReader::with_capacity(256 << 10, tokio_util::io::StreamReader::new(stream));
+        let head = peek(&mut raw).await?;
+        let mut input: Input = if head.starts_with(&[0x1f, 0x8b]) {
+            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(raw);
+            // pg_dump | gzip writes one member; concatenated files have several.
+            decoder.multiple_members(true);
+            Box::new(BufReader::with_capacity(256 << 10, decoder))
+        } else {
+            Box::new(raw)
+        };
+        let head = peek(&mut input).await?;
+        let format = if head.starts_with(b"PGDMP") {
+            Format::Custom
+        } else if head.len() > 262 && &head[257..262] == b"ustar" {
+            return Err(StepError::precondition(format!(
+                "{}: a tar archive (pg_dump -Ft): restore-db reads plain SQL (pg_dump) or the \
+                 custom format (pg_dump -Fc)",
+                backup.url()
+            )));
+        } else {
+            Format::Plain
+        };
+        Ok((input, format))
+    }
+
+    /// Restores the backup into `database` (created, empty). `owner_sql`: the quoted role that
+    /// `OWNER TO` statements name instead of the integration server's.
+    async fn restore(
+        &self,
+        admin: &Admin,
+        database: &str,
+        backup: &Backup,
+        owner_sql: Option<String>,
+        owner: Option<&str>,
+    ) -> Result<Provenance, StepError> {
+        let read = Arc::new(ReadCount::default());
+        let counters = Arc::new(Counters::default());
+        let reporter = tokio::spawn(report_progress(
+            read.clone(),
+            backup.entry.size,
+            counters.clone(),
+        ));
+        let result = async {
+            let (input, format) = self.open(backup, read.clone()).await?;
+            let options = admin.options_for(database);
+            match format {
+                Format::Plain => {
+                    tracing::info!(
+                        "restoring {} (plain SQL) into {database} over {} connection(s)",
+                        backup.url(),
+                        self.jobs
+                    );
+                    self.load_plain(input, &options, owner_sql, counters.clone())
+                        .await
+                }
+                Format::Custom => {
+                    tracing::info!(
+                        "restoring {} (custom format) into {database} with pg_restore",
+                        backup.url()
+                    );
+                    self.pg_restore(input, &options, owner).await?;
+                    count_tables_and_rows(&options).await
+                }
+            }
+        }
+        .await;
+        reporter.abort();
+        log_progress(&read, backup.entry.size, &counters);
+        let loaded = result?;
+        Ok(Provenance {
+            backup: backup.url(),
+            generation: backup.entry.generation,
+            tables: loaded.tables,
+            rows: loaded.rows,
+        })
+    }
+
+    async fn load_plain(
+        &self,
+        input: Input,
+        options: &PgConnectOptions,
+        owner_sql: Option<String>,
+        counters: Arc<Counters>,
+    ) -> Result<Loaded, StepError> {
+        // Bounded memory: the item queue holds 2 chunks, each worker's queue slot and the one
+        // it is sending another; chunks shrink as jobs grow (about 32 MiB in flight in all).
+        let chunk = if self.jobs > 1 {
+            ((32usize << 20) / (2 * self.jobs + 2)).clamp(1 << 20, 4 << 20)
+        } else {
+            1 << 20
+        };
+        let (sender, mut items) = tokio::sync::mpsc::channel(2);
+        let reader = tokio::spawn(async move {
+            let mut dump = DumpReader::new(input, chunk);
+            loop {
+                let next = dump.next().await;
+                let stop = !matches!(next, Ok(Some(_)));
+                let item = match next {
+                    Ok(Some(item)) => Ok(item),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                if sender.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let loader = Loader::connect(options, self.jobs, owner_sql, counters)
+            .await
+            .map_err(load_error);
+        let result = match loader {
+            Ok(loader) => loader.run(&mut items).await.map_err(load_error),
+            Err(e) => Err(e),
+        };
+        reader.abort();
+        let loaded = result?;
+        if loaded.skipped > 0 {
+            tracing::info!(
+                "left out {} statements about the integration server's roles (GRANT/REVOKE, \
+                 subscriptions, OWNER TO without --owner)",
+                loaded.skipped
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// pg_restore for custom-format dumps: from stdin with one job, from a spooled file with
+    /// more (pg_restore -j needs to seek).
+    async fn pg_restore(
+        &self,
+        mut input: Input,
+        options: &PgConnectOptions,
+        owner: Option<&str>,
+    ) -> Result<(), StepError> {
+        let Some(program) = find_on_path("pg_restore") else {
+            return Err(StepError::precondition(
+                "the backup is in pg_dump's custom format (-Fc), which needs pg_restore, and \
+                 pg_restore is not on PATH: use an image with the PostgreSQL client, or dump \
+                 in plain format (pg_dump | gzip), which restore-db reads itself",
+            ));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args([
+            "--no-owner",
+            "--no-privileges",
+            "--no-subscriptions",
+            "--exit-on-error",
+        ])
+        .arg(format!(
+            "--dbname={}",
+            options.get_database().unwrap_or_default()
+        ))
+        .env("PGHOST", options.get_host())
+        .env("PGPORT", options.get_port().to_string())
+        .env("PGUSER", options.get_username())
+        .env("PGAPPNAME", "restore-db")
+        .kill_on_drop(true);
+        if let Some(password) = &self.admin_password {
+            // The environment, not argv: `ps` shows argv.
+            cmd.env("PGPASSWORD", password);
+        }
+        if let Some(owner) = owner {
+            cmd.arg(format!("--role={owner}"));
+        }
+        let spool;
+        if self.jobs > 1 {
+            spool = tempfile::NamedTempFile::new()
+                .map_err(|e| StepError::unexpected(format!("cannot create a spool file: {e}")))?;
+            let mut file = tokio::fs::File::from_std(
+                spool
+                    .reopen()
+                    .map_err(|e| StepError::unexpected(format!("spool file: {e}")))?,
+            );
+            tokio::io::copy_buf(&mut input, &mut file)
+                .await
+                .map_err(read_error)?;
+            cmd.arg(format!("--jobs={}", self.jobs)).arg(spool.path());
+            cmd.stdin(std::process::Stdio::null());
+        } else {
+            cmd.stdin(std::process::Stdio::piped());
+        }
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StepError::unexpected(format!("cannot start pg_restore: {e}")))?;
+        let feed = async {
+            if let Some(mut stdin) = child.stdin.take() {
+                let copied = tokio::io::copy_buf(&mut input, &mut stdin).await;
+                drop(stdin);
+                copied.map(|_| ()).map_err(read_error)
+            } else {
+                Ok(())
+            }
+        };
+        let mut stderr = child.stderr.take().expect("piped");
+        let errors = async {
+            let mut text = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+            text
+        };
+        let (fed, errors) = tokio::join!(feed, errors);
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| StepError::unexpected(format!("pg_restore: {e}")))?;
+        if !status.success() {
+            let detail: Vec<&str> = errors
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(5)
+                .collect();
+            let message = format!("pg_restore failed ({status}): {}", detail.join(" / "));
+            let message = match &self.admin_password {
+                Some(p) if !p.is_empty() => message.replace(p.as_str(), "***"),
+                _ => message,
+            };
+            return Err(StepError::precondition(message));
+        }
+        fed
+    }
+}
+
+fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn read_error(e: std::io::Error) -> StepError {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => {
+            StepError::transient(format!("reading the backup failed: {e}"))
+        }
+        _ => StepError::precondition(format!("reading the backup failed: {e}")),
+    }
+}
+
+fn load_error(e: LoadError) -> StepError {
+    match e {
+        LoadError::Dump(DumpError::Read {
+            transient: true, ..
+        })
+        | LoadError::Connection(_) => StepError::transient(e.to_string()),
+        other => StepError::precondition(other.to_string()),
+    }
+}
+
+/// Tables and rows of a database pg_restore filled (it reports neither): user tables, and their
+/// exact row counts.
+async fn count_tables_and_rows(options: &PgConnectOptions) -> Result<Loaded, StepError> {
+    use sqlx::Row;
+    let mut conn = sqlx::postgres::PgConnection::connect_with(options)
+        .await
+        .map_err(|e| database::sql_error("connect to count the rows", e))?;
+    let row = sqlx::query(
+        "SELECT count(*)::bigint, coalesce(sum((xpath('/row/n/text()', query_to_xml(format( \
+         'SELECT count(*) AS n FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text \
+         ::bigint), 0)::bigint FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', \
+         'information_schema')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| database::sql_error("count the rows", e))?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(Loaded {
+        tables: row.get::<i64, _>(0) as u64,
+        rows: row.get::<i64, _>(1) as u64,
+        ..Loaded::default()
+    })
+}
+
+async fn peek(input: &mut (impl AsyncBufRead + Unpin)) -> Result<Vec<u8>, StepError> {
+    // A few reads may be needed for the first 512 bytes (small first chunks of a download).
+    let buf = input.fill_buf().await.map_err(read_error)?;
+    Ok(buf[..buf.len().min(512)].to_vec())
+}
+
+fn log_progress(read: &ReadCount, total: u64, counters: &Counters) {
+    let read = read.0.load(Ordering::Relaxed);
+    let tables = counters.tables.load(Ordering::Relaxed);
+    let rows = counters.rows.load(Ordering::Relaxed);
+    let percent = if total > 0 {
+        read as f64 * 100.0 / total as f64
+    } else {
+        100.0
+    };
+    tracing::info!(
+        read,
+        total,
+        tables,
+        rows,
+        "progress: read {read} of {total} bytes ({percent:.0}%), {tables} tables, {rows} rows loaded"
+    );
+    step_kit::report_argo_progress(&format!("{read}/{}", total.max(read)));
+}
+
+async fn report_progress(read: Arc<ReadCount>, total: u64, counters: Arc<Counters>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        log_progress(&read, total, &counters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_round_trips_through_the_comment() {
+        let p = Provenance {
+            backup: "gs://acme-backups/integration/app-2024-05-01.sql.gz".into(),
+            generation: 1714528800123456,
+            tables: 41,
+            rows: 1250000,
+        };
+        assert_eq!(Provenance::parse(&p.comment()), Some(p.clone()));
+        assert_eq!(
+            Provenance::parse("a database comment of someone else"),
+            None
+        );
+    }
+
+    #[test]
+    fn admin_urls_are_checked_without_showing_them() {
+        let (options, password) =
+            admin_options("postgres://admin:s%40cret@db.internal:6432/postgres").unwrap();
+        assert_eq!(options.get_host(), "db.internal");
+        assert_eq!(options.get_port(), 6432);
+        assert_eq!(password.as_deref(), Some("s@cret"));
+        for bad in [
+            "mysql://a:hunter2@x/y",
+            "hunter2",
+            "postgres://a:hunter2@[x/y",
+        ] {
+            let err = admin_options(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Runs a plain dump's items against the database being restored.
+//!
+//! With one job everything runs on one connection in dump order, COPY rows streamed as they
+//! arrive. With N jobs, N more connections take work from one queue: every chunk of COPY rows
+//! is its own `COPY ... FROM stdin` on whichever connection is free (so the rows of one large
+//! table load over all of them, not only different tables side by side), and runs of index
+//! builds after the data run in parallel too. Any other statement waits until all work before
+//! it has finished (a barrier), so dump order holds where it matters: tables exist before
+//! their rows, rows before their constraints, primary keys before the foreign keys that need
+//! them. Memory: the queue holds at most N chunks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::dump::{DumpError, Item};
+use crate::statement::{classify, rewrite_owner, Kind};
+
+/// What a restore loaded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// COPY blocks run (tables with their rows, empty ones included).
+    pub tables: u64,
+    pub rows: u64,
+    pub statements: u64,
+    /// Left out: GRANT/REVOKE/default privileges, subscriptions, and OWNER TO without an owner.
+    pub skipped: u64,
+}
+
+/// Counters the progress reporter reads while the load runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub tables: AtomicU64,
+    pub rows: AtomicU64,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    Dump(DumpError),
+    /// The server refused a statement (or rows): the dump does not apply here.
+    Statement {
+        line: u64,
+        message: String,
+    },
+    /// A connection failed (network, server restart): worth a retry.
+    Connection(String),
+    /// A psql meta-command restore-db does not run.
+    Unsupported {
+        line: u64,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Dump(e) => e.fmt(f),
+            LoadError::Statement { line, message } => write!(f, "dump line {line}: {message}"),
+            LoadError::Connection(e) => write!(f, "the database connection failed: {e}"),
+            LoadError::Unsupported { line, message } => write!(f, "dump line {line}: {message}"),
+        }
+    }
+}
+
+/// A statement's first line, shortened, for error messages.
+fn excerpt(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("").trim();
+    let mut out: String = first.chars().take(120).collect();
+    if out.len() < first.len() || text.trim().lines().nth(1).is_some() {
+        out.push_str(" …");
+    }
+    step_kit::escape_untrusted(&out)
+}
+
+pub fn sql_error(e: sqlx::Error, line: u64, what: &str) -> LoadError {
+    match e {
+        sqlx::Error::Database(db) => LoadError::Statement {
+            line,
+            message: format!(
+                "{what} failed: {} (SQLSTATE {})",
+                db.message(),
+                db.code().as_deref().unwrap_or("?")
+            ),
+        },
+        other => LoadError::Connection(other.to_string()),
+    }
+}
+
+async fn execute(conn: &mut PgConnection, text: &str, line: u64) -> Result<(), LoadError> {
+    sqlx::raw_sql(AssertSqlSafe(text))
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error(e, line, &format!("`{}`", excerpt(text))))
+}
+
+/// Settings of the dump that every connection needs, in order; only ever appended to.
+type Session = Arc<Vec<String>>;
+
+enum Job {
+    Copy {
+        statement: Arc<str>,
+        line: u64,
+        rows: Bytes,
+        session: Session,
+    },
+    Sql {
+        text: String,
+        line: u64,
+        session: Session,
+    },
+}
+
+/// The extra connections of a parallel restore.
+struct Pool {
+    queue: mpsc::Sender<Job>,
+    /// Jobs queued or running; a barrier waits for 0.
+    outstanding: watch::Sender<usize>,
+    failure: Arc<std::sync::Mutex<Option<LoadError>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pool {
+    async fn start(
+        jobs: usize,
+        connect: &PgConnectOptions,
+        counters: Arc<Counters>,
+    ) -> Result<Pool, LoadError> {
+        let (queue, receiver) = mpsc::channel::<Job>(jobs);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (outstanding, _) = watch::channel(0usize);
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let mut workers = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            let mut conn = connect
+                .connect()
+                .await
+                .map_err(|e| LoadError::Connection(e.to_string()))?;
+            let receiver = receiver.clone();
+            let outstanding = outstanding.clone();
+            let failure = failure.clone();
+            let counters = counters.clone();
+            workers.push(tokio::spawn(async move {
+                let mut applied = 0usize;
+                loop {
+                    let job = receiver.lock().await.recv().await;
+                    let Some(job) = job else { break };
+                    let failed = failure.lock().expect("failure lock").is_some();
+                    if !failed {
+                        if let Err(e) = run_job(&mut conn, &mut applied, job, &counters).await {
+                            failure.lock().expect("failure lock").get_or_insert(e);
+                        }
+                    }
+                    outstanding.send_modify(|n| *n -= 1);
+                }
+                let _ = conn.close().await;
+            }));
+        }
+        Ok(Pool {
+            queue,
+            outstanding,
+            failure,
+            workers,
+        })
+    }
+
+    fn failed(&self) -> Option<LoadError> {
+        self.failure.lock().expect("failure lock").take()
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), LoadError> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        self.outstanding.send_modify(|n| *n += 1);
+        if self.queue.send(job).await.is_err() {
+            return Err(self
+                .failed()
+                .unwrap_or_else(|| LoadError::Connection("the restore's workers stopped".into())));
+        }
+        Ok(())
+    }
+
+    /// Waits until every submitted job has finished; the first failure if one failed.
+    async fn barrier(&self) -> Result<(), LoadError> {
+        let mut idle = self.outstanding.subscribe();
+        let _ = idle.wait_for(|n| *n == 0).await;
+        match self.failed() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn close(self) -> Result<(), LoadError> {
+        let result = self.barrier().await;
+        drop(self.queue);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        result
+    }
+}
+
+async fn catch_up(
+    conn: &mut PgConnection,
+    applied: &mut usize,
+    session: &Session,
+) -> Result<(), LoadError> {
+    for text in &session[*applied..] {
+        execute(conn, text, 0).await?;
+    }
+    *applied = session.len();
+    Ok(())
+}
+
+async fn run_job(
+    conn: &mut PgConnection,
+    applied: &mut usize,
+    job: Job,
+    counters: &Counters,
+) -> Result<(), LoadError> {
+    match job {
+        Job::Copy {
+            statement,
+            line,
+            rows,
+            session,
+        } => {
+            catch_up(conn, applied, &session).await?;
+            let what = format!("`{}`", excerpt(&statement));
+            let mut copy = conn
+                .copy_in_raw(&statement)
+                .await
+                .map_err(|e| sql_error(e, line, &what))?;
+            copy.send(rows)
+                .await
+                .map_err(|e| sql_error(e, line, &what))?;
+            let n = copy.finish().await.map_err(|e| sql_error(e, line, &what))?;
+            counters.rows.fetch_add(n, Ordering::Relaxed);
+        }
+        Job::Sql {
+            text,
+            line,
+            session,
+        } => {
+            catch_up(conn, applied, &session).await?;
+            execute(conn, &text, line).await?;
+        }
+    }
+    Ok(())
+}
+
+pub struct Loader {
+    main: PgConnection,
+    pool: Option<Pool>,
+    /// The sandbox's owner, quoted, for `OWNER TO`.
+    owner: Option<String>,
+    session: Session,
+    counters: Arc<Counters>,
+    loaded: Loaded,
+}
+
+impl Loader {
+    /// `jobs` > 1 opens that many more connections for data and index builds.
+    pub async fn connect(
+        connect: &PgConnectOptions,
+        jobs: usize,
+        owner: Option<String>,
+        counters: Arc<Counters>,
+    ) -> Result<Loader, LoadError> {
+        let main = connect
+            .connect()
+            .await
+            .map_err(|e| LoadError::Connection(e.to_string()))?;
+        let pool = if jobs > 1 {
+            Some(Pool::start(jobs, connect, counters.clone()).await?)
+        } else {
+            None
+        };
+        Ok(Loader {
+            main,
+            pool,
+            owner,
+            session: Arc::new(Vec::new()),
+            counters,
+            loaded: Loaded::default(),
+        })
+    }
+
+    async fn barrier(&self) -> Result<(), LoadError> {
+        match &self.pool {
+            Some(pool) => pool.barrier().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Loads the dump's items until they end; then waits for the workers and closes every
+    /// connection.
+    pub async fn run(
+        mut self,
+        items: &mut mpsc::Receiver<Result<Item, DumpError>>,
+    ) -> Result<Loaded, LoadError> {
+        let result = self.run_items(items).await;
+        let closed = match self.pool.take() {
+            Some(pool) => pool.close().await,
+            None => Ok(()),
+        };
+        let _ = self.main.close().await;
+        result?;
+        closed?;
+        let mut loaded = self.loaded;
+        loaded.tables = self.counters.tables.load(Ordering::Relaxed);
+        loaded.rows = self.counters.rows.load(Ordering::Relaxed);
+        Ok(loaded)
+    }
+
+    async fn run_items(
+        &mut self,
+        items: &mut mpsc::Receiver<Result<Item, DumpError>>,
+    ) -> Result<(), LoadError> {
+        while let Some(item) = items.recv().await {
+            match item.map_err(LoadError::Dump)? {
+                Item::Meta { command, line } => meta_command(&command, line)?,
+                Item::Sql { text, line } => self.statement(text, line).await?,
+                Item::CopyStart {
+                    statement,
+                    table,
+                    line,
+                } => {
+                    tracing::debug!("loading {table}");
+                    self.counters.tables.fetch_add(1, Ordering::Relaxed);
+                    self.copy(statement, line, items).await?;
+                }
+                Item::CopyData(_) | Item::CopyEnd => {
+                    return Err(LoadError::Unsupported {
+                        line: 0,
+                        message: "COPY rows outside a COPY block".into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn statement(&mut self, text: String, line: u64) -> Result<(), LoadError> {
+        let text = match classify(&text) {
+            Kind::Privileges | Kind::Subscription => {
+                self.loaded.skipped += 1;
+                tracing::debug!("left out (integration server's roles): {}", excerpt(&text));
+                return Ok(());
+            }
+            Kind::Owner => match &self.owner {
+                Some(owner) => rewrite_owner(&text, owner).unwrap_or(text),
+                None => {
+                    self.loaded.skipped += 1;
+                    return Ok(());
+                }
+            },
+            Kind::Session => {
+                execute(&mut self.main, &text, line).await?;
+                Arc::make_mut(&mut self.session).push(text);
+                self.loaded.statements += 1;
+                return Ok(());
+            }
+            Kind::SequenceValue => {
+                execute(&mut self.main, &text, line).await?;
+                self.loaded.statements += 1;
+                return Ok(());
+            }
+            Kind::IndexBuild if self.pool.is_some() => {
+                let job = Job::Sql {
+                    text,
+                    line,
+                    session: self.session.clone(),
+                };
+                self.pool.as_ref().expect("pool").submit(job).await?;
+                self.loaded.statements += 1;
+                return Ok(());
+            }
+            Kind::IndexBuild | Kind::Other => text,
+        };
+        self.barrier().await?;
+        execute(&mut self.main, &text, line).await?;
+        self.loaded.statements += 1;
+        Ok(())
+    }
+
+    async fn copy(
+        &mut self,
+        statement: String,
+        line: u64,
+        items: &mut mpsc::Receiver<Result<Item, DumpError>>,
+    ) -> Result<(), LoadError> {
+        let what = format!("`{}`", excerpt(&statement));
+        if let Some(pool) = &self.pool {
+            let statement: Arc<str> = statement.into();
+            loop {
+                match next_copy_item(items, line).await? {
+                    Some(rows) => {
+                        let job = Job::Copy {
+                            statement: statement.clone(),
+                            line,
+                            rows,
+                            session: self.session.clone(),
+                        };
+                        pool.submit(job).await?;
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        let mut copy = self
+            .main
+            .copy_in_raw(&statement)
+            .await
+            .map_err(|e| sql_error(e, line, &what))?;
+        loop {
+            match next_copy_item(items, line).await {
+                Ok(Some(rows)) => {
+                    if let Err(e) = copy.send(rows).await {
+                        return Err(sql_error(e, line, &what));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = copy.abort("restore-db: the dump could not be read").await;
+                    return Err(e);
+                }
+            }
+        }
+        let n = copy.finish().await.map_err(|e| sql_error(e, line, &what))?;
+        self.counters.rows.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The next rows of the current COPY block; None at its end.
+async fn next_copy_item(
+    items: &mut mpsc::Receiver<Result<Item, DumpError>>,
+    line: u64,
+) -> Result<Option<Bytes>, LoadError> {
+    match items.recv().await {
+        Some(Ok(Item::CopyData(rows))) => Ok(Some(rows)),
+        Some(Ok(Item::CopyEnd)) => Ok(None),
+        Some(Err(e)) => Err(LoadError::Dump(e)),
+        Some(Ok(_)) | None => Err(LoadError::Unsupported {
+            line,
+            message: "a COPY block without its rows' end".into(),
+        }),
+    }
+}
+
+/// psql meta-commands in a dump: `\restrict`/`\unrestrict` (pg_dump since 17.6/15.14, a guard
+/// for psql) mean nothing here; `\connect` means a dump made with `--create` or by pg_dumpall,
+/// which names databases of its own.
+fn meta_command(command: &str, line: u64) -> Result<(), LoadError> {
+    let name = command.split_whitespace().next().unwrap_or("");
+    match name {
+        "restrict" | "unrestrict" => Ok(()),
+        "connect" | "c" => Err(LoadError::Unsupported {
+            line,
+            message: "\\connect: the dump switches databases (made with pg_dump --create or \
+                      pg_dumpall); restore-db restores one database: dump it without --create"
+                .into(),
+        }),
+        _ => Err(LoadError::Unsupported {
+            line,
+            message: format!(
+                "psql meta-command \\{} is not one pg_dump writes; restore-db does not run psql \
+                 commands",
+                step_kit::escape_untrusted(name)
+            ),
+        }),
+    }
+}

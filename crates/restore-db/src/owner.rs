@@ -1,0 +1,307 @@
+//! The sandbox database's owner role, and its credentials in Vault.
+//!
+//! With `--owner-secret`, the credentials are written to the KV v2 secret once (check-and-set
+//! 0) before the role gets the password, so a crash in between leaves a secret a re-run reuses;
+//! a re-run never changes an existing secret nor the role's password.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::Value;
+use step_kit::{escape_untrusted, retry, vault_error, Context, Secret, StepError, VaultFlags};
+
+use crate::database::{literal, quoted, Admin};
+
+/// `vault:<mount>/<path>`: where the owner's credentials are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPath {
+    pub mount: String,
+    pub path: String,
+}
+
+impl std::str::FromStr for SecretPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected vault:<mount>/<path> (a KV v2 secret; no #key: restore-db writes \
+                     username, password, host, port, database and url), e.g. \
+                     vault:secret/sandboxes/sbx-pr-42/db";
+        let rest = s
+            .strip_prefix("vault:")
+            .ok_or_else(|| format!("{}: {usage}", escape_untrusted(s)))?;
+        if rest.contains('#') {
+            return Err(format!("{}: {usage}", escape_untrusted(s)));
+        }
+        let (mount, path) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{}: {usage}", escape_untrusted(s)))?;
+        let segment_ok = |seg: &str| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if !segment_ok(mount) || !path.split('/').all(segment_ok) || path.len() > 512 {
+            return Err(format!(
+                "{}: the mount and each path segment must be [A-Za-z0-9._-], without . or .. \
+                 ({usage})",
+                escape_untrusted(s)
+            ));
+        }
+        Ok(SecretPath {
+            mount: mount.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for SecretPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vault:{}/{}", self.mount, self.path)
+    }
+}
+
+/// A new password: 32 random bytes, base64url (43 characters, safe in URLs and SQL literals).
+fn generate_password() -> Result<Secret, StepError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StepError::unexpected(format!("no randomness for a password: {e}")))?;
+    Ok(Secret::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    ))
+}
+
+/// Where the sandbox's applications reach the server (the admin URL's host and port).
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The credentials kept in the secret.
+fn secret_data(
+    owner: &str,
+    password: &Secret,
+    at: &Endpoint,
+    database: &str,
+) -> BTreeMap<String, Value> {
+    let host = if at.host.contains(':') {
+        format!("[{}]", at.host)
+    } else {
+        at.host.clone()
+    };
+    let url = format!(
+        "postgres://{owner}:{}@{host}:{}/{database}",
+        password.expose(),
+        at.port
+    );
+    BTreeMap::from([
+        ("username".to_owned(), Value::from(owner)),
+        ("password".to_owned(), Value::from(password.expose())),
+        ("host".to_owned(), Value::from(at.host.as_str())),
+        ("port".to_owned(), Value::from(at.port.to_string())),
+        ("database".to_owned(), Value::from(database)),
+        ("url".to_owned(), Value::from(url)),
+    ])
+}
+
+/// The password kept in an existing secret, which must be this owner's.
+fn password_of(
+    data: &BTreeMap<String, Value>,
+    owner: &str,
+    at: &SecretPath,
+) -> Result<Secret, StepError> {
+    let username = data.get("username").and_then(Value::as_str);
+    if username != Some(owner) {
+        return Err(StepError::precondition(format!(
+            "{at} exists but holds another user's credentials ({}), not {owner}'s: refusing to \
+             overwrite it (remove it, or give another --owner-secret)",
+            username.map_or("no username".to_owned(), escape_untrusted)
+        )));
+    }
+    match data.get("password").and_then(Value::as_str) {
+        Some(p) if !p.is_empty() => Ok(Secret::new(p)),
+        _ => Err(StepError::precondition(format!(
+            "{at} exists but has no password: refusing to overwrite it"
+        ))),
+    }
+}
+
+/// Makes sure the owner role exists (with the secret's password when there is a secret).
+/// Returns whether the secret was written by this run.
+pub async fn ensure_owner(
+    admin: &mut Admin,
+    ctx: &Context,
+    owner: &str,
+    secret: Option<(&SecretPath, &VaultFlags)>,
+    at: &Endpoint,
+    database: &str,
+) -> Result<bool, StepError> {
+    let mut written = false;
+    let password = match secret {
+        None => None,
+        Some((path, flags)) => {
+            let vault = flags.connect(ctx).await?;
+            let policy = ctx.retry_policy();
+            let what = path.to_string();
+            let existing = retry(&policy, &what, vault::Error::is_transient, || async {
+                match vault.read_kv2(&path.mount, &path.path).await {
+                    Ok(data) => Ok(Some(data)),
+                    Err(e) if e.class() == vault::ErrorClass::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(|e| vault_error(&what, e))?;
+            let password = match existing {
+                Some(data) => {
+                    tracing::info!("{what} exists: the owner keeps its credentials");
+                    password_of(&data, owner, path)?
+                }
+                None => {
+                    let password = generate_password()?;
+                    let data = secret_data(owner, &password, at, database);
+                    let created = retry(&policy, &what, vault::Error::is_transient, || {
+                        vault.create_kv2(&path.mount, &path.path, &data)
+                    })
+                    .await
+                    .map_err(|e| vault_error(&what, e))?;
+                    if created {
+                        tracing::info!("wrote {owner}'s credentials to {what}");
+                        written = true;
+                        password
+                    } else {
+                        // Another run wrote it between our read and write: use theirs.
+                        let data = vault
+                            .read_kv2(&path.mount, &path.path)
+                            .await
+                            .map_err(|e| vault_error(&what, e))?;
+                        password_of(&data, owner, path)?
+                    }
+                }
+            };
+            Some(password)
+        }
+    };
+    let role = quoted(owner);
+    if !admin.role_exists(owner).await? {
+        let mut sql = format!("CREATE ROLE {role} LOGIN");
+        if let Some(p) = &password {
+            sql.push_str(&format!(" PASSWORD {}", literal(p.expose())));
+        }
+        admin.execute(sql).await.map_err(|e| {
+            // The statement holds the password: say which, never what.
+            StepError::new(
+                e.kind,
+                format!("create role {owner}: {}", redact(&e.message, &password)),
+            )
+        })?;
+        tracing::info!("created role {owner}");
+    } else if written {
+        // The role was there without our secret: it gets the password now kept in Vault.
+        let p = password.as_ref().expect("written implies a password");
+        admin
+            .execute(format!(
+                "ALTER ROLE {role} LOGIN PASSWORD {}",
+                literal(p.expose())
+            ))
+            .await
+            .map_err(|e| {
+                StepError::new(
+                    e.kind,
+                    format!("set {owner}'s password: {}", redact(&e.message, &password)),
+                )
+            })?;
+        tracing::info!("role {owner} existed: set the password kept in Vault");
+    }
+    // A non-superuser admin (a managed server's) must be a member of the owner to create its
+    // database and hand it objects; a superuser already may.
+    admin
+        .execute(format!(
+            "DO $$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+             AND NOT pg_has_role(current_user, {}, 'MEMBER') THEN EXECUTE 'GRANT {} TO ' || \
+             quote_ident(current_user); END IF; END $$",
+            literal(owner),
+            role.replace('\'', "''")
+        ))
+        .await?;
+    Ok(written)
+}
+
+fn redact(message: &str, password: &Option<Secret>) -> String {
+    match password {
+        Some(p) => message.replace(p.expose(), "***"),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_paths() {
+        assert_eq!(
+            "vault:secret/sandboxes/sbx-pr-42/db".parse::<SecretPath>(),
+            Ok(SecretPath {
+                mount: "secret".into(),
+                path: "sandboxes/sbx-pr-42/db".into()
+            })
+        );
+        for bad in [
+            "secret/sandboxes/db",
+            "vault:secret/sandboxes/db#password",
+            "vault:secret",
+            "vault:secret/../x",
+            "vault:secret//x",
+            "vault:secret/a b",
+            "env:DB",
+        ] {
+            assert!(bad.parse::<SecretPath>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_long_and_url_safe() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 43);
+        assert!(a
+            .expose()
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_eq!(format!("{a:?}"), "***");
+    }
+
+    #[test]
+    fn the_secret_holds_what_a_client_needs() {
+        let data = secret_data(
+            "sbx_pr_42",
+            &Secret::new("pw"),
+            &Endpoint {
+                host: "db.internal".into(),
+                port: 5432,
+            },
+            "sbx_pr_42",
+        );
+        assert_eq!(
+            data["url"],
+            "postgres://sbx_pr_42:pw@db.internal:5432/sbx_pr_42"
+        );
+        assert_eq!(data["port"], "5432");
+        assert_eq!(data.len(), 6);
+        let other = BTreeMap::from([("username".to_owned(), Value::from("someone"))]);
+        let at = SecretPath {
+            mount: "secret".into(),
+            path: "x".into(),
+        };
+        assert_eq!(
+            password_of(&other, "sbx_pr_42", &at)
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
+    }
+}

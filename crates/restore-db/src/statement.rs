@@ -1,0 +1,203 @@
+//! What restore-db does with each statement of a dump: run it, run it on every connection
+//! (session settings), run it in parallel with its neighbours (index builds), rewrite it
+//! (ownership) or leave it out (privileges and subscriptions of the integration server).
+
+/// How a statement is restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `SET ...` and `SELECT pg_catalog.set_config(...)`: a session setting every connection of
+    /// the restore needs (client_encoding, search_path, ...).
+    Session,
+    /// `SELECT pg_catalog.setval(...)`: independent of table data, needs no barrier.
+    SequenceValue,
+    /// `CREATE [UNIQUE] INDEX` or `ALTER TABLE ... ADD CONSTRAINT ... PRIMARY KEY|UNIQUE`: after
+    /// the data, these build indexes that depend on nothing but their table, so consecutive ones
+    /// run in parallel.
+    IndexBuild,
+    /// `ALTER ... OWNER TO <role>`: the integration server's role; rewritten to the sandbox's
+    /// owner, or left out when there is none (the objects stay the restoring user's).
+    Owner,
+    /// `GRANT`, `REVOKE`, `ALTER DEFAULT PRIVILEGES`: about the integration server's roles, which
+    /// the sandbox server does not have (pg_restore --no-privileges).
+    Privileges,
+    /// `CREATE/ALTER SUBSCRIPTION`: would replicate from the integration server's publisher.
+    Subscription,
+    /// Anything else: in dump order, after everything before it has finished.
+    Other,
+}
+
+fn starts_with_words(text: &str, words: &str) -> bool {
+    let mut rest = text;
+    for word in words.split(' ') {
+        let trimmed = rest.trim_start();
+        match trimmed.get(..word.len()) {
+            Some(head) if head.eq_ignore_ascii_case(word) => {
+                let after = &trimmed[word.len()..];
+                if !after.is_empty() && !after.starts_with(|c: char| c.is_whitespace() || c == '(')
+                {
+                    return false;
+                }
+                rest = after;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+pub fn classify(text: &str) -> Kind {
+    let t = text.trim_start();
+    if starts_with_words(t, "SELECT pg_catalog.set_config") {
+        return Kind::Session;
+    }
+    if starts_with_words(t, "SELECT pg_catalog.setval") {
+        return Kind::SequenceValue;
+    }
+    if starts_with_words(t, "SET")
+        && !starts_with_words(t, "SET CONSTRAINTS")
+        && !starts_with_words(t, "SET TRANSACTION")
+        && !starts_with_words(t, "SET SESSION AUTHORIZATION")
+        && !starts_with_words(t, "SET ROLE")
+    {
+        return Kind::Session;
+    }
+    if starts_with_words(t, "GRANT")
+        || starts_with_words(t, "REVOKE")
+        || starts_with_words(t, "ALTER DEFAULT PRIVILEGES")
+    {
+        return Kind::Privileges;
+    }
+    if starts_with_words(t, "CREATE SUBSCRIPTION") || starts_with_words(t, "ALTER SUBSCRIPTION") {
+        return Kind::Subscription;
+    }
+    if starts_with_words(t, "ALTER") && owner_target_at(t).is_some() {
+        return Kind::Owner;
+    }
+    if starts_with_words(t, "CREATE INDEX") || starts_with_words(t, "CREATE UNIQUE INDEX") {
+        return Kind::IndexBuild;
+    }
+    if starts_with_words(t, "ALTER TABLE") {
+        let upper = t.to_ascii_uppercase();
+        let one_constraint = upper.matches("ADD CONSTRAINT").count() == 1;
+        if one_constraint
+            && (upper.contains(" PRIMARY KEY ") || upper.contains(" UNIQUE "))
+            && !upper.contains(" FOREIGN KEY ")
+            && !upper.contains(" REFERENCES ")
+        {
+            return Kind::IndexBuild;
+        }
+    }
+    Kind::Other
+}
+
+/// Where ` OWNER TO <role>;` starts in an `ALTER` statement, when the statement ends with it.
+fn owner_target_at(text: &str) -> Option<usize> {
+    let body = text.trim_end().strip_suffix(';')?.trim_end();
+    let upper = body.to_ascii_uppercase();
+    let at = upper.rfind(" OWNER TO ")?;
+    let role = &body[at + " OWNER TO ".len()..];
+    let plain = !role.is_empty()
+        && role
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    let quoted = role.len() >= 2
+        && role.starts_with('"')
+        && role.ends_with('"')
+        && !role[1..role.len() - 1].replace("\"\"", "").contains('"');
+    (plain || quoted).then_some(at)
+}
+
+/// `ALTER ... OWNER TO <anyone>;` with `owner` (already quoted) as the new owner.
+pub fn rewrite_owner(text: &str, owner: &str) -> Option<String> {
+    let at = owner_target_at(text)?;
+    Some(format!("{} OWNER TO {owner};", &text[..at]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_pg_dump_writes_is_classified() {
+        let cases = [
+            ("SET client_encoding = 'UTF8';", Kind::Session),
+            ("SET default_tablespace = '';", Kind::Session),
+            (
+                "SELECT pg_catalog.set_config('search_path', '', false);",
+                Kind::Session,
+            ),
+            (
+                "SELECT pg_catalog.setval('public.audit_log_id_seq', 2000, true);",
+                Kind::SequenceValue,
+            ),
+            ("SET ROLE integration_app;", Kind::Other),
+            ("SET SESSION AUTHORIZATION 'x';", Kind::Other),
+            ("SET CONSTRAINTS ALL DEFERRED;", Kind::Other),
+            (
+                "CREATE INDEX orders_customer_idx ON \"Sales\".\"Orders\" USING btree (customer_id);",
+                Kind::IndexBuild,
+            ),
+            ("CREATE UNIQUE INDEX u ON public.t USING btree (a);", Kind::IndexBuild),
+            (
+                "ALTER TABLE ONLY public.customers\n    ADD CONSTRAINT customers_pkey PRIMARY KEY (id);",
+                Kind::IndexBuild,
+            ),
+            (
+                "ALTER TABLE ONLY public.customers\n    ADD CONSTRAINT customers_email_key UNIQUE (email);",
+                Kind::IndexBuild,
+            ),
+            (
+                "ALTER TABLE ONLY \"Sales\".\"Orders\"\n    ADD CONSTRAINT \"Orders_customer_id_fkey\" \
+                 FOREIGN KEY (customer_id) REFERENCES public.customers(id);",
+                Kind::Other,
+            ),
+            ("ALTER TABLE public.t OWNER TO integration_app;", Kind::Owner),
+            (
+                "ALTER FUNCTION \"Sales\".\"Total\"(p_customer bigint) OWNER TO \"Mixed Case\";",
+                Kind::Owner,
+            ),
+            ("ALTER SCHEMA \"Sales\" OWNER TO integration_app;", Kind::Owner),
+            (
+                "GRANT SELECT ON TABLE public.customers TO integration_reader;",
+                Kind::Privileges,
+            ),
+            ("REVOKE ALL ON SCHEMA public FROM PUBLIC;", Kind::Privileges),
+            (
+                "ALTER DEFAULT PRIVILEGES FOR ROLE a GRANT SELECT ON TABLES TO b;",
+                Kind::Privileges,
+            ),
+            (
+                "CREATE SUBSCRIPTION s CONNECTION 'host=int' PUBLICATION p WITH (connect = false);",
+                Kind::Subscription,
+            ),
+            ("CREATE TABLE public.settings (id int);", Kind::Other),
+            ("CREATE INDEXER x;", Kind::Other),
+            ("ALTER TABLE t ADD COLUMN owner_to text;", Kind::Other),
+            ("REFRESH MATERIALIZED VIEW public.state_counts;", Kind::Other),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(classify(text), kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn owners_are_rewritten() {
+        assert_eq!(
+            rewrite_owner(
+                "ALTER TABLE \"Sales\".\"Orders\" OWNER TO integration_app;",
+                "\"sbx_pr_42\""
+            )
+            .unwrap(),
+            "ALTER TABLE \"Sales\".\"Orders\" OWNER TO \"sbx_pr_42\";"
+        );
+        assert_eq!(
+            rewrite_owner("ALTER FUNCTION f() OWNER TO \"a\"\"b\";", "\"o\"").unwrap(),
+            "ALTER FUNCTION f() OWNER TO \"o\";"
+        );
+        assert_eq!(
+            rewrite_owner("ALTER TABLE t OWNER TO a; DROP x;", "\"o\""),
+            None
+        );
+        assert_eq!(rewrite_owner("ALTER TABLE t ADD c int;", "\"o\""), None);
+    }
+}
