@@ -37,3 +37,6 @@ bash bench/git.sh
 
 echo
 bash bench/copy-bucket.sh
+
+echo
+bash bench/restore-db.sh

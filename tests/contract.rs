@@ -21,6 +21,8 @@ fn sample(parameter: &str) -> &'static str {
         "vault-addr" => "https://vault.acme.dev:8200",
         "source" => "gs://acme-integration/documents",
         "dest" => "gs://acme-sbx-pr-42/documents",
+        "backup" => "gs://acme-integration-backups/nightly/",
+        "database" => "sbx_pr_42",
         other => panic!("no sample for the required parameter {other}: add one"),
     }
 }

@@ -107,5 +107,10 @@ pub fn steps() -> Vec<Step> {
             copy_bucket::Args::command(),
             copy_bucket::OUTPUTS,
         ),
+        step(
+            restore_db::NAME,
+            restore_db::Args::command(),
+            restore_db::OUTPUTS,
+        ),
     ]
 }

@@ -1,7 +1,8 @@
 //! `make demo`: the whole sandbox lifecycle on this machine. The library's create-sandbox and
 //! delete-sandbox workflows run through [`runner`] against local servers: the harness's git server
 //! (an infrastructure repository with a kustomize layout, and an app-of-apps repository), OpenBao,
-//! the Kubernetes and GitHub API doubles. The same run is a test (`tests/demo.rs`).
+//! fake-gcs-server (the integration bucket and the nightly database backups), PostgreSQL, the
+//! Kubernetes and GitHub API doubles. The same run is a test (`tests/demo.rs`).
 
 pub mod runner;
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
-use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiDouble, OpenBao};
+use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiDouble, OpenBao, Postgres};
 
 use runner::{Environment, Runner};
 
@@ -29,6 +30,10 @@ pub struct Report {
     /// Objects under documents/ of sandbox 42's bucket, and of the integration bucket.
     pub documents_copied: usize,
     pub documents_in_integration: usize,
+    /// restore-db's outputs for sandbox 42 (backup, tables, rows), and what its database holds,
+    /// read as the owner with the credentials restore-db put in Vault.
+    pub database: BTreeMap<String, String>,
+    pub orders_read_as_owner: String,
     pub after_delete: AfterDelete,
     pub skipped: Vec<String>,
 }
@@ -40,6 +45,9 @@ pub struct AfterDelete {
     pub application: bool,
     pub namespaces: Vec<String>,
     pub secrets: usize,
+    /// Sandbox databases still on the server: dropping them (with the sandbox's instance) is
+    /// Terraform destroy's, which the runner does not run.
+    pub databases: Vec<String>,
 }
 
 fn repo_root() -> PathBuf {
@@ -158,7 +166,7 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             println!("{text}");
         }
     };
-    say("Starting local servers: git (smart HTTP), OpenBao, fake-gcs-server, the Kubernetes and GitHub API doubles");
+    say("Starting local servers: git (smart HTTP), OpenBao, fake-gcs-server, PostgreSQL, the Kubernetes and GitHub API doubles");
     let git_server = GitServer::start(TOKEN);
     let infra = git_server.create_repo("infra", &infra_files());
     let apps = git_server.create_repo(
@@ -186,6 +194,8 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         "text/csv",
         b"not copied\n",
     );
+    let pg = Postgres::start_with_password("demo-admin-password");
+    nightly_backups(&pg, &gcs)?;
     let kube = KubeApiDouble::start(KUBE_TOKEN);
     let github = GitHubDouble::start("acme", "platform", GITHUB_TOKEN);
     github.add_pull(42, "open", "feature/JIRA-42-checkout");
@@ -204,6 +214,10 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         (
             "sandbox-steps-github".to_owned(),
             BTreeMap::from([("token".to_owned(), GITHUB_TOKEN.to_owned())]),
+        ),
+        (
+            "sandbox-steps-db-admin".to_owned(),
+            BTreeMap::from([("url".to_owned(), pg.url("postgres"))]),
         ),
     ]);
     let environment = Environment {
@@ -230,6 +244,10 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             ("infra-repo".to_owned(), infra.clone()),
             ("apps-repo".to_owned(), apps.clone()),
             ("vault-addr".to_owned(), bao.addr()),
+            (
+                "database-backups".to_owned(),
+                "gs://acme-integration-backups/nightly/".to_owned(),
+            ),
         ])
     };
 
@@ -246,20 +264,13 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             "  (created bucket acme-sbx-pr-{pr}, as the skipped Terraform apply would)"
         ));
         runner.run_workflow("create-sandbox", None, &parameters(pr, head), "argo")?;
-        // What the (skipped) Terraform apply stores for the sandbox in Vault.
-        for (path, data) in [
-            (
-                format!("sandboxes/sbx-pr-{pr}/db"),
-                json!({"username": format!("sbx_pr_{pr}"), "password": "generated"}),
-            ),
-            (
-                format!("sandboxes/sbx-pr-{pr}/app/api-key"),
-                json!({"value": "generated"}),
-            ),
-        ] {
-            bao.put_kv2(&path, data);
-        }
-        say(&format!("  (seeded 2 secrets under secret/sandboxes/sbx-pr-{pr}, as the skipped Terraform apply would)"));
+        // What the (skipped) Terraform apply stores for the sandbox in Vault (restore-db wrote
+        // the database owner's credentials, sandboxes/sbx-pr-N/db, itself).
+        bao.put_kv2(
+            &format!("sandboxes/sbx-pr-{pr}/app/api-key"),
+            json!({"value": "generated"}),
+        );
+        say(&format!("  (seeded secret/sandboxes/sbx-pr-{pr}/app/api-key, as the skipped Terraform apply would)"));
     }
 
     report.created_branch = git(
@@ -290,6 +301,17 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     report.secrets_after_create = count_secrets(&bao, "sandboxes/sbx-pr-42");
     report.documents_copied = gcs.list("acme-sbx-pr-42", "documents/").len();
     report.documents_in_integration = gcs.list("acme-integration", "documents/").len();
+    report.database = runner
+        .state
+        .lock()
+        .unwrap()
+        .first_outputs_of("restore-database");
+    let owner = bao.api("GET", "secret/data/sandboxes/sbx-pr-42/db", None);
+    report.orders_read_as_owner = psql_as(
+        &pg,
+        owner["data"]["data"]["url"].as_str().unwrap_or_default(),
+        "SELECT current_user || ' reads ' || count(*) || ' orders' FROM shop.orders",
+    );
 
     say("\n== Sandbox sbx-pr-42 is up");
     say(&format!(
@@ -307,6 +329,14 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     say(&format!(
         "bucket acme-sbx-pr-42: {} of the integration bucket's {} documents copied (server side)",
         report.documents_copied, report.documents_in_integration
+    ));
+    say(&format!(
+        "database sbx_pr_42: {} restored, {} tables, {} rows; with the credentials in \
+         secret/sandboxes/sbx-pr-42/db: {}",
+        report.database.get("backup").map_or("?", String::as_str),
+        report.database.get("tables").map_or("?", String::as_str),
+        report.database.get("rows").map_or("?", String::as_str),
+        report.orders_read_as_owner
     ));
 
     // Pull request 42 is merged and closed; 43 loses its label but stays open.
@@ -346,6 +376,14 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         namespaces: namespaces(&runner),
         secrets: count_secrets(&bao, "sandboxes/sbx-pr-42")
             + count_secrets(&bao, "sandboxes/sbx-pr-43"),
+        databases: pg
+            .psql(
+                "postgres",
+                "SELECT datname FROM pg_database WHERE datname LIKE 'sbx\\_%' ORDER BY 1",
+            )
+            .lines()
+            .map(str::to_owned)
+            .collect(),
     };
     report.skipped = runner.state.lock().unwrap().skipped.clone();
     say("\n== After delete-sandbox");
@@ -357,9 +395,95 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         report.after_delete.namespaces,
         report.after_delete.secrets,
     ));
+    say(&format!(
+        "left for the skipped Terraform destroy (the sandbox's instance, buckets and databases): \
+         buckets acme-sbx-pr-42, acme-sbx-pr-43; databases {:?}",
+        report.after_delete.databases
+    ));
     say(&format!("\nNot run here ({}):", report.skipped.len()));
     for s in &report.skipped {
         say(&format!("  {s}"));
     }
     Ok(report)
+}
+
+/// The integration database (a small shop) and three nights of its backups, `pg_dump | gzip` as
+/// a nightly job writes them; the newest night has the most orders.
+fn nightly_backups(pg: &Postgres, gcs: &FakeGcs) -> Result<(), String> {
+    pg.psql("postgres", "CREATE DATABASE integration");
+    pg.psql(
+        "integration",
+        "CREATE SCHEMA shop; \
+         CREATE TABLE shop.customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL); \
+         CREATE TABLE shop.orders (id serial PRIMARY KEY, customer_id int REFERENCES \
+         shop.customers, amount numeric(10, 2), note text); \
+         CREATE FUNCTION shop.total(c int) RETURNS numeric LANGUAGE sql AS $$ \
+         SELECT coalesce(sum(amount), 0) FROM shop.orders WHERE customer_id = c; $$; \
+         INSERT INTO shop.customers (email) SELECT 'customer' || g || '@example.com' FROM \
+         generate_series(1, 50) g;",
+    );
+    gcs.create_bucket("acme-integration-backups");
+    for (night, orders) in [
+        ("2026-11-20", 800),
+        ("2026-11-21", 900),
+        ("2026-11-22", 1000),
+    ] {
+        pg.psql(
+            "integration",
+            &format!(
+                "TRUNCATE shop.orders; INSERT INTO shop.orders (customer_id, amount, note) SELECT \
+                 1 + g % 50, g * 1.25, 'order ' || g || E';\tnight {night}' FROM \
+                 generate_series(1, {orders}) g"
+            ),
+        );
+        let dump = Command::new(pg.bindir().join("pg_dump"))
+            .arg(pg.url("integration"))
+            .output()
+            .map_err(|e| format!("pg_dump: {e}"))?;
+        if !dump.status.success() {
+            return Err(format!(
+                "pg_dump: {}",
+                String::from_utf8_lossy(&dump.stderr)
+            ));
+        }
+        let gzipped = gzip(&dump.stdout)?;
+        gcs.put_object(
+            "acme-integration-backups",
+            &format!("nightly/shop-{night}.sql.gz"),
+            "application/gzip",
+            &gzipped,
+        );
+    }
+    Ok(())
+}
+
+fn gzip(data: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("gzip: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().map_err(|e| format!("gzip: {e}"))?;
+    writer
+        .join()
+        .expect("gzip writer")
+        .map_err(|e| format!("gzip: {e}"))?;
+    Ok(out.stdout)
+}
+
+/// One query through `psql` with a connection URL (the owner's, from Vault).
+fn psql_as(pg: &Postgres, url: &str, sql: &str) -> String {
+    let out = Command::new(pg.bindir().join("psql"))
+        .args(["-X", "-A", "-t", "-d", url, "-c", sql])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => format!("failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("failed: {e}"),
+    }
 }

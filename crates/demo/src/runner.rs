@@ -1,6 +1,6 @@
 //! A local runner for the library's workflows, in the spirit of `act` for GitHub Actions: it reads
 //! the ClusterWorkflowTemplates, walks a DAG in dependency order (independent tasks in parallel) or
-//! steps in order, substitutes parameters and outputs as Argo does, and runs each container step
+//! steps group by group (the steps of a group in parallel), substitutes parameters and outputs as Argo does, and runs each container step
 //! as a local process of our multicall binary.
 //!
 //! It is a test and demo tool, not a workflow engine. What it does not do, it says:
@@ -52,6 +52,20 @@ pub struct State {
     pub skipped: Vec<String>,
     workflows_created: u32,
 }
+
+impl State {
+    /// The outputs of the first run of step `name` (the last part of its path).
+    pub fn first_outputs_of(&self, name: &str) -> BTreeMap<String, String> {
+        self.log
+            .iter()
+            .find(|r| r.path.ends_with(&format!("/{name}")) && !r.outputs.is_empty())
+            .map(|r| r.outputs.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A step's outputs, or why it failed.
+type StepResult = Result<BTreeMap<String, String>, String>;
 
 pub struct Runner {
     templates: BTreeMap<String, Value>,
@@ -359,6 +373,8 @@ impl Runner {
     ) -> Result<BTreeMap<String, String>, String> {
         let mut scope = scope.clone();
         for group in spec["steps"].as_array().unwrap() {
+            // The steps of one group run in parallel, as Argo runs them; the next group waits.
+            let mut runnable = Vec::new();
             for step in group.as_array().unwrap() {
                 let name = step["name"].as_str().unwrap();
                 if let Some(when) = step["when"].as_str() {
@@ -372,9 +388,26 @@ impl Runner {
                         continue;
                     }
                 }
-                let (c, t, s) = self.call_scope(&scope, step, cwt)?;
-                let out = self.run_template(&c, &t, &s, &format!("{path}/{name}"))?;
-                scope.tasks.insert(name.to_owned(), out);
+                runnable.push((name, self.call_scope(&scope, step, cwt)?));
+            }
+            let results: Vec<(&str, StepResult)> = std::thread::scope(|threads| {
+                let handles: Vec<_> = runnable
+                    .iter()
+                    .map(|(name, (c, t, s))| {
+                        let step_path = format!("{path}/{name}");
+                        (
+                            *name,
+                            threads.spawn(move || self.run_template(c, t, s, &step_path)),
+                        )
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(name, h)| (name, h.join().expect("step thread")))
+                    .collect()
+            });
+            for (name, result) in results {
+                scope.tasks.insert(name.to_owned(), result?);
             }
         }
         Ok(BTreeMap::new())

@@ -27,6 +27,20 @@ fn the_whole_lifecycle_runs_locally() {
         (report.documents_copied, report.documents_in_integration),
         (25, 25)
     );
+    // The newest of three nightly backups, restored; read back as the owner restore-db created,
+    // with the credentials it wrote to Vault.
+    assert_eq!(
+        report.database.get("backup").map(String::as_str),
+        Some("gs://acme-integration-backups/nightly/shop-2026-11-22.sql.gz"),
+        "{:?}",
+        report.database
+    );
+    assert_eq!(report.database.get("tables").map(String::as_str), Some("2"));
+    assert_eq!(
+        report.database.get("rows").map(String::as_str),
+        Some("1050")
+    );
+    assert_eq!(report.orders_read_as_owner, "sbx_pr_42 reads 1000 orders");
     let after = report.after_delete;
     assert!(!after.application, "Application removed");
     assert!(
@@ -39,6 +53,8 @@ fn the_whole_lifecycle_runs_locally() {
     );
     assert!(after.namespaces.is_empty(), "{:?}", after.namespaces);
     assert_eq!(after.secrets, 0);
+    // Said, not hidden: the databases go with Terraform destroy, which the runner does not run.
+    assert_eq!(after.databases, ["sbx_pr_42", "sbx_pr_43"]);
     // The Terraform template is named as not run, never pretended.
     assert!(
         report

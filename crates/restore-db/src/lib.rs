@@ -681,13 +681,10 @@ impl Restorer {
         owner_sql: Option<String>,
         counters: Arc<Counters>,
     ) -> Result<Loaded, StepError> {
-        // Bounded memory: the item queue holds 2 chunks, each worker's queue slot and the one
-        // it is sending another; chunks shrink as jobs grow (about 32 MiB in flight in all).
-        let chunk = if self.jobs > 1 {
-            ((32usize << 20) / (2 * self.jobs + 2)).clamp(1 << 20, 4 << 20)
-        } else {
-            1 << 20
-        };
+        // Bounded memory: chunks of 1 MiB; the item queue holds 2, the workers' queue one per
+        // worker, and each worker sends one (copied once more into its connection's buffer):
+        // a few MiB in flight whatever the dump's size.
+        let chunk = 1 << 20;
         let (sender, mut items) = tokio::sync::mpsc::channel(2);
         let reader = tokio::spawn(async move {
             let mut dump = DumpReader::new(input, chunk);

@@ -108,9 +108,9 @@ enum Job {
         rows: Bytes,
         session: Session,
     },
+    /// Statements run one after the other (the index builds of one table).
     Sql {
-        text: String,
-        line: u64,
+        statements: Vec<(String, u64)>,
         session: Session,
     },
 }
@@ -243,12 +243,13 @@ async fn run_job(
             counters.rows.fetch_add(n, Ordering::Relaxed);
         }
         Job::Sql {
-            text,
-            line,
+            statements,
             session,
         } => {
             catch_up(conn, applied, &session).await?;
-            execute(conn, &text, line).await?;
+            for (text, line) in statements {
+                execute(conn, &text, line).await?;
+            }
         }
     }
     Ok(())
@@ -260,6 +261,8 @@ pub struct Loader {
     /// The sandbox's owner, quoted, for `OWNER TO`.
     owner: Option<String>,
     session: Session,
+    /// A run of index builds not yet handed to the workers: grouped by table when the run ends.
+    indexes: Vec<(String, String, u64)>,
     counters: Arc<Counters>,
     loaded: Loaded,
 }
@@ -286,12 +289,38 @@ impl Loader {
             pool,
             owner,
             session: Arc::new(Vec::new()),
+            indexes: Vec::new(),
             counters,
             loaded: Loaded::default(),
         })
     }
 
-    async fn barrier(&self) -> Result<(), LoadError> {
+    /// Hands the pending run of index builds to the workers, one job per table: builds of one
+    /// table run one after the other (an ALTER TABLE ... PRIMARY KEY locks the table anyway, and
+    /// each build already sorts in parallel on the server), different tables side by side.
+    async fn flush_indexes(&mut self) -> Result<(), LoadError> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let mut by_table: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+        for (table, text, line) in self.indexes.drain(..) {
+            match by_table.iter_mut().find(|(t, _)| *t == table) {
+                Some((_, statements)) => statements.push((text, line)),
+                None => by_table.push((table, vec![(text, line)])),
+            }
+        }
+        for (_, statements) in by_table {
+            let job = Job::Sql {
+                statements,
+                session: self.session.clone(),
+            };
+            pool.submit(job).await?;
+        }
+        Ok(())
+    }
+
+    async fn barrier(&mut self) -> Result<(), LoadError> {
+        self.flush_indexes().await?;
         match &self.pool {
             Some(pool) => pool.barrier().await,
             None => Ok(()),
@@ -304,7 +333,10 @@ impl Loader {
         mut self,
         items: &mut mpsc::Receiver<Result<Item, DumpError>>,
     ) -> Result<Loaded, LoadError> {
-        let result = self.run_items(items).await;
+        let mut result = self.run_items(items).await;
+        if result.is_ok() {
+            result = self.flush_indexes().await;
+        }
         let closed = match self.pool.take() {
             Some(pool) => pool.close().await,
             None => Ok(()),
@@ -332,6 +364,7 @@ impl Loader {
                     line,
                 } => {
                     tracing::debug!("loading {table}");
+                    self.flush_indexes().await?;
                     self.counters.tables.fetch_add(1, Ordering::Relaxed);
                     self.copy(statement, line, items).await?;
                 }
@@ -371,17 +404,12 @@ impl Loader {
                 self.loaded.statements += 1;
                 return Ok(());
             }
-            Kind::IndexBuild if self.pool.is_some() => {
-                let job = Job::Sql {
-                    text,
-                    line,
-                    session: self.session.clone(),
-                };
-                self.pool.as_ref().expect("pool").submit(job).await?;
+            Kind::IndexBuild { table } if self.pool.is_some() => {
+                self.indexes.push((table, text, line));
                 self.loaded.statements += 1;
                 return Ok(());
             }
-            Kind::IndexBuild | Kind::Other => text,
+            Kind::IndexBuild { .. } | Kind::Other => text,
         };
         self.barrier().await?;
         execute(&mut self.main, &text, line).await?;

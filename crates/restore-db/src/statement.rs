@@ -11,9 +11,9 @@ pub enum Kind {
     /// `SELECT pg_catalog.setval(...)`: independent of table data, needs no barrier.
     SequenceValue,
     /// `CREATE [UNIQUE] INDEX` or `ALTER TABLE ... ADD CONSTRAINT ... PRIMARY KEY|UNIQUE`: after
-    /// the data, these build indexes that depend on nothing but their table, so consecutive ones
-    /// run in parallel.
-    IndexBuild,
+    /// the data, these build indexes that depend on nothing but their table (named as written),
+    /// so consecutive ones on different tables run in parallel.
+    IndexBuild { table: String },
     /// `ALTER ... OWNER TO <role>`: the integration server's role; rewritten to the sandbox's
     /// owner, or left out when there is none (the objects stay the restoring user's).
     Owner,
@@ -74,7 +74,9 @@ pub fn classify(text: &str) -> Kind {
         return Kind::Owner;
     }
     if starts_with_words(t, "CREATE INDEX") || starts_with_words(t, "CREATE UNIQUE INDEX") {
-        return Kind::IndexBuild;
+        if let Some(table) = index_table(t) {
+            return Kind::IndexBuild { table };
+        }
     }
     if starts_with_words(t, "ALTER TABLE") {
         let upper = t.to_ascii_uppercase();
@@ -84,10 +86,69 @@ pub fn classify(text: &str) -> Kind {
             && !upper.contains(" FOREIGN KEY ")
             && !upper.contains(" REFERENCES ")
         {
-            return Kind::IndexBuild;
+            let rest = t["ALTER TABLE".len()..].trim_start();
+            let rest = strip_word(rest, "ONLY").unwrap_or(rest);
+            if let Some((table, _)) = qualified_name(rest) {
+                return Kind::IndexBuild { table };
+            }
         }
     }
     Kind::Other
+}
+
+/// `rest` after the keyword `word` and the blanks after it, when it starts with that word.
+fn strip_word<'a>(rest: &'a str, word: &str) -> Option<&'a str> {
+    let head = rest.get(..word.len())?;
+    let after = &rest[word.len()..];
+    (head.eq_ignore_ascii_case(word) && after.starts_with(char::is_whitespace))
+        .then(|| after.trim_start())
+}
+
+/// A possibly qualified, possibly quoted name at the start of `text` (`public.t`,
+/// `"Sales"."Orders"`): the name as written, and what follows it.
+fn qualified_name(text: &str) -> Option<(String, &str)> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    loop {
+        if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return None,
+                    Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+        } else {
+            let start = i;
+            while bytes.get(i).is_some_and(|b| {
+                b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80
+            }) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+        } else {
+            return Some((text[..i].to_owned(), &text[i..]));
+        }
+    }
+}
+
+/// The table of `CREATE [UNIQUE] INDEX [name] ON [ONLY] table ...`.
+fn index_table(statement: &str) -> Option<String> {
+    let upper = statement.to_ascii_uppercase();
+    let on = upper.find(" ON ")?;
+    let rest = statement[on + 4..].trim_start();
+    let rest = strip_word(rest, "ONLY").unwrap_or(rest);
+    qualified_name(rest).map(|(name, _)| name)
 }
 
 /// Where ` OWNER TO <role>;` starts in an `ALTER` statement, when the statement ends with it.
@@ -117,6 +178,12 @@ pub fn rewrite_owner(text: &str, owner: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn index(table: &str) -> Kind {
+        Kind::IndexBuild {
+            table: table.to_owned(),
+        }
+    }
+
     #[test]
     fn what_pg_dump_writes_is_classified() {
         let cases = [
@@ -135,16 +202,23 @@ mod tests {
             ("SET CONSTRAINTS ALL DEFERRED;", Kind::Other),
             (
                 "CREATE INDEX orders_customer_idx ON \"Sales\".\"Orders\" USING btree (customer_id);",
-                Kind::IndexBuild,
+                index("\"Sales\".\"Orders\""),
             ),
-            ("CREATE UNIQUE INDEX u ON public.t USING btree (a);", Kind::IndexBuild),
+            (
+                "CREATE UNIQUE INDEX u ON ONLY public.t USING btree (a);",
+                index("public.t"),
+            ),
+            (
+                "CREATE INDEX \"a \"\" b\" ON \"x.y\".\"Z \"\"\" USING btree (a);",
+                index("\"x.y\".\"Z \"\"\""),
+            ),
             (
                 "ALTER TABLE ONLY public.customers\n    ADD CONSTRAINT customers_pkey PRIMARY KEY (id);",
-                Kind::IndexBuild,
+                index("public.customers"),
             ),
             (
-                "ALTER TABLE ONLY public.customers\n    ADD CONSTRAINT customers_email_key UNIQUE (email);",
-                Kind::IndexBuild,
+                "ALTER TABLE public.customers\n    ADD CONSTRAINT customers_email_key UNIQUE (email);",
+                index("public.customers"),
             ),
             (
                 "ALTER TABLE ONLY \"Sales\".\"Orders\"\n    ADD CONSTRAINT \"Orders_customer_id_fkey\" \

@@ -19,6 +19,7 @@ const STEPS: &[(&str, Step)] = &[
     (patch_kustomize::NAME, |argv| patch_kustomize::run(argv)),
     (purge_secrets::NAME, |argv| purge_secrets::run(argv)),
     (copy_bucket::NAME, |argv| copy_bucket::run(argv)),
+    (restore_db::NAME, |argv| restore_db::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {
