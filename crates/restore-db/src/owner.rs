@@ -73,6 +73,35 @@ fn generate_password() -> Result<Secret, StepError> {
     ))
 }
 
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802 and 7677, the form
+/// `psql \password` sends): `CREATE ROLE ... PASSWORD '<verifier>'` then never carries the password
+/// itself, so a server logging DDL (log_statement, pgaudit) does not log it. Our passwords are
+/// ASCII, which SASLprep leaves as they are.
+fn scram_verifier(password: &Secret) -> Result<String, StepError> {
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .map_err(|e| StepError::unexpected(format!("no randomness for a salt: {e}")))?;
+    let salted =
+        pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.expose().as_bytes(), &salt, ITERATIONS);
+    let hmac = |message: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&salted).expect("HMAC takes any key length");
+        mac.update(message);
+        mac.finalize().into_bytes()
+    };
+    let stored_key = Sha256::digest(hmac(b"Client Key"));
+    let server_key = hmac(b"Server Key");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64(&salt),
+        b64(&stored_key),
+        b64(&server_key)
+    ))
+}
+
 /// Where the sandbox's applications reach the server (the admin URL's host and port).
 pub struct Endpoint {
     pub host: String,
@@ -188,15 +217,9 @@ pub async fn ensure_owner(
     if !admin.role_exists(owner).await? {
         let mut sql = format!("CREATE ROLE {role} LOGIN");
         if let Some(p) = &password {
-            sql.push_str(&format!(" PASSWORD {}", literal(p.expose())));
+            sql.push_str(&format!(" PASSWORD {}", literal(&scram_verifier(p)?)));
         }
-        admin.execute(sql).await.map_err(|e| {
-            // The statement holds the password: say which, never what.
-            StepError::new(
-                e.kind,
-                format!("create role {owner}: {}", redact(&e.message, &password)),
-            )
-        })?;
+        admin.execute(sql).await?;
         tracing::info!("created role {owner}");
     } else if written {
         // The role was there without our secret: it gets the password now kept in Vault.
@@ -204,15 +227,9 @@ pub async fn ensure_owner(
         admin
             .execute(format!(
                 "ALTER ROLE {role} LOGIN PASSWORD {}",
-                literal(p.expose())
+                literal(&scram_verifier(p)?)
             ))
-            .await
-            .map_err(|e| {
-                StepError::new(
-                    e.kind,
-                    format!("set {owner}'s password: {}", redact(&e.message, &password)),
-                )
-            })?;
+            .await?;
         tracing::info!("role {owner} existed: set the password kept in Vault");
     }
     // A non-superuser admin (a managed server's) must be a member of the owner to create its
@@ -227,13 +244,6 @@ pub async fn ensure_owner(
         ))
         .await?;
     Ok(written)
-}
-
-fn redact(message: &str, password: &Option<Secret>) -> String {
-    match password {
-        Some(p) => message.replace(p.expose(), "***"),
-        None => message.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -273,6 +283,18 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_eq!(format!("{a:?}"), "***");
+    }
+
+    #[test]
+    fn scram_verifiers_have_postgres_form_and_fresh_salts() {
+        let password = Secret::new("pencil");
+        let a = scram_verifier(&password).unwrap();
+        let b = scram_verifier(&password).unwrap();
+        assert_ne!(a, b, "a new salt each time");
+        assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
+        let keys = a.rsplit('$').next().unwrap();
+        assert_eq!(keys.split(':').count(), 2);
+        assert!(!a.contains("pencil"));
     }
 
     #[test]
