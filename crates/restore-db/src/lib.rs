@@ -213,11 +213,11 @@ impl Provenance {
 /// The checked flags.
 struct Plan {
     admin: PgConnectOptions,
-    admin_password: Option<String>,
+    libpq: Libpq,
     owner: Option<String>,
 }
 
-fn admin_options(url: &str) -> Result<(PgConnectOptions, Option<String>), StepError> {
+fn admin_options(url: &str) -> Result<(PgConnectOptions, Libpq), StepError> {
     let refused = || {
         StepError::invalid(
             "--admin-url: not a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (the value is not \
@@ -237,9 +237,33 @@ fn admin_options(url: &str) -> Result<(PgConnectOptions, Option<String>), StepEr
     let options = PgConnectOptions::from_str(url)
         .map_err(|_| refused())?
         .application_name("restore-db")
-        // Statements may carry the owner's password (CREATE ROLE ... PASSWORD): never logged.
+        // Never log statements: they may carry a role's password verifier.
         .disable_statement_logging();
-    Ok((options, password))
+    let mut without_password = parsed;
+    let _ = without_password.set_password(None);
+    Ok((
+        options,
+        Libpq {
+            url: without_password,
+            password,
+        },
+    ))
+}
+
+/// The admin connection for libpq programs (pg_restore): the URL without its password (it goes
+/// in argv, so its query parameters such as sslmode apply too), the password for PGPASSWORD.
+#[derive(Clone)]
+struct Libpq {
+    url: url::Url,
+    password: Option<String>,
+}
+
+impl Libpq {
+    fn url_for(&self, database: &str) -> String {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{database}"));
+        url.to_string()
+    }
 }
 
 fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
@@ -251,7 +275,7 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
              other databases)",
         ));
     }
-    let (admin, admin_password) = admin_options(admin_url)?;
+    let (admin, libpq) = admin_options(admin_url)?;
     let admin_database = admin
         .get_database()
         .unwrap_or(admin.get_username())
@@ -287,7 +311,7 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
     }
     Ok(Plan {
         admin,
-        admin_password,
+        libpq,
         owner,
     })
 }
@@ -377,7 +401,7 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
         gcs,
         policy,
         jobs: usize::from(args.jobs),
-        admin_password: plan.admin_password.clone(),
+        libpq: plan.libpq.clone(),
     };
     let temp = format!("{}{RESTORING_SUFFIX}", args.database);
     // A leftover of a run that died (we hold the lock: no live run uses it).
@@ -560,7 +584,7 @@ struct Restorer {
     gcs: Gcs,
     policy: step_kit::RetryPolicy,
     jobs: usize,
-    admin_password: Option<String>,
+    libpq: Libpq,
 }
 
 type Input = Box<dyn AsyncBufRead + Unpin + Send>;
@@ -744,14 +768,12 @@ impl Restorer {
         ])
         .arg(format!(
             "--dbname={}",
-            options.get_database().unwrap_or_default()
+            self.libpq
+                .url_for(options.get_database().unwrap_or_default())
         ))
-        .env("PGHOST", options.get_host())
-        .env("PGPORT", options.get_port().to_string())
-        .env("PGUSER", options.get_username())
         .env("PGAPPNAME", "restore-db")
         .kill_on_drop(true);
-        if let Some(password) = &self.admin_password {
+        if let Some(password) = &self.libpq.password {
             // The environment, not argv: `ps` shows argv.
             cmd.env("PGPASSWORD", password);
         }
@@ -807,7 +829,7 @@ impl Restorer {
                 .take(5)
                 .collect();
             let message = format!("pg_restore failed ({status}): {}", detail.join(" / "));
-            let message = match &self.admin_password {
+            let message = match &self.libpq.password {
                 Some(p) if !p.is_empty() => message.replace(p.as_str(), "***"),
                 _ => message,
             };
@@ -925,17 +947,24 @@ mod tests {
 
     #[test]
     fn admin_urls_are_checked_without_showing_them() {
-        let (options, password) =
-            admin_options("postgres://admin:s%40cret@db.internal:6432/postgres").unwrap();
+        let (options, libpq) =
+            admin_options("postgres://admin:s%40cret@db.internal:6432/postgres?sslmode=require")
+                .unwrap();
         assert_eq!(options.get_host(), "db.internal");
         assert_eq!(options.get_port(), 6432);
-        assert_eq!(password.as_deref(), Some("s@cret"));
+        assert_eq!(libpq.password.as_deref(), Some("s@cret"));
+        assert_eq!(
+            libpq.url_for("sbx_pr_42_restoring"),
+            "postgres://admin@db.internal:6432/sbx_pr_42_restoring?sslmode=require"
+        );
         for bad in [
             "mysql://a:hunter2@x/y",
             "hunter2",
             "postgres://a:hunter2@[x/y",
         ] {
-            let err = admin_options(bad).unwrap_err();
+            let Err(err) = admin_options(bad) else {
+                panic!("accepted")
+            };
             assert_eq!(err.exit_code(), 2);
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
