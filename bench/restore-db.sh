@@ -8,8 +8,8 @@
 #   template copy        restore-db --template-db: a new sandbox database copied from the template
 #                        restored once before (what each further sandbox costs)
 # Data: pgbench -i -s 20 (its primary keys) plus indexes on accounts (bid, abalance) and history
-# (tid, mtime) (a ~190 MB plain dump); a database is dropped (not
-# timed) before each run. Wall time, CPU (user+sys) and peak RSS from /usr/bin/time -v; medians
+# (tid, mtime) (a ~190 MB plain dump). The database is dropped (not timed) before each run and
+# created inside it, by restore-db as by the others (createdb). Wall time, CPU (user+sys) and peak RSS from /usr/bin/time -v; medians
 # of BENCH_PG_RUNS runs (default 5). Then, unless BENCH_PG_LARGE=0, the same dump 5x larger
 # (pgbench -s 100) once with each --jobs, for restore-db's peak memory.
 #
@@ -73,7 +73,7 @@ dump_set() {
 # shellcheck source=bench/timed.sh
 source bench/timed.sh
 
-fresh() { psql -X -q -c "DROP DATABASE IF EXISTS sbx_bench WITH (FORCE)"; [ "${1:-}" = create ] && psql -X -q -c "CREATE DATABASE sbx_bench" || true; }
+fresh() { psql -X -q -c "DROP DATABASE IF EXISTS sbx_bench WITH (FORCE)" 2>/dev/null; }
 restore() { # set jobs [extra flags]
     local set=$1 jobs=$2
     shift 2
@@ -94,10 +94,11 @@ echo "== s20: $runs runs each"
 for run in $(seq "$runs"); do
     fresh; timed "restore-db-j1" bash -c 'restore s20 1'; check_rows 2000000
     fresh; timed "restore-db-j2" bash -c 'restore s20 2'; check_rows 2000000
-    fresh create; timed "download+psql" bash -c "curl -sf '$http/storage/v1/b/bench/o/nightly%2Fs20.sql?alt=media' -o '$work/download.sql' && psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f '$work/download.sql'"
+    # The others create the database inside the timing too: restore-db does.
+    fresh; timed "download+psql" bash -c "createdb sbx_bench && curl -sf '$http/storage/v1/b/bench/o/nightly%2Fs20.sql?alt=media' -o '$work/download.sql' && psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f '$work/download.sql'"
     check_rows 2000000; rm -f "$work/download.sql"
-    fresh create; timed "psql-local" psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f "$work/s20.sql"; check_rows 2000000
-    fresh create; timed "pg_restore-j2-local" pg_restore -j 2 --exit-on-error -d sbx_bench "$work/s20.dump"; check_rows 2000000
+    fresh; timed "psql-local" bash -c "createdb sbx_bench && psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f '$work/s20.sql'"; check_rows 2000000
+    fresh; timed "pg_restore-j2-local" bash -c "createdb sbx_bench && pg_restore -j 2 --exit-on-error -d sbx_bench '$work/s20.dump'"; check_rows 2000000
     echo "  run $run done: $(tail -5 "$work/results" | awk '{printf "%s %ss  ", $1, $2}')"
 done
 # The template path: restored once (not timed), then each new sandbox is a copy.
@@ -113,7 +114,7 @@ if [ "${BENCH_PG_LARGE:-1}" != 0 ]; then
     rm -f "$work/s100.dump"
     fresh; timed "s100-restore-db-j1" bash -c 'restore s100 1'; check_rows 10000000
     fresh; timed "s100-restore-db-j2" bash -c 'restore s100 2'; check_rows 10000000
-    fresh create; timed "s100-psql-local" psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f "$work/s100.sql"; check_rows 10000000
+    fresh; timed "s100-psql-local" bash -c "createdb sbx_bench && psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f '$work/s100.sql'"; check_rows 10000000
 fi
 
 python3 - "$work/results" <<'PY'

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::dump::{DumpError, Item};
 use crate::statement::{classify, rewrite_owner, Kind};
@@ -102,25 +102,37 @@ async fn execute(conn: &mut PgConnection, text: &str, line: u64) -> Result<(), L
 type Session = Arc<Vec<String>>;
 
 enum Job {
+    /// Rows for the COPY `statement`: the worker opens it with the first chunk and keeps it open
+    /// for the next ones, until [`Job::EndCopy`] (one COPY per connection and table, like two
+    /// halves loaded side by side; a COPY per chunk costs a transaction each).
     Copy {
         statement: Arc<str>,
         line: u64,
         rows: Bytes,
         session: Session,
     },
+    /// The table's rows are all sent: commit the open COPY.
+    EndCopy,
     /// Statements run one after the other (the index builds of one table).
     Sql {
         statements: Vec<(String, u64)>,
         session: Session,
     },
+    /// Answered once everything before it on this worker is done.
+    Barrier(oneshot::Sender<()>),
 }
 
-/// The extra connections of a parallel restore.
+/// Chunks queued per worker: enough to keep it busy while the next chunk is read.
+const QUEUED_PER_WORKER: usize = 2;
+
+type Failure = Arc<std::sync::Mutex<Option<LoadError>>>;
+
+/// The extra connections of a parallel restore, each with its own queue.
 struct Pool {
-    queue: mpsc::Sender<Job>,
-    /// Jobs queued or running; a barrier waits for 0.
-    outstanding: watch::Sender<usize>,
-    failure: Arc<std::sync::Mutex<Option<LoadError>>>,
+    queues: Vec<mpsc::Sender<Job>>,
+    /// Where the next chunk of rows goes first.
+    next: usize,
+    failure: Failure,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -130,39 +142,26 @@ impl Pool {
         connect: &PgConnectOptions,
         counters: Arc<Counters>,
     ) -> Result<Pool, LoadError> {
-        let (queue, receiver) = mpsc::channel::<Job>(jobs);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let (outstanding, _) = watch::channel(0usize);
-        let failure = Arc::new(std::sync::Mutex::new(None));
+        let failure: Failure = Arc::default();
+        let mut queues = Vec::with_capacity(jobs);
         let mut workers = Vec::with_capacity(jobs);
         for _ in 0..jobs {
-            let mut conn = connect
+            let conn = connect
                 .connect()
                 .await
                 .map_err(|e| LoadError::Connection(e.to_string()))?;
-            let receiver = receiver.clone();
-            let outstanding = outstanding.clone();
-            let failure = failure.clone();
-            let counters = counters.clone();
-            workers.push(tokio::spawn(async move {
-                let mut applied = 0usize;
-                loop {
-                    let job = receiver.lock().await.recv().await;
-                    let Some(job) = job else { break };
-                    let failed = failure.lock().expect("failure lock").is_some();
-                    if !failed {
-                        if let Err(e) = run_job(&mut conn, &mut applied, job, &counters).await {
-                            failure.lock().expect("failure lock").get_or_insert(e);
-                        }
-                    }
-                    outstanding.send_modify(|n| *n -= 1);
-                }
-                let _ = conn.close().await;
-            }));
+            let (queue, receiver) = mpsc::channel::<Job>(QUEUED_PER_WORKER);
+            queues.push(queue);
+            workers.push(tokio::spawn(work(
+                conn,
+                receiver,
+                failure.clone(),
+                counters.clone(),
+            )));
         }
         Ok(Pool {
-            queue,
-            outstanding,
+            queues,
+            next: 0,
             failure,
             workers,
         })
@@ -172,23 +171,70 @@ impl Pool {
         self.failure.lock().expect("failure lock").take()
     }
 
-    async fn submit(&self, job: Job) -> Result<(), LoadError> {
+    fn stopped(&self) -> LoadError {
+        self.failed()
+            .unwrap_or_else(|| LoadError::Connection("the restore's workers stopped".into()))
+    }
+
+    /// Rows go to the first worker with room, starting after the last one used; when all are
+    /// busy, to the next in turn.
+    async fn submit_rows(&mut self, job: Job) -> Result<(), LoadError> {
         if let Some(e) = self.failed() {
             return Err(e);
         }
-        self.outstanding.send_modify(|n| *n += 1);
-        if self.queue.send(job).await.is_err() {
-            return Err(self
-                .failed()
-                .unwrap_or_else(|| LoadError::Connection("the restore's workers stopped".into())));
+        let n = self.queues.len();
+        let mut job = job;
+        for i in 0..n {
+            let at = (self.next + i) % n;
+            match self.queues[at].try_send(job) {
+                Ok(()) => {
+                    self.next = (at + 1) % n;
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(back)) => job = back,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped()),
+            }
+        }
+        let at = self.next;
+        self.next = (at + 1) % n;
+        self.queues[at].send(job).await.map_err(|_| self.stopped())
+    }
+
+    /// Statements go to the worker with the shortest queue.
+    async fn submit_sql(&self, job: Job) -> Result<(), LoadError> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let queue = self
+            .queues
+            .iter()
+            .max_by_key(|q| q.capacity())
+            .expect("at least one worker");
+        queue.send(job).await.map_err(|_| self.stopped())
+    }
+
+    /// Every worker commits its open COPY.
+    async fn end_copy(&self) -> Result<(), LoadError> {
+        for queue in &self.queues {
+            queue.send(Job::EndCopy).await.map_err(|_| self.stopped())?;
         }
         Ok(())
     }
 
     /// Waits until every submitted job has finished; the first failure if one failed.
     async fn barrier(&self) -> Result<(), LoadError> {
-        let mut idle = self.outstanding.subscribe();
-        let _ = idle.wait_for(|n| *n == 0).await;
+        let mut answers = Vec::with_capacity(self.queues.len());
+        for queue in &self.queues {
+            let (done, answer) = oneshot::channel();
+            queue
+                .send(Job::Barrier(done))
+                .await
+                .map_err(|_| self.stopped())?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            let _ = answer.await;
+        }
         match self.failed() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -197,7 +243,7 @@ impl Pool {
 
     async fn close(self) -> Result<(), LoadError> {
         let result = self.barrier().await;
-        drop(self.queue);
+        drop(self.queues);
         for worker in self.workers {
             let _ = worker.await;
         }
@@ -217,42 +263,109 @@ async fn catch_up(
     Ok(())
 }
 
-async fn run_job(
-    conn: &mut PgConnection,
-    applied: &mut usize,
-    job: Job,
-    counters: &Counters,
-) -> Result<(), LoadError> {
-    match job {
-        Job::Copy {
-            statement,
-            line,
-            rows,
-            session,
-        } => {
-            catch_up(conn, applied, &session).await?;
-            let what = format!("`{}`", excerpt(&statement));
-            let mut copy = conn
-                .copy_in_raw(&statement)
-                .await
-                .map_err(|e| sql_error(e, line, &what))?;
-            copy.send(rows)
-                .await
-                .map_err(|e| sql_error(e, line, &what))?;
-            let n = copy.finish().await.map_err(|e| sql_error(e, line, &what))?;
-            counters.rows.fetch_add(n, Ordering::Relaxed);
-        }
-        Job::Sql {
-            statements,
-            session,
-        } => {
-            catch_up(conn, applied, &session).await?;
-            for (text, line) in statements {
-                execute(conn, &text, line).await?;
+/// A worker: runs its queue's jobs in order on its connection. After a failure (kept for the
+/// loader) it skips the work but still answers barriers, so the loader never waits forever.
+async fn work(
+    mut conn: PgConnection,
+    mut queue: mpsc::Receiver<Job>,
+    failure: Failure,
+    counters: Arc<Counters>,
+) {
+    let mut applied = 0usize;
+    let failed = || failure.lock().expect("failure lock").is_some();
+    let fail = |e: LoadError| {
+        failure.lock().expect("failure lock").get_or_insert(e);
+    };
+    let mut next = queue.recv().await;
+    while let Some(job) = next.take() {
+        match job {
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Job::EndCopy => {}
+            Job::Sql {
+                statements,
+                session,
+            } => {
+                if !failed() {
+                    let result = async {
+                        catch_up(&mut conn, &mut applied, &session).await?;
+                        for (text, line) in &statements {
+                            execute(&mut conn, text, *line).await?;
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = result {
+                        fail(e);
+                    }
+                }
+            }
+            Job::Copy {
+                statement,
+                line,
+                rows,
+                session,
+            } => {
+                if failed() {
+                    next = queue.recv().await;
+                    continue;
+                }
+                let copied = copy_table(
+                    &mut conn,
+                    &mut applied,
+                    &mut queue,
+                    (statement, line, rows, session),
+                    &counters,
+                )
+                .await;
+                match copied {
+                    // The job that ended the COPY (EndCopy, or a barrier) is handled next.
+                    Ok(after) => {
+                        next = after;
+                        continue;
+                    }
+                    Err(e) => fail(e),
+                }
             }
         }
+        next = queue.recv().await;
     }
-    Ok(())
+    let _ = conn.close().await;
+}
+
+/// One COPY kept open while this table's chunks arrive; returns the job that ended it.
+async fn copy_table(
+    conn: &mut PgConnection,
+    applied: &mut usize,
+    queue: &mut mpsc::Receiver<Job>,
+    (statement, line, rows, session): (Arc<str>, u64, Bytes, Session),
+    counters: &Counters,
+) -> Result<Option<Job>, LoadError> {
+    catch_up(conn, applied, &session).await?;
+    let what = format!("`{}`", excerpt(&statement));
+    let mut copy = conn
+        .copy_in_raw(&statement)
+        .await
+        .map_err(|e| sql_error(e, line, &what))?;
+    copy.send(rows)
+        .await
+        .map_err(|e| sql_error(e, line, &what))?;
+    let after = loop {
+        match queue.recv().await {
+            Some(Job::Copy {
+                statement: s, rows, ..
+            }) if Arc::ptr_eq(&s, &statement) => {
+                copy.send(rows)
+                    .await
+                    .map_err(|e| sql_error(e, line, &what))?;
+            }
+            other => break other,
+        }
+    };
+    let n = copy.finish().await.map_err(|e| sql_error(e, line, &what))?;
+    counters.rows.fetch_add(n, Ordering::Relaxed);
+    Ok(after)
 }
 
 pub struct Loader {
@@ -314,7 +427,7 @@ impl Loader {
                 statements,
                 session: self.session.clone(),
             };
-            pool.submit(job).await?;
+            pool.submit_sql(job).await?;
         }
         Ok(())
     }
@@ -424,7 +537,7 @@ impl Loader {
         items: &mut mpsc::Receiver<Result<Item, DumpError>>,
     ) -> Result<(), LoadError> {
         let what = format!("`{}`", excerpt(&statement));
-        if let Some(pool) = &self.pool {
+        if let Some(pool) = &mut self.pool {
             let statement: Arc<str> = statement.into();
             loop {
                 match next_copy_item(items, line).await? {
@@ -435,9 +548,9 @@ impl Loader {
                             rows,
                             session: self.session.clone(),
                         };
-                        pool.submit(job).await?;
+                        pool.submit_rows(job).await?;
                     }
-                    None => return Ok(()),
+                    None => return pool.end_copy().await,
                 }
             }
         }

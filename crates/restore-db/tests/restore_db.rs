@@ -536,6 +536,27 @@ fn a_dump_the_server_refuses_leaves_no_database() {
     );
     assert!(run.text.contains("no_such_extension"), "{}", run.text);
 
+    // Rows the server refuses, loaded over two connections: the error comes back, nothing hangs.
+    let mut bad_rows = world.dump(&[]);
+    bad_rows.extend_from_slice(
+        b"\nCREATE TABLE public.bad (n int);\nCOPY public.bad (n) FROM stdin;\n1\nx\n\\.\n",
+    );
+    world.upload("bad/rows.sql", &bad_rows);
+    let rows = world.run(&[
+        "--backup",
+        "gs://acme-backups/bad/rows.sql",
+        "--database",
+        "sbx_rows",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(rows.code, Some(3), "{}", rows.text);
+    assert!(
+        rows.text.contains("invalid input syntax for type integer"),
+        "{}",
+        rows.text
+    );
+
     // Truncated in the middle of the rows: gzip's end is missing.
     let gz = gzip(&world.dump(&[]));
     world.upload("bad/cut.sql.gz", &gz[..gz.len() * 2 / 3]);
