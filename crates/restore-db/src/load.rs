@@ -1,13 +1,14 @@
 //! Runs a plain dump's items against the database being restored.
 //!
 //! With one job everything runs on one connection in dump order, COPY rows streamed as they
-//! arrive. With N jobs, N more connections take work from one queue: every chunk of COPY rows
-//! is its own `COPY ... FROM stdin` on whichever connection is free (so the rows of one large
-//! table load over all of them, not only different tables side by side), and runs of index
-//! builds after the data run in parallel too. Any other statement waits until all work before
-//! it has finished (a barrier), so dump order holds where it matters: tables exist before
-//! their rows, rows before their constraints, primary keys before the foreign keys that need
-//! them. Memory: the queue holds at most N chunks.
+//! arrive. With N jobs, N more connections each take work from a queue of their own: a table's
+//! rows are dealt out in chunks to whichever has room, and each keeps one `COPY ... FROM stdin`
+//! open for that table until its rows end (so the rows of one large table load over all of
+//! them, not only different tables side by side); runs of index builds after the data run in
+//! parallel too, one connection per table. Any other statement waits until all work before it
+//! has finished (a barrier), so dump order holds where it matters: tables exist before their
+//! rows, rows before their constraints, primary keys before the foreign keys that need them.
+//! Memory: each queue holds at most two chunks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
