@@ -154,13 +154,10 @@ for set in ${BENCH_COPY_SETS:-small large}; do
 done
 
 python3 - "$work/results" <<'PY'
-import statistics, sys
-from collections import defaultdict
-rows = defaultdict(list)
-for line in open(sys.argv[1]):
-    label, wall, cpu, rss = line.split()
-    rows[label].append((float(wall), float(cpu), int(rss)))
-med = {k: tuple(statistics.median(v[i] for v in vs) for i in range(3)) for k, vs in rows.items()}
+import sys
+sys.path.insert(0, "bench")
+from medians import medians
+rows, med = medians(sys.argv[1])
 for s in ["small", "large"]:
     print(f"\n{s}: median wall s, CPU s (user+sys), peak RSS MiB; ratio = other / copy-bucket")
     ours = med.get(f"{s}/copy-bucket")

@@ -118,13 +118,10 @@ if [ "${BENCH_PG_LARGE:-1}" != 0 ]; then
 fi
 
 python3 - "$work/results" <<'PY'
-import statistics, sys
-from collections import defaultdict
-rows = defaultdict(list)
-for line in open(sys.argv[1]):
-    label, wall, cpu, rss = line.split()
-    rows[label].append((float(wall), float(cpu), int(rss)))
-med = {k: tuple(statistics.median(v[i] for v in vs) for i in range(3)) for k, vs in rows.items()}
+import sys
+sys.path.insert(0, "bench")
+from medians import medians
+rows, med = medians(sys.argv[1])
 anchor = med["psql-local"][0]
 print("\nmedian wall s, CPU s (user+sys), peak RSS MiB (runs); ratio = wall / psql -f local")
 for label, m in med.items():

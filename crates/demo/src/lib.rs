@@ -446,7 +446,7 @@ fn nightly_backups(pg: &Postgres, gcs: &FakeGcs) -> Result<(), String> {
                 String::from_utf8_lossy(&dump.stderr)
             ));
         }
-        let gzipped = gzip(&dump.stdout)?;
+        let gzipped = testkit::gzip(&dump.stdout);
         gcs.put_object(
             "acme-integration-backups",
             &format!("nightly/shop-{night}.sql.gz"),
@@ -455,25 +455,6 @@ fn nightly_backups(pg: &Postgres, gcs: &FakeGcs) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-fn gzip(data: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    let mut child = Command::new("gzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("gzip: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().map_err(|e| format!("gzip: {e}"))?;
-    writer
-        .join()
-        .expect("gzip writer")
-        .map_err(|e| format!("gzip: {e}"))?;
-    Ok(out.stdout)
 }
 
 /// One query through `psql` with a connection URL (the owner's, from Vault).

@@ -6,7 +6,9 @@
 //!
 //! - [`Gcs::from_env`]: `STORAGE_EMULATOR_HOST` (e.g. `http://127.0.0.1:4443`, the Google SDKs'
 //!   convention) selects that endpoint with anonymous credentials; otherwise Application Default
-//!   Credentials (Workload Identity in a pod). One HTTP client with connect and request timeouts.
+//!   Credentials (Workload Identity in a pod). One HTTP client with a connect timeout and a read
+//!   timeout (no whole-request timeout: a download of a large object takes as long as it takes,
+//!   a stalled call fails).
 //! - [`GcsUrl`]: `gs://BUCKET[/PREFIX]`, the bucket checked with `naming::check_bucket_name`.
 //! - [`Gcs::list`]: a listing streamed page by page (each page retried), never held whole.
 //! - [`Gcs::rewrite`]: a server-side copy, looping on `done` (gcloud-storage returns
@@ -85,8 +87,9 @@ pub struct Settings {
     /// anonymously.
     pub emulator: Option<String>,
     pub connect_timeout: Duration,
-    /// For one request (a rewrite call returns within about 30 s on GCS, whatever the size).
-    pub request_timeout: Duration,
+    /// The longest silence of a request: waiting for the answer (a rewrite call returns within
+    /// about 30 s on GCS, whatever the size) or between two reads of a body being downloaded.
+    pub read_timeout: Duration,
     /// Idle connections kept per host: the copy's concurrency.
     pub max_idle_connections: usize,
 }
@@ -99,7 +102,7 @@ impl Settings {
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
             connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(120),
             max_idle_connections: 64,
         }
     }
@@ -119,9 +122,6 @@ pub fn emulator_endpoint(value: &str) -> String {
 #[derive(Clone)]
 pub struct Gcs {
     client: Client,
-    /// For downloads, which may take longer than any whole-request timeout: it bounds each read
-    /// instead (a stalled download fails, a long one goes on).
-    stream_client: Client,
     endpoint: String,
 }
 
@@ -132,32 +132,19 @@ impl Gcs {
     }
 
     pub async fn connect(settings: &Settings) -> Result<Gcs, Error> {
-        let client = Gcs::client(settings, false).await?;
-        let stream_client = Gcs::client(settings, true).await?;
-        Ok(Gcs {
-            endpoint: client.1,
-            client: client.0,
-            stream_client: stream_client.0,
-        })
-    }
-
-    async fn client(settings: &Settings, streaming: bool) -> Result<(Client, String), Error> {
-        let builder = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
             .pool_max_idle_per_host(settings.max_idle_connections)
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
-        let builder = if streaming {
-            builder.read_timeout(settings.request_timeout)
-        } else {
-            builder.timeout(settings.request_timeout)
-        };
-        let http = builder.build().map_err(|e| {
-            Error::new(
-                ErrorClass::Other,
-                format!("cannot build the HTTP client: {e}"),
-            )
-        })?;
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorClass::Other,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
         let mut config = ClientConfig {
             http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
             ..ClientConfig::default()
@@ -166,12 +153,10 @@ impl Gcs {
             Some(emulator) => {
                 config = config.anonymous();
                 config.storage_endpoint = emulator_endpoint(emulator);
-                if !streaming {
-                    tracing::info!(
-                        "{EMULATOR_ENV} is set: using {} with anonymous credentials",
-                        config.storage_endpoint
-                    );
-                }
+                tracing::info!(
+                    "{EMULATOR_ENV} is set: using {} with anonymous credentials",
+                    config.storage_endpoint
+                );
                 config.storage_endpoint.clone()
             }
             None => {
@@ -190,7 +175,10 @@ impl Gcs {
                 config.storage_endpoint.clone()
             }
         };
-        Ok((Client::new(config), endpoint))
+        Ok(Gcs {
+            client: Client::new(config),
+            endpoint,
+        })
     }
 
     /// The JSON API's endpoint (Google's, or the emulator's).
@@ -367,7 +355,7 @@ impl Gcs {
             generation: Some(generation),
             ..Default::default()
         };
-        let (client, policy) = (self.stream_client.clone(), policy.clone());
+        let (client, policy) = (self.client.clone(), policy.clone());
         let start = State {
             offset: 0,
             body: None,

@@ -71,17 +71,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
 
 /// A KV path: relative segments of `[A-Za-z0-9._-]`, no `.` or `..` segment.
 fn check_kv_path(flag: &str, path: &str) -> Result<(), StepError> {
-    let ok = !path.is_empty()
-        && path.len() <= 512
-        && path.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        });
-    if ok {
+    if vault::is_valid_path(path) {
         Ok(())
     } else {
         Err(StepError::invalid(format!(
@@ -93,12 +83,7 @@ fn check_kv_path(flag: &str, path: &str) -> Result<(), StepError> {
 }
 
 async fn purge_secrets(args: Args, ctx: Context) -> Result<(), StepError> {
-    let mount_ok = !args.mount.is_empty()
-        && args
-            .mount
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-    if !mount_ok {
+    if !vault::is_valid_mount(&args.mount) {
         return Err(StepError::invalid(format!(
             "--mount {}: must be one segment of [A-Za-z0-9_-]",
             escape_untrusted(&args.mount)

@@ -131,13 +131,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
             .await
             .map_err(|e| DumpError::Read {
                 message: e.to_string(),
-                transient: matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::BrokenPipe
-                ),
+                transient: is_transient(&e),
             })?;
         if n == 0 {
             self.eof = true;
@@ -398,6 +392,16 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
             }
         }
     }
+}
+
+/// Whether a read of the dump failed on the way (the download: a reset, a timeout), so a retry
+/// may get further, rather than on the data (bad gzip, a truncated file).
+pub fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// When `pending` starts with the line `\.` (COPY's end marker): the length of that line.

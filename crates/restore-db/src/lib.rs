@@ -349,9 +349,8 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let restored = match &args.template_db {
         None => {
             create_database(&mut admin, &temp, plan.owner.as_deref(), None).await?;
-            let owner_sql = plan.owner.as_deref().map(quoted);
             match restorer
-                .restore(&admin, &temp, &backup, owner_sql, plan.owner.as_deref())
+                .restore(&admin, &temp, &backup, plan.owner.as_deref())
                 .await
             {
                 Ok(p) => p,
@@ -456,10 +455,7 @@ async fn ensure_template(
     let temp = format!("{template}{RESTORING_SUFFIX}");
     admin.drop_database(&temp).await?;
     create_database(admin, &temp, None, None).await?;
-    let restored = match restorer
-        .restore(admin, &temp, backup, Some(quoted(template)), Some(template))
-        .await
-    {
+    let restored = match restorer.restore(admin, &temp, backup, Some(template)).await {
         Ok(p) => p,
         Err(e) => {
             let _ = admin.drop_database(&temp).await;

@@ -35,18 +35,10 @@ impl std::str::FromStr for SecretPath {
         let (mount, path) = rest
             .split_once('/')
             .ok_or_else(|| format!("{}: {usage}", escape_untrusted(s)))?;
-        let segment_ok = |seg: &str| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        if !segment_ok(mount) || !path.split('/').all(segment_ok) || path.len() > 512 {
+        if !vault::is_valid_mount(mount) || !vault::is_valid_path(path) {
             return Err(format!(
-                "{}: the mount and each path segment must be [A-Za-z0-9._-], without . or .. \
-                 ({usage})",
+                "{}: the mount must be one segment of [A-Za-z0-9_-] and each path segment \
+                 [A-Za-z0-9._-], without . or .. ({usage})",
                 escape_untrusted(s)
             ));
         }

@@ -148,14 +148,13 @@ impl Restorer {
         Ok((input, format))
     }
 
-    /// Restores the backup into `database` (created, empty). `owner_sql`: the quoted role that
-    /// `OWNER TO` statements name instead of the integration server's.
+    /// Restores the backup into `database` (created, empty). `owner`: the role that `OWNER TO`
+    /// statements name instead of the integration server's (none: they are left out).
     pub async fn restore(
         &self,
         admin: &Admin,
         database: &str,
         backup: &Backup,
-        owner_sql: Option<String>,
         owner: Option<&str>,
     ) -> Result<Provenance, StepError> {
         let read = Arc::new(ReadCount::default());
@@ -175,6 +174,7 @@ impl Restorer {
                         backup.url(),
                         self.jobs
                     );
+                    let owner_sql = owner.map(database::quoted);
                     self.load_plain(input, &options, owner_sql, counters.clone())
                         .await
                 }
@@ -349,14 +349,10 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
 }
 
 fn read_error(e: std::io::Error) -> StepError {
-    match e.kind() {
-        std::io::ErrorKind::TimedOut
-        | std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::BrokenPipe => {
-            StepError::transient(format!("reading the backup failed: {e}"))
-        }
-        _ => StepError::precondition(format!("reading the backup failed: {e}")),
+    if crate::dump::is_transient(&e) {
+        StepError::transient(format!("reading the backup failed: {e}"))
+    } else {
+        StepError::precondition(format!("reading the backup failed: {e}"))
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use testkit::{FakeGcs, OpenBao, Postgres};
+use testkit::{gzip, FakeGcs, OpenBao, Postgres};
 
 const BUCKET: &str = "acme-backups";
 const SOURCE: &str = "integration";
@@ -205,22 +205,6 @@ impl Run {
             .get(name)
             .unwrap_or_else(|| panic!("no output {name}: {}", self.text))
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("gzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out.stdout
 }
 
 /// A table large enough that its rows are split over several COPY chunks with --jobs 2 (about

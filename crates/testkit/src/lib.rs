@@ -35,5 +35,5 @@ pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use kube::KubeApiDouble;
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
-pub use process::{find_binary, free_port, wait_for_http_ok, ServerProcess};
+pub use process::{find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};
 pub use ssh::SshGitServer;

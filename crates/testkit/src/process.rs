@@ -149,3 +149,22 @@ fn http_get_status(url: &str) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
+
+/// `data` compressed with Debian's `gzip`, as a nightly `pg_dump | gzip` job writes it.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run gzip");
+    let mut stdin = child.stdin.take().expect("piped");
+    let data = data.to_vec();
+    // Written from another thread: gzip's output would fill its pipe while we still write.
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("gzip output");
+    writer.join().expect("gzip writer").expect("write to gzip");
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
+}

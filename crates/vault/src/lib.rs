@@ -15,6 +15,29 @@ pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/service
 /// Timeout of each HTTP request to Vault.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A KV path the steps accept: relative segments of `[A-Za-z0-9._-]`, none empty, `.` or `..`,
+/// at most 512 bytes (so a path from a flag can never climb out of its mount or root).
+pub fn is_valid_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 512
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+}
+
+/// A secrets engine's mount: one segment of `[A-Za-z0-9_-]`.
+pub fn is_valid_mount(mount: &str) -> bool {
+    !mount.is_empty()
+        && mount
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
 #[derive(Clone)]
 pub enum VaultAuth {
     /// A token (outside a cluster: `VAULT_TOKEN`).
