@@ -1,15 +1,22 @@
 # sandbox-steps: the two commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: build test lint bench demo image pin-image print-image docs
+.PHONY: build test lint bench demo image pin-image print-image docs cluster-tools
 
 build:
 	$(CARGO) build --release --workspace
 
 # Every test, against real servers the harness starts itself (git, PostgreSQL, fake-gcs-server,
-# OpenBao); .ci/run installs them on a fresh machine.
-test: tests/node_modules/.package-lock.json
+# OpenBao, the Kubernetes API server) and Argo's own `argo lint`; .ci/run installs them on a fresh
+# machine.
+test: tests/node_modules/.package-lock.json cluster-tools
 	$(CARGO) test --workspace
+
+# The upstream tools the tests run for real (Argo Workflows' CLI; etcd, kube-apiserver and
+# kube-controller-manager in one binary; Argo's CRDs), built from their pinned Go modules once
+# into ~/.cache/sandbox-steps/cluster (cluster/build.sh; ~25 min cold on 2 cores, a second warm).
+cluster-tools:
+	bash cluster/build.sh
 
 # Real GitHub webhook payloads for the Sensor tests (npm, pinned by tests/package-lock.json).
 tests/node_modules/.package-lock.json: tests/package-lock.json

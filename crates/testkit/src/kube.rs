@@ -3,7 +3,10 @@
 //! errors (reasons NotFound, Unauthorized, Forbidden), `resourceVersion` on every object and list,
 //! watches as a chunked stream of JSON events (ADDED, MODIFIED, DELETED, BOOKMARK) from a resource
 //! version, and a 410 Gone ERROR event when that version was compacted away. Bearer-token auth.
-//! It is a double: no kube-apiserver can run here.
+//! It is a double, kept only where the real API server ([`crate::KubeApiServer`]) cannot show a
+//! case on demand: a watch answered with 410 Gone, a watch ended at a moment the test chooses,
+//! watches refused altogether (tests/wait.rs of wait-workflow); and `make demo`, which must run on
+//! a fresh machine before the Go-built rig exists. Everything else runs on the real server.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -8,6 +8,8 @@
 //! - [`OpenBao`]: the Vault-compatible server in dev mode, with Kubernetes auth against the
 //!   [`TokenReviewDouble`].
 //! - [`GitHubDouble`]: the GitHub REST API's pull-request listing, pagination and rate limits.
+//! - [`KubeApiServer`]: the real Kubernetes API (etcd, kube-apiserver, kube-controller-manager) built
+//!   by `cluster/build.sh`, with RBAC, admission policies and service-account tokens.
 //! - [`KubeApiDouble`]: the Kubernetes API for Argo Workflows (get, list, watch, 410 Gone, RBAC).
 //! - [`FaultProxy`]: an HTTP proxy injecting 503, 429 and dropped connections, for retry tests.
 //! - [`HttpServer`]: the real HTTP/1.1 server the git server and every API double run on.
@@ -22,6 +24,7 @@ mod git;
 mod github;
 mod http;
 mod kube;
+mod kube_apiserver;
 mod openbao;
 mod postgres;
 mod process;
@@ -33,7 +36,10 @@ pub use git::GitServer;
 pub use github::{Fault, GitHubDouble, PullRequest};
 pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use kube::KubeApiDouble;
+pub use kube_apiserver::{
+    cluster_cache, cluster_tool, split_yaml, KubeApiServer, KubeApiServerOptions,
+};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
-pub use process::{find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};
+pub use process::{at_exit, find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};
 pub use ssh::SshGitServer;

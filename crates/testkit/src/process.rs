@@ -39,6 +39,32 @@ pub struct ServerProcess {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+    fn atexit(callback: extern "C" fn()) -> i32;
+}
+
+type ExitAction = Box<dyn FnOnce() + Send>;
+static AT_EXIT: std::sync::Mutex<Vec<ExitAction>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn run_at_exit() {
+    let actions = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    for action in actions.into_iter().rev() {
+        action();
+    }
+}
+
+/// Runs `action` when the process exits (C `atexit`), latest first: for servers kept in a static,
+/// which Rust never drops, so that a test binary leaves no process behind.
+pub fn at_exit(action: impl FnOnce() + Send + 'static) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" function without arguments.
+    REGISTERED.call_once(|| assert_eq!(unsafe { atexit(run_at_exit) }, 0, "atexit"));
+    AT_EXIT.lock().unwrap().push(Box::new(action));
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2).
+    unsafe { kill(pid as i32, signal) };
 }
 
 impl ServerProcess {
@@ -67,6 +93,12 @@ impl ServerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL, a crash) and waits until it is gone, its ports free.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the upstream tools the tests run for real, from their published Go modules, into a cache
+# keyed by what they are built from; a later run (a later `make test`, CI on the same machine) finds
+# them there and builds nothing. Prints the directory holding the binaries on its last line.
+#
+#   bash cluster/build.sh            # argo, kube and crds
+#   bash cluster/build.sh argo       # only Argo Workflows' CLI (argo lint)
+#
+# kube: one multicall binary (cluster/kube) with kube-apiserver, kube-controller-manager and etcd.
+# argo: Argo Workflows' `argo` CLI, built from a copy of its module with an empty ui/dist/app (the
+#       CLI embeds the web UI's files, which the module zip lacks; lint needs none of them).
+# crds: the CustomResourceDefinitions the library's manifests need (Argo Workflows' full ones, Argo
+#       Events', Argo CD's Application), copied from the published modules into crds/.
+#
+# Cache: $SANDBOX_STEPS_CACHE (default ~/.cache/sandbox-steps)/cluster/<tool>-<key>/, the key a hash
+# of the pinned versions and the wrapper's files. Go's own module and build caches are reused too.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${SANDBOX_STEPS_CACHE:-$HOME/.cache/sandbox-steps}/cluster"
+bin="$cache/bin"
+mkdir -p "$bin"
+tools=("$@")
+[ "${#tools[@]}" -gt 0 ] || tools=(argo kube crds)
+
+command -v go >/dev/null || { echo "cluster/build.sh: go not found (Go >= 1.26 and the module proxy are needed)" >&2; exit 1; }
+export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+ldflags="-s -w"
+
+key_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# install_tool NAME DIR: links bin/NAME to DIR/NAME and removes NAME's builds of other keys.
+install_tool() {
+    local name=$1 dir=$2 old
+    ln -sfn "$dir/$name" "$bin/$name"
+    for old in "$cache/$name"-*; do
+        [ "$old" = "$dir" ] || rm -rf "$old"
+    done
+}
+
+build_kube() {
+    local key dir start
+    key=$( (cat "$here/kube/go.mod" "$here/kube/go.sum" "$here/kube/main.go"; echo "$ldflags $GOFLAGS $(go env GOVERSION)") | key_of -)
+    dir="$cache/kube-$key"
+    if [ -x "$dir/kube" ]; then install_tool kube "$dir"; return; fi
+    start=$(date +%s)
+    echo "cluster/build.sh: building kube (kube-apiserver, kube-controller-manager, etcd; Kubernetes $KUBERNETES_VERSION)" >&2
+    echo "cluster/build.sh:   cold on 2 cores this takes 10-15 minutes; later runs reuse $dir" >&2
+    mkdir -p "$dir.tmp"
+    (cd "$here/kube" && go build -ldflags "$ldflags" -o "$dir.tmp/kube" .)
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    for component in kube-apiserver kube-controller-manager etcd; do ln -sfn kube "$dir/$component"; done
+    install_tool kube "$dir"
+    echo "cluster/build.sh: kube built in $(( $(date +%s) - start )) s" >&2
+}
+
+build_argo() {
+    local key dir start module src
+    module="github.com/argoproj/argo-workflows/v4@$ARGO_WORKFLOWS_VERSION"
+    local tags=kubernetes_protomessage_one_more_release
+    # The key: what the binary is built from and how (not this script's text, whose edits would
+    # otherwise rebuild it).
+    key=$(echo "$module $tags $ldflags $GOFLAGS $(go env GOVERSION)" | key_of -)
+    dir="$cache/argo-$key"
+    if [ -x "$dir/argo" ]; then install_tool argo "$dir"; return; fi
+    start=$(date +%s)
+    echo "cluster/build.sh: building argo (Argo Workflows $ARGO_WORKFLOWS_VERSION CLI; cold about 5 minutes)" >&2
+    src=$(module_dir "$module")
+    rm -rf "$dir.src" "$dir.tmp" && mkdir -p "$dir.tmp"
+    cp -r "$src" "$dir.src" && chmod -R u+w "$dir.src"
+    mkdir -p "$dir.src/ui/dist/app" && echo "UI not built: the rig uses the CLI only" > "$dir.src/ui/dist/app/index.html"
+    (cd "$dir.src" && go build -tags="$tags" \
+        -ldflags "$ldflags -X github.com/argoproj/argo-workflows/v4.version=$ARGO_WORKFLOWS_VERSION" \
+        -o "$dir.tmp/argo" ./cmd/argo)
+    rm -rf "$dir.src"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    install_tool argo "$dir"
+    echo "cluster/build.sh: argo built in $(( $(date +%s) - start )) s" >&2
+}
+
+# module_dir MODULE@VERSION: the module's files, downloaded into Go's module cache when absent.
+module_dir() {
+    local dir
+    dir=$(cd / && go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -d "$dir" ] || { echo "cluster/build.sh: could not download $1" >&2; exit 1; }
+    echo "$dir"
+}
+
+build_crds() {
+    local key dir workflows events cd
+    key=$(key_of "$here/versions.env" "$here/build.sh")
+    dir="$cache/crds-$key"
+    if [ -d "$dir" ]; then ln -sfn "$dir" "$cache/crds"; return; fi
+    rm -rf "$cache"/crds-*
+    workflows=$(module_dir "github.com/argoproj/argo-workflows/v4@$ARGO_WORKFLOWS_VERSION")
+    events=$(module_dir "github.com/argoproj/argo-events@$ARGO_EVENTS_VERSION")
+    cd=$(module_dir "github.com/argoproj/argo-cd/v3@$ARGO_CD_VERSION")
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    cp "$workflows"/manifests/base/crds/full/argoproj.io_*.yaml "$dir.tmp/"
+    cp "$events"/manifests/base/crds/argoproj.io_*.yaml "$dir.tmp/"
+    cp "$cd"/manifests/crds/application-crd.yaml "$dir.tmp/argoproj.io_applications.yaml"
+    chmod -R u+w "$dir.tmp"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    ln -sfn "$dir" "$cache/crds"
+}
+
+for tool in "${tools[@]}"; do
+    case "$tool" in
+        kube) build_kube ;;
+        argo) build_argo ;;
+        crds) build_crds ;;
+        *) echo "cluster/build.sh: unknown tool $tool (argo, kube, crds)" >&2; exit 2 ;;
+    esac
+done
+echo "$bin"
