@@ -114,3 +114,46 @@ pub fn steps() -> Vec<Step> {
         ),
     ]
 }
+
+/// The Workflow each Sensor trigger submits, its parameters filled as the trigger fills them
+/// (argo-events applies each `dest` to the trigger's resource) from a pull-request event.
+pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (file, sensor) in manifests() {
+        if sensor["kind"] != "Sensor" {
+            continue;
+        }
+        for trigger in sensor["spec"]["triggers"].as_array().unwrap() {
+            let argo_workflow = &trigger["template"]["argoWorkflow"];
+            let mut workflow = argo_workflow["source"]["resource"].clone();
+            for parameter in argo_workflow["parameters"].as_array().unwrap() {
+                let dest = parameter["dest"].as_str().unwrap();
+                let value = match parameter["src"]["dataKey"].as_str() {
+                    Some("body.pull_request.number") => pr_number.to_string(),
+                    Some("body.pull_request.head.ref") => "feature/lint-me".to_owned(),
+                    Some("body.repository.full_name") => "acme/platform".to_owned(),
+                    Some("body.repository.name") => "platform".to_owned(),
+                    Some(other) => panic!("{}: unexpected dataKey {other}", file.display()),
+                    None => format!("{pr_number}-"),
+                };
+                if dest == "metadata.generateName" {
+                    assert_eq!(parameter["operation"], "append");
+                    let name = workflow["metadata"]["generateName"].as_str().unwrap();
+                    workflow["metadata"]["generateName"] = format!("{name}{value}").into();
+                } else {
+                    let index: usize = dest
+                        .strip_prefix("spec.arguments.parameters.")
+                        .and_then(|d| d.strip_suffix(".value"))
+                        .unwrap_or_else(|| panic!("unexpected dest {dest}"))
+                        .parse()
+                        .unwrap();
+                    workflow["spec"]["arguments"]["parameters"][index]["value"] = value.into();
+                }
+            }
+            let name = sensor["metadata"]["name"].as_str().unwrap().to_owned();
+            out.push((name, workflow));
+        }
+    }
+    assert_eq!(out.len(), 2, "one trigger per Sensor, two Sensors");
+    out
+}

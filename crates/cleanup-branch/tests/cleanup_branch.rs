@@ -31,8 +31,8 @@ fn setup() -> (GitServer, String, GitHubDouble) {
 fn step(outputs: &Path, url: &str, github: &GitHubDouble) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cleanup-branch"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
-        .env("LOG_FORMAT", "json")
+        .env("SBX_OUTPUTS_DIR", outputs)
+        .env("SBX_LOG_FORMAT", "json")
         .env("T_GIT", GIT_TOKEN)
         .env("T_GH", GH_TOKEN)
         .args(["--repo", url, "--git-token", "env:T_GIT"])
@@ -157,7 +157,7 @@ fn protected_and_foreign_branches_are_refused() {
     // --github-repo without a token is a usage error.
     let out = Command::new(env!("CARGO_BIN_EXE_cleanup-branch"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .args([
             "--repo",
             &url,
@@ -204,10 +204,10 @@ fn without_a_github_repo_the_pull_request_check_is_skipped() {
     // As the template passes it: GITHUB_REPO empty, the token reference still set.
     let out = Command::new(env!("CARGO_BIN_EXE_cleanup-branch"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .env("T_GIT", GIT_TOKEN)
-        .env("GITHUB_REPO", "")
-        .env("GITHUB_TOKEN", "env:UNSET_TOKEN_VAR")
+        .env("SBX_GITHUB_REPO", "")
+        .env("SBX_GITHUB_TOKEN", "env:UNSET_TOKEN_VAR")
         .args([
             "--repo",
             &url,
@@ -322,7 +322,7 @@ fn over_ssh_with_a_key_and_known_hosts() {
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_cleanup-branch"))
             .env_clear()
-            .env("OUTPUTS_DIR", dir.path())
+            .env("SBX_OUTPUTS_DIR", dir.path())
             .env("TEST_SSH_KEY", server.client_key())
             .args([
                 "--repo",

@@ -16,8 +16,8 @@ fn step(endpoint: &str, outputs: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_copy-bucket"));
     cmd.env_clear()
         .env("STORAGE_EMULATOR_HOST", endpoint)
-        .env("OUTPUTS_DIR", outputs)
-        .env("LOG_FORMAT", "json");
+        .env("SBX_OUTPUTS_DIR", outputs)
+        .env("SBX_LOG_FORMAT", "json");
     cmd
 }
 

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use clap::Parser;
 use git_remote::{edit_file, CommitFlags, FileEdit, GitFlags};
 use serde_json::{json, Map, Value};
-use step_kit::{CommonArgs, Context, FlagProblems, StepArgs, StepError};
+use step_kit::{escape_untrusted, CommonArgs, Context, FlagProblems, StepArgs, StepError};
 
 pub const NAME: &str = "create-argocd-app";
 
@@ -18,13 +18,15 @@ pub const CREATED_AT: &str = "sandbox-steps.io/created-at";
 
 const EXAMPLE: &str = "\
 Example:
-  create-argocd-app --repo https://github.com/acme/gitops.git --path apps/sandboxes --name sbx-pr-42 \\
+  create-argocd-app --repo https://github.com/acme/gitops.git --allow-protected-branch \\
+    --path apps/sandboxes --name sbx-pr-42 \\
     --source-repo https://github.com/acme/infra.git --source-path kustomize/environments/sandbox \\
     --target-revision sbx-pr-42 --dest-namespace apps-sbx-pr-42 --pr-number 42 --git-token env:GITHUB_TOKEN
   # writes apps/sandboxes/sbx-pr-42.yaml on main; outputs: commit=<sha> changed=true path=...
 
 Exit codes: 0 written or already the same; 2 invalid flags (names, labels, paths); 3 credentials
-refused, branch missing; 4 network failure or timeout after retries.";
+refused, branch missing, a protected branch without --allow-protected-branch; 4 network failure
+or timeout after retries.";
 
 /// Commit the sandbox's Argo CD Application into the app-of-apps repository.
 ///
@@ -44,14 +46,23 @@ pub struct Args {
     #[arg(long, value_name = "BRANCH", default_value = "main")]
     pub branch: String,
 
-    /// The directory the app-of-apps watches, relative to the repository root. (Its variable is
-    /// `APPS_PATH`: `PATH` is the process's search path.)
-    #[arg(long, value_name = "DIR", env = "APPS_PATH")]
+    /// The directory the app-of-apps watches, relative to the repository root.
+    #[arg(long, value_name = "DIR")]
     pub path: String,
 
     /// The Application's name (validate-params' `app-name`); the file is `<path>/<name>.yaml`.
     #[arg(long, value_name = "NAME")]
     pub name: String,
+
+    /// Only Applications whose name starts with this prefix are ever written (as delete-argocd-app
+    /// removes only those): the app-of-apps repository holds other teams' Applications too.
+    #[arg(long, value_name = "PREFIX", default_value = "sbx-")]
+    pub sandbox_prefix: String,
+
+    /// The sandbox's namespace must start with this prefix: an Application never deploys into
+    /// kube-system or another team's namespace.
+    #[arg(long, value_name = "PREFIX", default_value = "apps-sbx-")]
+    pub dest_namespace_prefix: String,
 
     /// The Argo CD project.
     #[arg(long, value_name = "PROJECT", default_value = "default")]
@@ -172,15 +183,19 @@ fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
             || url.starts_with("ssh://")
             || git_remote::is_ssh_url(url);
         let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
-        check(
-            flag,
-            url,
-            if ok && clean {
-                Ok(())
-            } else {
-                Err("must be a URL".into())
-            },
-        );
+        let result = if !(ok && clean) {
+            Err("must be a URL".to_owned())
+        } else if carries_credentials(url) {
+            Err(
+                "credentials inside the URL are refused: they would be committed to the \
+                 app-of-apps repository's history (Argo CD reads repository credentials from \
+                 its own Secrets)"
+                    .to_owned(),
+            )
+        } else {
+            Ok(())
+        };
+        check(flag, &step_kit::redact_url(url), result);
     }
     if let Some(pr) = &args.pr_number {
         let ok = !pr.is_empty() && pr.len() <= 10 && pr.bytes().all(|b| b.is_ascii_digit());
@@ -195,10 +210,7 @@ fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
         );
     }
     let mut labels = Map::new();
-    labels.insert(
-        "app.kubernetes.io/managed-by".into(),
-        json!("sandbox-steps"),
-    );
+    labels.insert(MANAGED_BY.0.into(), json!(MANAGED_BY.1));
     labels.insert("sandbox-steps.io/environment".into(), json!(args.name));
     if let Some(pr) = &args.pr_number {
         labels.insert("sandbox-steps.io/pr-number".into(), json!(pr));
@@ -223,8 +235,69 @@ fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
             None => check("--annotation", pair, Err("must be KEY=VALUE".into())),
         }
     }
+    for (flag, prefix) in [
+        ("--sandbox-prefix", &args.sandbox_prefix),
+        ("--dest-namespace-prefix", &args.dest_namespace_prefix),
+    ] {
+        if prefix.trim().len() < 2 {
+            check(
+                flag,
+                prefix,
+                Err("must be at least 2 characters: it is what keeps others' objects safe".into()),
+            );
+        }
+    }
     problems.into_result()?;
+    // Valid, but outside the sandboxes: a precondition no retry changes.
+    if !args.name.starts_with(&args.sandbox_prefix) {
+        return Err(StepError::precondition(format!(
+            "--name {} does not start with the sandbox prefix {}: refusing to write it",
+            escape_untrusted(&args.name),
+            escape_untrusted(&args.sandbox_prefix)
+        )));
+    }
+    if !args.dest_namespace.starts_with(&args.dest_namespace_prefix) {
+        return Err(StepError::precondition(format!(
+            "--dest-namespace {} does not start with {}: a sandbox deploys only into its own \
+             namespace",
+            escape_untrusted(&args.dest_namespace),
+            escape_untrusted(&args.dest_namespace_prefix)
+        )));
+    }
     Ok((labels, annotations))
+}
+
+/// Whether a repository or server URL holds credentials: a user or password in an http(s) or
+/// ssh:// URL's authority (`https://TOKEN@host`, `https://user:token@host`, `ssh://git:pw@host`).
+/// The scp-like `git@host:path` names only the SSH user, which is not a secret.
+fn carries_credentials(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+            !parsed.username().is_empty() || parsed.password().is_some()
+        }
+        Ok(parsed) if parsed.scheme() == "ssh" => parsed.password().is_some(),
+        _ => false,
+    }
+}
+
+/// The label every Application this step writes carries; a file without it was written by
+/// someone else and is never replaced.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sandbox-steps");
+
+/// Refuses (exit 3) to replace a file that is not an Application this step wrote.
+fn check_ours(file: &str, existing: &[u8]) -> Result<(), StepError> {
+    let value: Value = serde_yaml::from_slice(existing).unwrap_or(Value::Null);
+    let ours =
+        value["kind"] == "Application" && value["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1;
+    if ours {
+        Ok(())
+    } else {
+        Err(StepError::precondition(format!(
+            "{file} exists and was not written by sandbox-steps (no label {}={}): refusing to \
+             replace it",
+            MANAGED_BY.0, MANAGED_BY.1
+        )))
+    }
 }
 
 /// The Application manifest. `created_at` is kept from the file already there, so the same
@@ -287,7 +360,11 @@ async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
     };
     let (git, commit_flags) = (args.git.clone(), args.commit.clone());
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let path = file.clone();
     let (commit, changed) = edit_file(edit, &git, &commit_flags, &ctx, move |existing| {
+        if let Some(existing) = existing {
+            check_ours(&path, existing)?;
+        }
         let created = existing
             .and_then(recorded_creation)
             .unwrap_or_else(|| now.clone());
@@ -306,4 +383,29 @@ async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
     ctx.outputs
         .set("changed", if changed { "true" } else { "false" })?;
     ctx.outputs.set("path", &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_credentials;
+
+    #[test]
+    fn urls_with_credentials_are_told_apart_from_ssh_users() {
+        for url in [
+            "https://x-access-token:ghp_x@github.com/acme/infra.git",
+            "https://ghp_x@github.com/acme/infra.git",
+            "http://user:pw@git.local/infra.git",
+            "ssh://git:pw@github.com/acme/infra.git",
+        ] {
+            assert!(carries_credentials(url), "{url}");
+        }
+        for url in [
+            "https://github.com/acme/infra.git",
+            "git@github.com:acme/infra.git",
+            "ssh://git@github.com/acme/infra.git",
+            "https://kubernetes.default.svc",
+        ] {
+            assert!(!carries_credentials(url), "{url}");
+        }
+    }
 }

@@ -21,9 +21,16 @@ fn gitops() -> (GitServer, String) {
 }
 
 fn step(outputs: &Path, url: &str, name: &str) -> Command {
+    let mut cmd = step_unallowed(outputs, url, name);
+    // main is the app-of-apps branch: written on purpose (the template passes this too).
+    cmd.arg("--allow-protected-branch");
+    cmd
+}
+
+fn step_unallowed(outputs: &Path, url: &str, name: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_create-argocd-app"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
+        .env("SBX_OUTPUTS_DIR", outputs)
         .env("T", TOKEN)
         .args([
             "--repo",
@@ -210,7 +217,7 @@ fn bad_input_pushes_nothing() {
     for bad_path in ["../outside", "/etc", "a//b"] {
         let out = Command::new(env!("CARGO_BIN_EXE_create-argocd-app"))
             .env_clear()
-            .env("OUTPUTS_DIR", dir.path())
+            .env("SBX_OUTPUTS_DIR", dir.path())
             .env("T", TOKEN)
             .args([
                 "--repo",
@@ -263,5 +270,87 @@ fn dry_run_pushes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("would change"), "{}", text(&out));
+    assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
+}
+
+/// The app-of-apps branch is usually main: written only when the run says so
+/// (`--allow-protected-branch`, which the template passes); a run by hand without it is refused.
+#[test]
+fn a_protected_branch_is_written_only_when_allowed() {
+    let (server, url) = gitops();
+    let dir = tempfile::tempdir().unwrap();
+    let before = server.rev_parse("gitops", "refs/heads/main");
+    let out = step_unallowed(dir.path(), &url, "sbx-pr-5")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("--allow-protected-branch"), "{text}");
+    assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
+    let out = step(dir.path(), &url, "sbx-pr-5").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_ne!(server.rev_parse("gitops", "refs/heads/main"), before);
+}
+
+/// A hand-written Application is never replaced, whatever the flags say; names and namespaces
+/// outside the sandboxes and URLs carrying credentials are refused before anything is fetched.
+#[test]
+fn writes_only_its_own_files_inside_the_sandboxes() {
+    let server = GitServer::start(TOKEN);
+    let url = server.create_repo(
+        "gitops",
+        &[(
+            "apps/sandboxes/sbx-prod-api.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: sbx-prod-api\n",
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let before = server.rev_parse("gitops", "refs/heads/main");
+    let text = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // The file is there and not ours: exit 3.
+    let out = step(dir.path(), &url, "sbx-prod-api").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("not written by sandbox-steps"),
+        "{}",
+        text(&out)
+    );
+    // Outside the sandboxes: exit 3.
+    for (name, namespace_prefix) in [("prod-api", "apps-"), ("sbx-pr-1", "apps-team-")] {
+        // (The namespace is apps-<name>.)
+        let out = step(dir.path(), &url, name)
+            .args(["--dest-namespace-prefix", namespace_prefix])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", text(&out));
+    }
+    // Credentials in a URL that would be committed: exit 2, the token never printed.
+    for url_flag in [
+        "https://admin:ghp_SECRET123@cluster.example:6443",
+        "https://ghp_SECRET123@cluster.example:6443",
+    ] {
+        let out = step(dir.path(), &url, "sbx-pr-2")
+            .args(["--dest-server", url_flag])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(!text(&out).contains("ghp_SECRET123"), "{}", text(&out));
+    }
+    // A one-character prefix protects nothing: exit 2.
+    let out = step(dir.path(), &url, "sbx-pr-2")
+        .args(["--sandbox-prefix", "s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
 }

@@ -20,8 +20,8 @@ fn infra() -> (GitServer, String) {
 fn step(outputs: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_create-branch"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
-        .env("LOG_FORMAT", "json")
+        .env("SBX_OUTPUTS_DIR", outputs)
+        .env("SBX_LOG_FORMAT", "json")
         .env("TEST_GIT_TOKEN", TOKEN)
         .args(["--git-token", "env:TEST_GIT_TOKEN"]);
     cmd
@@ -277,7 +277,7 @@ fn bad_input_changes_nothing() {
     // Literal secrets and credentials in URLs are refused before anything is sent.
     let out = Command::new(env!("CARGO_BIN_EXE_create-branch"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .args(["--repo", &url, "--branch", "sbx-1", "--git-token", TOKEN])
         .output()
         .unwrap();
@@ -414,7 +414,7 @@ fn over_ssh_with_a_key_and_known_hosts() {
     let ssh_step = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_create-branch"));
         cmd.env_clear()
-            .env("OUTPUTS_DIR", dir.path().join("out"))
+            .env("SBX_OUTPUTS_DIR", dir.path().join("out"))
             .env("TEST_SSH_KEY", server.client_key())
             .args(["--repo", &url, "--ssh-key", "env:TEST_SSH_KEY"])
             .arg("--known-hosts")
@@ -443,7 +443,7 @@ fn over_ssh_with_a_key_and_known_hosts() {
     // No --known-hosts at all: refused before connecting.
     let out = Command::new(env!("CARGO_BIN_EXE_create-branch"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .env("TEST_SSH_KEY", server.client_key())
         .args([
             "--repo",

@@ -14,12 +14,13 @@ pub const OUTPUTS: &[&str] = &["commit", "deleted", "path"];
 
 const EXAMPLE: &str = "\
 Example:
-  delete-argocd-app --repo https://github.com/acme/gitops.git --path apps/sandboxes --name sbx-pr-42 \\
+  delete-argocd-app --repo https://github.com/acme/gitops.git --allow-protected-branch \\
+    --path apps/sandboxes --name sbx-pr-42 \\
     --git-token env:GITHUB_TOKEN
   # removes apps/sandboxes/sbx-pr-42.yaml from main; outputs: commit=<sha> deleted=true path=...
 
 Exit codes: 0 removed or already absent; 2 invalid flags; 3 a name outside --sandbox-prefix,
-credentials refused; 4 network failure or timeout after retries.";
+a protected branch without --allow-protected-branch, credentials refused; 4 network failure or timeout after retries.";
 
 /// Remove the sandbox's Argo CD Application from the app-of-apps repository.
 ///
@@ -37,9 +38,8 @@ pub struct Args {
     #[arg(long, value_name = "BRANCH", default_value = "main")]
     pub branch: String,
 
-    /// The directory the app-of-apps watches, relative to the repository root. (Its variable is
-    /// `APPS_PATH`: `PATH` is the process's search path.)
-    #[arg(long, value_name = "DIR", env = "APPS_PATH")]
+    /// The directory the app-of-apps watches, relative to the repository root.
+    #[arg(long, value_name = "DIR")]
     pub path: String,
 
     /// The Application's name; the file is `<path>/<name>.yaml`.

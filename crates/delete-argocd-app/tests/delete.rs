@@ -10,7 +10,7 @@ const TOKEN: &str = "tok-del";
 fn step(outputs: &Path, url: &str, name: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_delete-argocd-app"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
+        .env("SBX_OUTPUTS_DIR", outputs)
         .env("T", TOKEN)
         .args([
             "--repo",
@@ -21,6 +21,8 @@ fn step(outputs: &Path, url: &str, name: &str) -> Command {
             "apps/sandboxes",
             "--name",
             name,
+            // main is the app-of-apps branch: written on purpose (the template passes this too).
+            "--allow-protected-branch",
         ]);
     cmd
 }
@@ -103,7 +105,7 @@ fn names_outside_the_prefix_and_bad_paths_are_refused() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_delete-argocd-app"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .args(["--repo", &url, "--path", "../apps", "--name", "sbx-pr-1"])
         .output()
         .unwrap();

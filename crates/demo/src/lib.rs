@@ -104,7 +104,7 @@ fn infra_files() -> Vec<(&'static str, &'static str)> {
             "kustomize/environments/sandbox/kustomization.yaml",
             "# The sandbox overlay: create-sandbox patches it on the sandbox's branch.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: apps-sandbox   # set per sandbox\nbases:\n  - ../../base\nimages:\n  - name: registry.acme.dev/shop/api\n    newTag: latest\nconfigMapGenerator:\n  - name: sandbox-config\n    literals:\n      - ENVIRONMENT=sandbox\n",
         ),
-        ("terraform/environments/sbx-pr-42/main.tf", "# the sandbox's infrastructure\n"),
+        ("terraform/sandbox/main.tf", "# the one sandbox module: every sandbox is a workspace of it\nvariable \"environment\" {}\n"),
     ]
 }
 
@@ -226,7 +226,7 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         extra_env: vec![
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
             ("VAULT_TOKEN".into(), bao.root_token().to_owned()),
-            ("GITHUB_API_URL".into(), github.url()),
+            ("SBX_GITHUB_API_URL".into(), github.url()),
             ("STORAGE_EMULATOR_HOST".into(), gcs.endpoint()),
         ],
         kube,

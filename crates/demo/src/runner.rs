@@ -457,8 +457,8 @@ impl Runner {
             };
             cmd.env(name, value);
         }
-        cmd.env("OUTPUTS_DIR", outputs_dir.path())
-            .env("LOG_FORMAT", "text")
+        cmd.env("SBX_OUTPUTS_DIR", outputs_dir.path())
+            .env("SBX_LOG_FORMAT", "text")
             .env("NO_COLOR", "1");
         for (k, v) in &self.env.extra_env {
             cmd.env(k, v);

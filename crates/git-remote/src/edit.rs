@@ -1,8 +1,10 @@
 //! The committing steps' common move: change one file on one branch, and push.
 
-use step_kit::{Context, StepError};
+use step_kit::{escape_untrusted, Context, StepError};
 
-use crate::{commit_and_push, Change, Checkout, CommitFlags, GitFlags, Oid};
+use crate::{
+    commit_and_push, protected_by, Change, Checkout, CommitFlags, GitFlags, Oid, Transport,
+};
 
 /// One file of one branch, and how its change is described.
 #[derive(Debug, Clone)]
@@ -17,6 +19,39 @@ pub struct FileEdit {
     pub dry_run: bool,
 }
 
+/// Refuses (exit 3) to commit to a protected branch (`main`, `master`, `--protected-branches`,
+/// the remote's default branch) unless `--allow-protected-branch` says this one is meant, before
+/// anything is fetched or pushed.
+async fn refuse_protected_branch(
+    edit: &FileEdit,
+    git: &GitFlags,
+    commit: &CommitFlags,
+    ctx: &Context,
+) -> Result<(), StepError> {
+    if commit.allow_protected_branch {
+        tracing::info!(
+            "--allow-protected-branch: committing to {} even if it is protected",
+            escape_untrusted(&edit.branch)
+        );
+        return Ok(());
+    }
+    let branch = escape_untrusted(&edit.branch);
+    if let Some(pattern) = protected_by(&edit.branch, &commit.protected_branches) {
+        return Err(StepError::precondition(format!(
+            "--branch {branch} is protected (pattern {pattern:?}): refusing to commit to it \
+             (--allow-protected-branch, where writing it is intended)"
+        )));
+    }
+    let remote = Transport::open(&edit.repo, git, ctx.retry_policy(), ctx.cancel.clone()).await?;
+    if remote.advertised_refs().await?.default_branch() == Some(edit.branch.as_str()) {
+        return Err(StepError::precondition(format!(
+            "--branch {branch} is the remote's default branch: refusing to commit to it \
+             (--allow-protected-branch, where writing it is intended)"
+        )));
+    }
+    Ok(())
+}
+
 /// Fetches the branch (depth 1), computes the file's new content from its current one (`None`:
 /// absent; return `None` to delete it), and when that changes anything commits and pushes, redoing
 /// it on a fresh fetch when someone else pushed first, until the step's deadline. Returns the
@@ -28,6 +63,7 @@ pub async fn edit_file(
     ctx: &Context,
     mut compute: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, StepError> + Send + 'static,
 ) -> Result<(Oid, bool), StepError> {
+    refuse_protected_branch(&edit, git, commit, ctx).await?;
     let auth = git.auth(&edit.repo).await?;
     let identity = commit.identity();
     let workdir = git.workdir.clone();

@@ -104,6 +104,22 @@ pub struct CommitFlags {
         default_value = "sandbox-steps@users.noreply.github.com"
     )]
     pub author_email: String,
+
+    /// Branches never committed to (globs: `*` any run, `?` one character); `main`, `master` and
+    /// the remote's default branch are always protected.
+    #[arg(
+        long,
+        value_name = "GLOBS",
+        value_delimiter = ',',
+        default_value = "main,master"
+    )]
+    pub protected_branches: Vec<String>,
+
+    /// Commit to `--branch` although it is protected. For the one branch meant to be written:
+    /// the app-of-apps repository's branch Argo CD watches (create-/delete-argocd-app's templates
+    /// name that branch and pass this). Without it a protected branch is refused (exit 3).
+    #[arg(long)]
+    pub allow_protected_branch: bool,
 }
 
 impl CommitFlags {

@@ -29,7 +29,8 @@ Example:
   # outputs: commit=<sha> changed=true
 
 Exit codes: 0 patched or already as asked; 2 invalid flags, malformed YAML (line and column) or a
-file that is not a kustomization; 3 file or branch missing, credentials refused; 4 network failure
+file that is not a kustomization; 3 file or branch missing, a protected branch (main, master, the default
+branch, --protected-branches), credentials refused; 4 network failure
 or timeout after retries.";
 
 /// Patch an environment's kustomization on its branch: namespace, images, literals, labels.

@@ -113,7 +113,7 @@ fn step(outputs: &Path, url: &str) -> Command {
 fn step_on(outputs: &Path, url: &str, branch: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patch-kustomize"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
+        .env("SBX_OUTPUTS_DIR", outputs)
         .env("T", TOKEN)
         .args(["--repo", url, "--git-token", "env:T", "--branch", branch]);
     cmd
@@ -377,6 +377,51 @@ fn bad_input_pushes_nothing() {
         assert_eq!(out.status.code(), Some(2), "{branch:?}: {}", text(&out));
     }
     assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-42"), before);
+    let pushes = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("receive-pack"))
+        .count();
+    assert_eq!(pushes, 0, "no push attempted");
+}
+
+/// main, master, `--protected-branches` and the remote's default branch are never committed to
+/// (exit 3, nothing pushed), whatever the flags ask: the environment branches are the only target.
+#[test]
+fn protected_branches_are_refused_and_nothing_is_pushed() {
+    let (server, url) = infra();
+    // The remote's default branch: HEAD points at `integration` here.
+    git(&server, &["symbolic-ref", "HEAD", "refs/heads/integration"]);
+    git(&server, &["branch", "release-1", "main"]);
+    git(&server, &["branch", "master", "main"]);
+    let dir = tempfile::tempdir().unwrap();
+    let refs = |server: &GitServer| {
+        ["main", "master", "integration", "release-1"]
+            .map(|b| server.rev_parse("infra", &format!("refs/heads/{b}")))
+    };
+    let before = refs(&server);
+    for (branch, extra) in [
+        ("main", &[][..]),
+        ("master", &[][..]),
+        ("integration", &[][..]),
+        ("release-1", &["--protected-branches", "release-*"][..]),
+        // A dry run is refused the same way: it says what a real run would do.
+        ("main", &["--dry-run"][..]),
+    ] {
+        let out = step_on(dir.path(), &url, branch)
+            .args(["--file", SANDBOX, "--namespace", "apps-sbx-pr-42"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{branch} {extra:?}: {}",
+            text(&out)
+        );
+        assert!(text(&out).contains("refusing to commit"), "{}", text(&out));
+    }
+    assert_eq!(refs(&server), before);
     let pushes = server
         .requests()
         .iter()

@@ -37,9 +37,8 @@ pub struct Args {
     #[arg(long, value_name = "MOUNT", default_value = "secret")]
     pub mount: String,
 
-    /// The sandbox's path under the mount (e.g. sandboxes/sbx-pr-42). (Its variable is
-    /// `SECRETS_PATH`: `PATH` is the process's search path.)
-    #[arg(long, value_name = "PATH", env = "SECRETS_PATH")]
+    /// The sandbox's path under the mount (e.g. sandboxes/sbx-pr-42).
+    #[arg(long, value_name = "PATH")]
     pub path: String,
 
     /// Only paths strictly below this one are ever deleted.

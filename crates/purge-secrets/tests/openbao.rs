@@ -9,7 +9,7 @@ use testkit::OpenBao;
 fn step(bao: &OpenBao, outputs: &Path, path: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_purge-secrets"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
+        .env("SBX_OUTPUTS_DIR", outputs)
         .env("VAULT_ADDR", bao.addr())
         .env("VAULT_TOKEN", bao.root_token())
         .args(["--path", path]);

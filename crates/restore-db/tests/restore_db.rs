@@ -59,8 +59,8 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("STORAGE_EMULATOR_HOST", self.gcs.endpoint())
             .env("ADMIN_DATABASE_URL", self.pg.url("postgres"))
-            .env("OUTPUTS_DIR", outputs)
-            .env("LOG_FORMAT", "text")
+            .env("SBX_OUTPUTS_DIR", outputs)
+            .env("SBX_LOG_FORMAT", "text")
             .args(["--admin-url", "env:ADMIN_DATABASE_URL"]);
         cmd
     }

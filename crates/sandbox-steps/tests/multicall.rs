@@ -28,7 +28,7 @@ fn a_step_runs_through_its_link_and_as_a_subcommand() {
     let outputs = dir.path().join("out");
     let run = Command::new(&link)
         .args(["--pr-number", "5", "--head-ref", "x", "--repository", "a/b"])
-        .env("OUTPUTS_DIR", &outputs)
+        .env("SBX_OUTPUTS_DIR", &outputs)
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(0));

@@ -183,17 +183,27 @@ pub(crate) enum ParseFailure {
     Step(StepError),
 }
 
+/// The prefix of every flag's environment variable: `--name` ↔ `SBX_NAME`. Without it, variables
+/// that shells and CI systems set themselves (`NAME`, `HOSTNAME`, `PATH`, `BRANCH`, `TIMEOUT`, ...)
+/// would silently fill flags.
+pub const ENV_PREFIX: &str = "SBX_";
+
 /// The step's clap command with an environment variable for every flag that has none:
-/// `--git-token` ↔ `GIT_TOKEN`. Flags are defined once, in the step's `Parser`; one that names its
-/// own variable (`env = "APPS_PATH"`, where the derived name would be the process's `PATH`) keeps
-/// it.
+/// `--git-token` ↔ `SBX_GIT_TOKEN` ([`ENV_PREFIX`]). Flags are defined once, in the step's
+/// `Parser`; one that names its own variable keeps it (the Vault flags: `VAULT_ADDR`,
+/// `VAULT_TOKEN`, ..., the variables Vault's own CLI reads).
 pub fn command_with_env(cmd: Command) -> Command {
     cmd.mut_args(|arg| {
         let skip = arg.is_positional() || matches!(arg.get_id().as_str(), "help" | "version");
         let explicit = arg.get_env().map(|e| e.to_string_lossy().into_owned());
         match arg.get_long() {
             Some(long) if !skip => {
-                let env = explicit.unwrap_or_else(|| long.replace('-', "_").to_ascii_uppercase());
+                let env = explicit.unwrap_or_else(|| {
+                    format!(
+                        "{ENV_PREFIX}{}",
+                        long.replace('-', "_").to_ascii_uppercase()
+                    )
+                });
                 // An empty variable counts as unset, so the flag's default applies: templates
                 // pass optional parameters nobody set as `value: ""`. (clap reads the variable
                 // here, when the arg is defined.)

@@ -9,24 +9,29 @@ use crate::{retry, Context, ErrorKind, SecretRef, StepError};
 #[derive(Debug, Clone, clap::Args)]
 pub struct VaultFlags {
     /// The Vault (or OpenBao) address, e.g. https://vault.example:8200.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "VAULT_ADDR")]
     pub vault_addr: Option<String>,
 
     /// A token, as a reference (env:NAME, file:/path); outside a cluster. A literal is accepted
     /// only from the VAULT_TOKEN variable.
-    #[arg(long, value_name = "SECRET_REF")]
+    #[arg(long, value_name = "SECRET_REF", env = "VAULT_TOKEN")]
     pub vault_token: Option<SecretRef>,
 
     /// Inside a cluster: the Kubernetes auth role to log in as, with the pod's service account.
-    #[arg(long, value_name = "ROLE")]
+    #[arg(long, value_name = "ROLE", env = "VAULT_K8S_ROLE")]
     pub vault_k8s_role: Option<String>,
 
     /// The mount of the Kubernetes auth method.
-    #[arg(long, value_name = "MOUNT", default_value = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "MOUNT",
+        default_value = "kubernetes",
+        env = "VAULT_K8S_MOUNT"
+    )]
     pub vault_k8s_mount: String,
 
     /// The service-account token presented to Kubernetes auth.
-    #[arg(long, value_name = "PATH", default_value = vault::DEFAULT_K8S_TOKEN_PATH)]
+    #[arg(long, value_name = "PATH", default_value = vault::DEFAULT_K8S_TOKEN_PATH, env = "VAULT_K8S_TOKEN_PATH")]
     pub vault_k8s_token_path: PathBuf,
 }
 

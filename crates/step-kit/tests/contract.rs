@@ -92,7 +92,7 @@ fn summary_of(stdout: &str) -> serde_json::Value {
 }
 
 #[test]
-fn every_flag_reads_its_upper_snake_case_environment_variable() {
+fn every_flag_reads_its_sbx_prefixed_environment_variable() {
     let cmd = command_with_env(Probe::command());
     for arg in cmd.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
@@ -102,15 +102,18 @@ fn every_flag_reads_its_upper_snake_case_environment_variable() {
         let env = arg
             .get_env()
             .unwrap_or_else(|| panic!("--{long} has no env"));
-        assert_eq!(env.to_str().unwrap(), long.replace('-', "_").to_uppercase());
+        assert_eq!(
+            env.to_str().unwrap(),
+            format!("SBX_{}", long.replace('-', "_").to_uppercase())
+        );
     }
     // And the runner reads them.
     let dir = tempfile::tempdir().unwrap();
     let dir_text = dir.path().to_str().unwrap();
     let out = child_from_env(&[
-        ("OUTPUTS_DIR", dir_text),
-        ("MODE", "precondition"),
-        ("DRY_RUN", "true"),
+        ("SBX_OUTPUTS_DIR", dir_text),
+        ("SBX_MODE", "precondition"),
+        ("SBX_DRY_RUN", "true"),
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
@@ -131,11 +134,11 @@ fn child_runs_probe_from_env() {
 #[test]
 fn an_empty_environment_variable_counts_as_unset() {
     let dir = tempfile::tempdir().unwrap();
-    // MODE="" leaves the default (ok); DRY_RUN="" leaves false.
+    // SBX_MODE="" leaves the default (ok); SBX_DRY_RUN="" leaves false.
     let out = child_from_env(&[
-        ("OUTPUTS_DIR", dir.path().to_str().unwrap()),
-        ("MODE", ""),
-        ("DRY_RUN", ""),
+        ("SBX_OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("SBX_MODE", ""),
+        ("SBX_DRY_RUN", ""),
     ]);
     assert_eq!(
         out.status.code(),
@@ -206,10 +209,10 @@ fn a_literal_secret_on_the_command_line_is_refused() {
 fn a_literal_secret_from_the_flag_environment_variable_is_accepted_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let out = child_from_env(&[
-        ("OUTPUTS_DIR", dir.path().to_str().unwrap()),
-        ("GIT_TOKEN", "ghp_from_a_kubernetes_secret"),
-        ("LOG_FORMAT", "json"),
-        ("LOG_LEVEL", "trace"),
+        ("SBX_OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("SBX_GIT_TOKEN", "ghp_from_a_kubernetes_secret"),
+        ("SBX_LOG_FORMAT", "json"),
+        ("SBX_LOG_LEVEL", "trace"),
     ]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
@@ -242,8 +245,8 @@ fn the_deadline_stops_the_step_with_exit_4() {
 fn summary_is_one_json_line_with_the_outputs_and_logs_go_to_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let out = child_from_env(&[
-        ("OUTPUTS_DIR", dir.path().to_str().unwrap()),
-        ("LOG_FORMAT", "json"),
+        ("SBX_OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("SBX_LOG_FORMAT", "json"),
     ]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary = summary_of(&stdout);
@@ -263,8 +266,8 @@ fn summary_is_one_json_line_with_the_outputs_and_logs_go_to_stderr() {
 fn failures_are_in_the_summary_too() {
     let dir = tempfile::tempdir().unwrap();
     let out = child_from_env(&[
-        ("OUTPUTS_DIR", dir.path().to_str().unwrap()),
-        ("MODE", "transient"),
+        ("SBX_OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("SBX_MODE", "transient"),
     ]);
     assert_eq!(out.status.code(), Some(4));
     let summary = summary_of(&String::from_utf8(out.stdout).unwrap());
@@ -287,7 +290,7 @@ fn sigterm_stops_the_step_within_5_seconds_with_exit_4() {
         ])
         .env("CONTRACT_CHILD", "1")
         .env("MARKER", &marker)
-        .env("OUTPUTS_DIR", dir.path())
+        .env("SBX_OUTPUTS_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

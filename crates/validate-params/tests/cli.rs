@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 fn step(outputs: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_validate-params"));
     cmd.env_clear()
-        .env("OUTPUTS_DIR", outputs)
-        .env("LOG_FORMAT", "text");
+        .env("SBX_OUTPUTS_DIR", outputs)
+        .env("SBX_LOG_FORMAT", "text");
     cmd
 }
 
@@ -77,13 +77,13 @@ fn valid_parameters_write_every_output() {
 fn flags_come_from_environment_variables_as_the_template_passes_them() {
     let dir = tempfile::tempdir().unwrap();
     let out = step(dir.path())
-        .env("PR_NUMBER", "7")
-        .env("HEAD_REF", "fix/login")
-        .env("REPOSITORY", "acme/platform")
-        .env("NAME_FROM", "branch")
-        .env("BASE_DOMAIN", "")
-        .env("LABELS", "")
-        .env("REQUIRE_LABEL", "")
+        .env("SBX_PR_NUMBER", "7")
+        .env("SBX_HEAD_REF", "fix/login")
+        .env("SBX_REPOSITORY", "acme/platform")
+        .env("SBX_NAME_FROM", "branch")
+        .env("SBX_BASE_DOMAIN", "")
+        .env("SBX_LABELS", "")
+        .env("SBX_REQUIRE_LABEL", "")
         .output()
         .unwrap();
     assert_eq!(
@@ -194,7 +194,7 @@ fn help_explains_the_step_with_an_example() {
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("Example:") && help.contains("[env: PR_NUMBER="),
+        help.contains("Example:") && help.contains("[env: SBX_PR_NUMBER="),
         "{help}"
     );
     let out = step(dir.path()).arg("--version").output().unwrap();

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
 use serde_json::{json, Value};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
@@ -52,8 +54,8 @@ pub struct Args {
     pub poll_interval: Duration,
 
     /// A kubeconfig file; without it, the usual kubeconfig (`~/.kube/config`) when there is one,
-    /// else the pod's service account (in a cluster).
-    #[arg(long, value_name = "PATH")]
+    /// else the pod's service account (in a cluster). Its variable is the usual `KUBECONFIG`.
+    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
     #[command(flatten)]
@@ -218,6 +220,43 @@ fn is_access_refused(e: &StepError) -> bool {
     e.kind == step_kit::ErrorKind::Precondition
 }
 
+/// How long a 401 or 403 is ridden out once the API has let this step read the workflow: a
+/// restarting API server refuses requests for a moment while its authorizer's caches fill
+/// (measured against kube-apiserver 1.36: a 403 right after /readyz turned ready). A refusal on
+/// the first request is reported at once.
+const ACCESS_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether an access refusal ends the wait: always before the first successful request, and once
+/// refusals have lasted [`ACCESS_GRACE`] since then.
+struct AccessRefusals {
+    granted_once: bool,
+    refused_since: Option<tokio::time::Instant>,
+}
+
+impl AccessRefusals {
+    fn granted(&mut self) {
+        self.granted_once = true;
+        self.refused_since = None;
+    }
+
+    /// Ok to retry (the refusal is logged), or the error that ends the wait.
+    fn refused(&mut self, err: StepError) -> Result<(), StepError> {
+        if !self.granted_once {
+            return Err(err);
+        }
+        let since = *self
+            .refused_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= ACCESS_GRACE {
+            return Err(err);
+        }
+        tracing::warn!(
+            "{err}; access was granted before, retrying (the API server may be restarting)"
+        );
+        Ok(())
+    }
+}
+
 async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
     let checks = [
         (
@@ -249,16 +288,30 @@ async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
     };
     let mut existed = false;
     let mut polling = false;
+    let mut access = AccessRefusals {
+        granted_once: false,
+        refused_since: None,
+    };
+    let by_name = ListParams::default().fields(&format!("metadata.name={}", args.name));
     loop {
         // Read it (a re-list: at start, after a watch ended, after 410 Gone, and when polling).
-        let workflow = match api.get_opt(&args.name).await {
-            Ok(found) => found,
+        // A list, not a get: the watch starts from the list's resource version, the server's
+        // current one. The object's own version can be older than anything a freshly started API
+        // server's watch cache holds, and a watch from there answers 410 Gone until the object
+        // changes (seen against kube-apiserver 1.36 after a restart).
+        let (workflow, listed_at) = match api.list(&by_name).await {
+            Ok(list) => {
+                access.granted();
+                let version = list.metadata.resource_version.clone().unwrap_or_default();
+                (list.items.into_iter().next(), version)
+            }
             Err(e) => {
                 let err = api_error(&args, e);
                 if is_access_refused(&err) {
-                    return Err(err);
+                    access.refused(err)?;
+                } else {
+                    tracing::warn!("{err}; reading again in {:?}", args.poll_interval);
                 }
-                tracing::warn!("{err}; reading again in {:?}", args.poll_interval);
                 tokio::time::sleep(args.poll_interval).await;
                 continue;
             }
@@ -286,26 +339,34 @@ async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
             tokio::time::sleep(args.poll_interval).await;
             continue;
         }
-        let mut version = workflow
-            .metadata
-            .resource_version
-            .clone()
-            .unwrap_or_default();
+        let mut version = listed_at;
         let params = WatchParams::default()
             .fields(&format!("metadata.name={}", args.name))
             .timeout(290);
         let mut stream = match api.watch(&params, &version).await {
             Ok(stream) => stream.boxed(),
             Err(e) => {
+                // The server answered, and not with a watch: it does not serve them (a proxy in
+                // between, say); poll from now on. A connection that failed (the server away for
+                // a moment) is read and watched again after the interval.
+                let answered = matches!(e, kube::Error::Api(_));
                 let err = api_error(&args, e);
                 if is_access_refused(&err) {
-                    return Err(err);
+                    access.refused(err)?;
+                } else if answered {
+                    tracing::warn!(
+                        "cannot watch ({err}); polling every {:?}",
+                        args.poll_interval
+                    );
+                    polling = true;
+                    continue;
+                } else {
+                    tracing::warn!(
+                        "cannot watch ({err}); trying again in {:?}",
+                        args.poll_interval
+                    );
                 }
-                tracing::warn!(
-                    "cannot watch ({err}); polling every {:?}",
-                    args.poll_interval
-                );
-                polling = true;
+                tokio::time::sleep(args.poll_interval).await;
                 continue;
             }
         };
@@ -331,19 +392,24 @@ async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
                     );
                     break;
                 }
+                // Not 410: the server is in trouble; read again after a pause, never in a tight loop.
                 Ok(WatchEvent::Error(status)) => {
                     tracing::warn!(
-                        "watch error {}: {}; reading the workflow again",
+                        "watch error {}: {}; reading the workflow again in {:?}",
                         status.code,
-                        status.message
+                        status.message,
+                        args.poll_interval
                     );
+                    tokio::time::sleep(args.poll_interval).await;
                     break;
                 }
                 Err(e) => {
                     tracing::warn!(
-                        "watch interrupted: {}; reading the workflow again",
-                        step_kit::error_chain(&e)
+                        "watch interrupted: {}; reading the workflow again in {:?}",
+                        step_kit::error_chain(&e),
+                        args.poll_interval
                     );
+                    tokio::time::sleep(args.poll_interval).await;
                     break;
                 }
             }

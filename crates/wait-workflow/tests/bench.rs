@@ -12,7 +12,7 @@ fn start(api: &KubeApiDouble, dir: &std::path::Path, poll: &str) -> std::process
     api.write_kubeconfig(&dir.join("kubeconfig"), api.token());
     Command::new(env!("CARGO_BIN_EXE_wait-workflow"))
         .env_clear()
-        .env("OUTPUTS_DIR", dir.join("out"))
+        .env("SBX_OUTPUTS_DIR", dir.join("out"))
         .args(["--name", "wf", "--namespace", "ns", "--poll-interval", poll])
         .arg("--kubeconfig")
         .arg(dir.join("kubeconfig"))
