@@ -3,12 +3,14 @@
 # keyed by what they are built from; a later run (a later `make test`, CI on the same machine) finds
 # them there and builds nothing. Prints the directory holding the binaries on its last line.
 #
-#   bash cluster/build.sh            # argo, kube and crds
+#   bash cluster/build.sh            # argo, kube, sensor-check and crds
 #   bash cluster/build.sh argo       # only Argo Workflows' CLI (argo lint)
 #
 # kube: one multicall binary (cluster/kube) with kube-apiserver, kube-controller-manager and etcd.
 # argo: Argo Workflows' `argo` CLI, built from a copy of its module with an empty ui/dist/app (the
 #       CLI embeds the web UI's files, which the module zip lacks; lint needs none of them).
+# sensor-check: Argo Events' own filter and trigger-parameter code (cluster/sensor-check), run on
+#       webhook payloads, for the Sensor tests.
 # crds: the CustomResourceDefinitions the library's manifests need (Argo Workflows' full ones, Argo
 #       Events', Argo CD's Application), copied from the published modules into crds/.
 #
@@ -22,7 +24,7 @@ cache="${SANDBOX_STEPS_CACHE:-$HOME/.cache/sandbox-steps}/cluster"
 bin="$cache/bin"
 mkdir -p "$bin"
 tools=("$@")
-[ "${#tools[@]}" -gt 0 ] || tools=(argo kube crds)
+[ "${#tools[@]}" -gt 0 ] || tools=(argo kube sensor-check crds)
 
 command -v go >/dev/null || { echo "cluster/build.sh: go not found (Go >= 1.26 and the module proxy are needed)" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
@@ -39,20 +41,20 @@ install_tool() {
     done
 }
 
-build_kube() {
-    local key dir start
-    key=$( (cat "$here/kube/go.mod" "$here/kube/go.sum" "$here/kube/main.go"; echo "$ldflags $GOFLAGS $(go env GOVERSION)") | key_of -)
-    dir="$cache/kube-$key"
-    if [ -x "$dir/kube" ]; then install_tool kube "$dir"; return; fi
+# build_wrapper NAME WHAT MINUTES: builds the wrapper module cluster/NAME into NAME-<key>/NAME.
+build_wrapper() {
+    local name=$1 what=$2 minutes=$3 key dir start
+    key=$( (cat "$here/$name/go.mod" "$here/$name/go.sum" "$here/$name/main.go"; echo "$ldflags $GOFLAGS $(go env GOVERSION)") | key_of -)
+    dir="$cache/$name-$key"
+    if [ -x "$dir/$name" ]; then install_tool "$name" "$dir"; return; fi
     start=$(date +%s)
-    echo "cluster/build.sh: building kube (kube-apiserver, kube-controller-manager, etcd; Kubernetes $KUBERNETES_VERSION)" >&2
-    echo "cluster/build.sh:   cold on 2 cores this takes 10-15 minutes; later runs reuse $dir" >&2
+    echo "cluster/build.sh: building $name ($what)" >&2
+    echo "cluster/build.sh:   cold on 2 cores this takes about $minutes minutes; later runs reuse $dir" >&2
     mkdir -p "$dir.tmp"
-    (cd "$here/kube" && go build -ldflags "$ldflags" -o "$dir.tmp/kube" .)
+    (cd "$here/$name" && go build -ldflags "$ldflags" -o "$dir.tmp/$name" .)
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
-    for component in kube-apiserver kube-controller-manager etcd; do ln -sfn kube "$dir/$component"; done
-    install_tool kube "$dir"
-    echo "cluster/build.sh: kube built in $(( $(date +%s) - start )) s" >&2
+    install_tool "$name" "$dir"
+    echo "cluster/build.sh: $name built in $(( $(date +%s) - start )) s" >&2
 }
 
 build_argo() {
@@ -107,10 +109,11 @@ build_crds() {
 
 for tool in "${tools[@]}"; do
     case "$tool" in
-        kube) build_kube ;;
+        kube) build_wrapper kube "kube-apiserver, kube-controller-manager, etcd; Kubernetes $KUBERNETES_VERSION" 10-15 ;;
+        sensor-check) build_wrapper sensor-check "Argo Events $ARGO_EVENTS_VERSION's Sensor filters and trigger parameters" 2 ;;
         argo) build_argo ;;
         crds) build_crds ;;
-        *) echo "cluster/build.sh: unknown tool $tool (argo, kube, crds)" >&2; exit 2 ;;
+        *) echo "cluster/build.sh: unknown tool $tool (argo, kube, sensor-check, crds)" >&2; exit 2 ;;
     esac
 done
 echo "$bin"

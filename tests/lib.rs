@@ -115,45 +115,101 @@ pub fn steps() -> Vec<Step> {
     ]
 }
 
-/// The Workflow each Sensor trigger submits, its parameters filled as the trigger fills them
-/// (argo-events applies each `dest` to the trigger's resource) from a pull-request event.
+/// The real GitHub `pull_request` webhook payloads (npm `@octokit/webhooks-examples`, installed by
+/// `npm ci --prefix tests`), each as the GitHub event source emits it, `{headers, body}`, rewritten
+/// to the library's repository (`acme/platform`) and with their label renamed to `create-sandbox`.
+pub fn pull_request_events() -> Vec<Value> {
+    let index =
+        repo_root().join("tests/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; install the test data with `npm ci --prefix tests`",
+            index.display()
+        )
+    });
+    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let examples = all
+        .into_iter()
+        .find(|e| e["name"] == "pull_request")
+        .expect("pull_request examples")["examples"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(examples.len() >= 20, "{} examples", examples.len());
+    let ours = |body: &Value, relabel: bool| {
+        let mut body = body.clone();
+        body["repository"]["full_name"] = "acme/platform".into();
+        body["repository"]["name"] = "platform".into();
+        if relabel {
+            let text = body
+                .to_string()
+                .replace("\"name\":\"bug\"", "\"name\":\"create-sandbox\"");
+            body = serde_json::from_str(&text).unwrap();
+        }
+        serde_json::json!({"headers": {"X-Github-Event": ["pull_request"]}, "body": body})
+    };
+    examples
+        .iter()
+        .map(|b| ours(b, false))
+        .chain(examples.iter().map(|b| ours(b, true)))
+        .collect()
+}
+
+/// What the Sensor `sensor` (its file under workflow-templates/events/) does with each event, as
+/// Argo Events' own code decides it (cluster/sensor-check): for each event, whether it fires and
+/// the Workflows its triggers submit.
+pub fn sensor_check(sensor: &str, events: &[Value]) -> Vec<(bool, Vec<Value>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.json");
+    std::fs::write(&file, serde_json::to_vec(events).unwrap()).unwrap();
+    let out = std::process::Command::new(testkit::cluster_tool("sensor-check"))
+        .arg(repo_root().join(format!("workflow-templates/events/{sensor}.yaml")))
+        .arg(&file)
+        .output()
+        .expect("run sensor-check");
+    assert!(
+        out.status.success(),
+        "sensor-check {sensor}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<(bool, Vec<Value>)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let result: Value = serde_json::from_str(line).unwrap();
+            let workflows = result["workflows"].as_array().cloned().unwrap_or_default();
+            (result["fired"] == true, workflows)
+        })
+        .collect();
+    assert_eq!(results.len(), events.len());
+    results
+}
+
+/// The Workflow each Sensor submits for a pull request numbered `pr_number` (opened with the
+/// label, for create-sandbox; closed, for delete-sandbox), as Argo Events builds it.
 pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
+    let events = pull_request_events();
     let mut out = Vec::new();
-    for (file, sensor) in manifests() {
-        if sensor["kind"] != "Sensor" {
-            continue;
-        }
-        for trigger in sensor["spec"]["triggers"].as_array().unwrap() {
-            let argo_workflow = &trigger["template"]["argoWorkflow"];
-            let mut workflow = argo_workflow["source"]["resource"].clone();
-            for parameter in argo_workflow["parameters"].as_array().unwrap() {
-                let dest = parameter["dest"].as_str().unwrap();
-                let value = match parameter["src"]["dataKey"].as_str() {
-                    Some("body.pull_request.number") => pr_number.to_string(),
-                    Some("body.pull_request.head.ref") => "feature/lint-me".to_owned(),
-                    Some("body.repository.full_name") => "acme/platform".to_owned(),
-                    Some("body.repository.name") => "platform".to_owned(),
-                    Some(other) => panic!("{}: unexpected dataKey {other}", file.display()),
-                    None => format!("{pr_number}-"),
-                };
-                if dest == "metadata.generateName" {
-                    assert_eq!(parameter["operation"], "append");
-                    let name = workflow["metadata"]["generateName"].as_str().unwrap();
-                    workflow["metadata"]["generateName"] = format!("{name}{value}").into();
-                } else {
-                    let index: usize = dest
-                        .strip_prefix("spec.arguments.parameters.")
-                        .and_then(|d| d.strip_suffix(".value"))
-                        .unwrap_or_else(|| panic!("unexpected dest {dest}"))
-                        .parse()
-                        .unwrap();
-                    workflow["spec"]["arguments"]["parameters"][index]["value"] = value.into();
-                }
-            }
-            let name = sensor["metadata"]["name"].as_str().unwrap().to_owned();
-            out.push((name, workflow));
-        }
+    for (sensor, wanted) in [
+        ("create-sandbox-sensor", "opened"),
+        ("delete-sandbox-sensor", "closed"),
+    ] {
+        let results = sensor_check(sensor, &events);
+        let (_, workflows) = events
+            .iter()
+            .zip(&results)
+            .find(|(event, (fired, _))| *fired && event["body"]["action"] == wanted)
+            .map(|(event, _)| {
+                let mut event = event.clone();
+                event["body"]["pull_request"]["number"] = pr_number.into();
+                sensor_check(sensor, &[event]).remove(0)
+            })
+            .unwrap_or_else(|| panic!("{sensor}: no {wanted} event fires it"));
+        assert_eq!(workflows.len(), 1, "{sensor}: one trigger");
+        out.push((
+            sensor.trim_end_matches("-sensor").to_owned(),
+            workflows[0].clone(),
+        ));
     }
-    assert_eq!(out.len(), 2, "one trigger per Sensor, two Sensors");
     out
 }
