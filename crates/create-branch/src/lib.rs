@@ -23,7 +23,8 @@ Example:
   # outputs: commit=<sha of main> created=true (false when the branch was already there)
 
 Exit codes: 0 created or already there, 2 invalid branch name or flags, 3 protected branch,
---from missing, or credentials refused, 4 network failure or timeout after retries.";
+--reset outside --sandbox-prefix, --from missing, or credentials refused, 4 network failure or
+timeout after retries.";
 
 /// Create the environment branch of a sandbox in the infrastructure repository.
 ///
@@ -57,9 +58,14 @@ pub struct Args {
     )]
     pub protected_branches: Vec<String>,
 
-    /// Move an existing branch to `--from` (a compare-and-swap from the commit seen).
+    /// Move an existing branch to `--from` (a compare-and-swap from the commit seen). Only for
+    /// branches under `--sandbox-prefix`: a reset throws away what the branch held.
     #[arg(long)]
     pub reset: bool,
+
+    /// The environment branches' prefix: `--reset` moves only branches that start with it.
+    #[arg(long, value_name = "PREFIX", default_value = "sbx-")]
+    pub sandbox_prefix: String,
 
     /// Print what would change, change nothing (outputs: created=false, commit the branch has or
     /// would get).
@@ -93,6 +99,19 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         ))
     })?;
     let from_is_id = args.from.len() == 40 && args.from.bytes().all(|b| b.is_ascii_hexdigit());
+    if from_is_id && args.from.bytes().all(|b| b == b'0') {
+        // The null id in a ref update means "delete the ref".
+        return Err(StepError::invalid(
+            "--from 0000000000000000000000000000000000000000: the null object id is not a commit",
+        ));
+    }
+    if args.sandbox_prefix.trim().len() < 2 {
+        return Err(StepError::invalid(format!(
+            "--sandbox-prefix {}: must be at least 2 characters: it is what keeps other branches \
+             safe from --reset",
+            escape_untrusted(&args.sandbox_prefix)
+        )));
+    }
     if !from_is_id {
         naming::check_branch_name(&args.from).map_err(|rule| {
             StepError::invalid(format!("--from {}: {rule}", escape_untrusted(&args.from)))
@@ -101,6 +120,13 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     if let Some(pattern) = git_remote::protected_by(&args.branch, &args.protected_branches) {
         return Err(StepError::precondition(format!(
             "--branch {} is protected (pattern {pattern:?}): refusing to create or move it",
+            escape_untrusted(&args.branch)
+        )));
+    }
+    if args.reset && !args.branch.starts_with(&args.sandbox_prefix) {
+        return Err(StepError::precondition(format!(
+            "--reset moves only branches under --sandbox-prefix {}; {} is not one: refusing",
+            escape_untrusted(&args.sandbox_prefix),
             escape_untrusted(&args.branch)
         )));
     }

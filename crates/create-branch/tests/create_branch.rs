@@ -209,8 +209,26 @@ fn bad_input_changes_nothing() {
         (&["--branch", "x.lock"], 2),
         (&["--branch", "-x"], 2),
         (&["--branch", "sbx-1", "--from", "a..b"], 2),
+        (&["--branch", "HEAD"], 2),
+        (&["--branch", "refs/heads/main"], 2),
+        (&["--branch", "sbx-1", "--sandbox-prefix", "s"], 2),
+        // The null id in a ref update deletes the branch: never a start point.
+        (
+            &[
+                "--branch",
+                "sbx-1",
+                "--from",
+                "0000000000000000000000000000000000000000",
+                "--reset",
+            ],
+            2,
+        ),
         (&["--branch", "main"], 3),
+        (&["--branch", "MAIN"], 3),
+        (&["--branch", "Master", "--reset"], 3),
         (&["--branch", "master"], 3),
+        // --reset moves only environment branches.
+        (&["--branch", "integration", "--reset"], 3),
         (
             &[
                 "--branch",

@@ -29,14 +29,16 @@ use step_kit::{SecretRef, StepError};
 /// Names that are never a sandbox branch, whatever `--protected-branches` says.
 pub const ALWAYS_PROTECTED: &[&str] = &["main", "master"];
 
-/// The pattern protecting `branch`, if any: `main`, `master`, or one of `patterns` (globs).
-/// The remote's default branch is checked separately, once the refs are read.
+/// The pattern protecting `branch`, if any: `main`, `master`, or one of `patterns` (globs),
+/// matched without regard to case (`MAIN` is main to a reader, and to case-insensitive file
+/// systems). The remote's default branch is checked separately, once the refs are read.
 pub fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
+    let branch = branch.to_lowercase();
     ALWAYS_PROTECTED
         .iter()
         .map(|p| p.to_string())
         .chain(patterns.iter().map(|p| p.trim().to_owned()))
-        .find(|p| !p.is_empty() && naming::glob_match(p, branch))
+        .find(|p| !p.is_empty() && naming::glob_match(&p.to_lowercase(), &branch))
 }
 
 impl Credentials {

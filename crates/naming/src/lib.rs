@@ -213,6 +213,14 @@ pub const BRANCH_MAX: usize = 255;
 /// look like another (a right-to-left override, a zero-width space).
 pub fn check_branch_name(s: &str) -> Result<(), String> {
     check_git_branch_name(s)?;
+    // What `git check-ref-format --branch` refuses or makes ambiguous: `HEAD` names the checked-out
+    // commit, and `refs/heads/main` as a branch name would create refs/heads/refs/heads/main.
+    if s == "HEAD" {
+        return Err("must not be HEAD (git refuses it as a branch name)".into());
+    }
+    if s.starts_with("refs/") {
+        return Err("must be a branch name, not a full ref (drop the refs/heads/ prefix)".into());
+    }
     if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
         return Err(format!(
             "must not hold control or invisible characters such as U+{:04X}",

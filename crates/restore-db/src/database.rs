@@ -158,6 +158,18 @@ impl Admin {
             .map_err(|e| sql_error("look up the role", e))
     }
 
+    /// The comment on role `name` (`COMMENT ON ROLE`), if the role exists and has one.
+    pub async fn role_comment(&mut self, name: &str) -> Result<Option<String>, StepError> {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map(Option::flatten)
+        .map_err(|e| sql_error("read the role's comment", e))
+    }
+
     /// Drops a database this step owns the name of (checked by the caller), closing the
     /// sessions still connected to it.
     pub async fn drop_database(&mut self, name: &str) -> Result<(), StepError> {

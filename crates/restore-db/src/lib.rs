@@ -236,6 +236,12 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
         .or_else(|| args.owner_secret.as_ref().map(|_| args.database.clone()));
     if let Some(owner) = &owner {
         check_identifier("--owner", owner, 63)?;
+        if !owner.starts_with(prefix.as_str()) {
+            return Err(StepError::precondition(format!(
+                "--owner {owner}: not under --sandbox-prefix {prefix}; a sandbox's owner is a role \
+                 of the sandbox naming scheme, never another"
+            )));
+        }
         if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
             return Err(StepError::precondition(format!(
                 "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of \

@@ -149,8 +149,13 @@ fn password_of(
     }
 }
 
+/// The comment that marks a role restore-db created for a sandbox: only such a role is ever
+/// reused (its password set, its objects' owner), never a role that was there before.
+pub const ROLE_MARKER: &str = "sandbox-steps: owner of a sandbox database";
+
 /// Makes sure the owner role exists (with the secret's password when there is a secret).
-/// Returns whether the secret was written by this run.
+/// Returns whether the secret was written by this run. An existing role without
+/// [`ROLE_MARKER`] (a production role, a person's) is refused before Vault is touched.
 pub async fn ensure_owner(
     admin: &mut Admin,
     ctx: &Context,
@@ -159,6 +164,16 @@ pub async fn ensure_owner(
     at: &Endpoint,
     database: &str,
 ) -> Result<bool, StepError> {
+    let existed = admin.role_exists(owner).await?;
+    if existed {
+        let comment = admin.role_comment(owner).await?;
+        if comment.as_deref() != Some(ROLE_MARKER) {
+            return Err(StepError::precondition(format!(
+                "--owner {owner}: the role exists and restore-db did not create it (no comment \
+                 {ROLE_MARKER:?}): refusing to take it over; a sandbox gets a role of its own"
+            )));
+        }
+    }
     let mut written = false;
     let password = match secret {
         None => None,
@@ -206,12 +221,15 @@ pub async fn ensure_owner(
         }
     };
     let role = quoted(owner);
-    if !admin.role_exists(owner).await? {
+    if !existed {
         let mut sql = format!("CREATE ROLE {role} LOGIN");
         if let Some(p) = &password {
             sql.push_str(&format!(" PASSWORD {}", literal(&scram_verifier(p)?)));
         }
         admin.execute(sql).await?;
+        admin
+            .execute(format!("COMMENT ON ROLE {role} IS {}", literal(ROLE_MARKER)))
+            .await?;
         tracing::info!("created role {owner}");
     } else if written {
         // The role was there without our secret: it gets the password now kept in Vault.

@@ -431,12 +431,24 @@ fn hostile_names_and_bad_flags_change_nothing() {
         (
             vec!["--database", "sbx_pr_42", "--owner", "postgres"],
             3,
-            "a role the server or the admin needs",
+            "not under --sandbox-prefix",
         ),
         (
             vec!["--database", "sbx_pr_42", "--owner", "pg_read_all_data"],
             3,
-            "a role the server",
+            "not under --sandbox-prefix",
+        ),
+        // A production role: never taken over (its password would go to Vault).
+        (
+            vec!["--database", "sbx_pr_42", "--owner", "app_prod"],
+            3,
+            "not under --sandbox-prefix",
+        ),
+        // Named like a sandbox's, but restore-db did not create it.
+        (
+            vec!["--database", "sbx_pr_42", "--owner", "sbx_someone"],
+            3,
+            "restore-db did not create it",
         ),
         (
             vec!["--database", "sbx_pr_42", "--owner", "Robert'); DROP"],
@@ -460,6 +472,9 @@ fn hostile_names_and_bad_flags_change_nothing() {
             "no #key",
         ),
     ];
+    world
+        .pg
+        .psql("postgres", "CREATE ROLE sbx_someone LOGIN PASSWORD 'theirs'");
     for (args, code, message) in cases {
         let run = world.run(&[&["--backup", "gs://acme-backups/integration/"], &args[..]].concat());
         assert_eq!(run.code, Some(code), "{args:?}: {}", run.text);
