@@ -6,7 +6,8 @@
 #   bash cluster/build.sh            # argo, kube, sensor-check and crds
 #   bash cluster/build.sh argo       # only Argo Workflows' CLI (argo lint)
 #
-# kube: one multicall binary (cluster/kube) with kube-apiserver, kube-controller-manager and etcd.
+# kube: one multicall binary (cluster/kube) with kube-apiserver, kube-controller-manager, etcd and
+#       kubectl.
 # argo: Argo Workflows' `argo` CLI, built from a copy of its module with an empty ui/dist/app (the
 #       CLI embeds the web UI's files, which the module zip lacks; lint needs none of them).
 # sensor-check: Argo Events' own filter and trigger-parameter code (cluster/sensor-check), run on
@@ -41,17 +42,19 @@ install_tool() {
     done
 }
 
-# build_wrapper NAME WHAT MINUTES: builds the wrapper module cluster/NAME into NAME-<key>/NAME.
+# build_wrapper NAME WHAT MINUTES [LDFLAGS]: builds the wrapper module cluster/NAME into
+# NAME-<key>/NAME.
 build_wrapper() {
     local name=$1 what=$2 minutes=$3 key dir start
-    key=$( (cat "$here/$name/go.mod" "$here/$name/go.sum" "$here/$name/main.go"; echo "$ldflags $GOFLAGS $(go env GOVERSION)") | key_of -)
+    local flags="$ldflags ${4:-}"
+    key=$( (cat "$here/$name/go.mod" "$here/$name/go.sum" "$here/$name/main.go"; echo "$flags $GOFLAGS $(go env GOVERSION)") | key_of -)
     dir="$cache/$name-$key"
     if [ -x "$dir/$name" ]; then install_tool "$name" "$dir"; return; fi
     start=$(date +%s)
     echo "cluster/build.sh: building $name ($what)" >&2
     echo "cluster/build.sh:   cold on 2 cores this takes about $minutes minutes; later runs reuse $dir" >&2
     mkdir -p "$dir.tmp"
-    (cd "$here/$name" && go build -ldflags "$ldflags" -o "$dir.tmp/$name" .)
+    (cd "$here/$name" && go build -ldflags "$flags" -o "$dir.tmp/$name" .)
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
     install_tool "$name" "$dir"
     echo "cluster/build.sh: $name built in $(( $(date +%s) - start )) s" >&2
@@ -109,7 +112,15 @@ build_crds() {
 
 for tool in "${tools[@]}"; do
     case "$tool" in
-        kube) build_wrapper kube "kube-apiserver, kube-controller-manager, etcd; Kubernetes $KUBERNETES_VERSION" 10-15 ;;
+        kube)
+            # The version the servers and kubectl report (what version-skew checks read), as
+            # Kubernetes' own build stamps it.
+            minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+            stamp=""
+            for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+                stamp="$stamp -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+            done
+            build_wrapper kube "kube-apiserver, kube-controller-manager, etcd, kubectl; Kubernetes $KUBERNETES_VERSION" 10-15 "$stamp" ;;
         sensor-check) build_wrapper sensor-check "Argo Events $ARGO_EVENTS_VERSION's Sensor filters and trigger parameters" 2 ;;
         argo) build_argo ;;
         crds) build_crds ;;

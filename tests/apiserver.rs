@@ -133,6 +133,7 @@ fn the_workflows_account_may_do_each_resource_template_and_nothing_more() {
             // wait-workflow, through the binding create-sandbox makes (rbac/wait-workflow.yaml).
             // delete-sandbox: the namespace.
             ("delete", "", "namespaces", "", true),
+            ("update", "", "namespaces/finalize", "", false),
             // Argo's executor and agent, as this account in `argo`.
             ("create", ARGO, "workflowtaskresults", "argo", true),
             ("patch", ARGO, "workflowtaskresults", "argo", true),
@@ -142,7 +143,9 @@ fn the_workflows_account_may_do_each_resource_template_and_nothing_more() {
             // Nothing else.
             ("get", "", "secrets", sandbox, false),
             ("get", "", "secrets", "argo", false),
-            ("list", "", "namespaces", "", false),
+            // kubectl delete's wait for the namespace to be gone.
+            ("list", "", "namespaces", "", true),
+            ("watch", "", "namespaces", "", true),
             ("create", "", "pods", sandbox, false),
             ("create", "", "pods/exec", sandbox, false),
             ("create", "", "serviceaccounts/token", sandbox, false),
@@ -507,4 +510,99 @@ fn the_sensors_submissions_pass_the_argo_cli_as_the_sensor_account() {
             "{stdout}"
         );
     }
+}
+
+/// delete-sandbox's `drop-namespace` returns only once the namespace is gone, so the branch is
+/// cleaned up after it: the same kubectl delete Argo's executor runs in-process (kubectl of the
+/// pinned Kubernetes, the template's flags), with the workflows' account's token. kubectl waits by
+/// watching and silently skips the wait when the account may not watch namespaces.
+#[test]
+fn dropping_the_namespace_waits_until_it_is_gone() {
+    let server = cluster();
+    let sandbox = "apps-sbx-pr-11";
+    let token = setup_sandbox(server, sandbox);
+    // Something in the namespace that takes a moment to go: a ConfigMap with a finalizer, removed
+    // 3 s later (as a controller finishing its clean-up would).
+    let (status, body) = server.request(
+        "POST",
+        &format!("/api/v1/namespaces/{sandbox}/configmaps"),
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "slow", "finalizers": ["sandbox-steps.io/test"]}})),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, delete) = manifests()
+        .into_iter()
+        .find(|(_, d)| {
+            d["kind"] == "ClusterWorkflowTemplate" && d["metadata"]["name"] == "delete-sandbox"
+        })
+        .unwrap();
+    let template = delete["spec"]["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "delete-namespace")
+        .unwrap()
+        .clone();
+    let manifest = template["resource"]["manifest"]
+        .as_str()
+        .unwrap()
+        .replace("{{inputs.parameters.namespace}}", sandbox);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.yaml"), manifest).unwrap();
+    let flags: Vec<String> = template["resource"]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        // A regression shows within a minute, not the template's ten.
+        .map(|f| {
+            if f.starts_with("--timeout=") {
+                "--timeout=60s".to_owned()
+            } else {
+                f
+            }
+        })
+        .collect();
+    assert!(flags.iter().any(|f| f == "--wait=true"), "{flags:?}");
+    let kubeconfig = server.kubeconfig("drop-namespace", &token);
+    let started = std::time::Instant::now();
+    // What argoexec runs: kubectl delete --ignore-not-found <flags> -f <manifest> -o name.
+    let mut kubectl = Command::new(cluster_tool("kube"));
+    kubectl
+        .args(["kubectl", "delete", "--ignore-not-found"])
+        .args(&flags)
+        .arg("-f")
+        .arg(dir.path().join("manifest.yaml"))
+        .args(["-o", "name", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG");
+    let child = kubectl
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let path = format!("/api/v1/namespaces/{sandbox}/configmaps/slow");
+    let (status, body) = server.request(
+        "PATCH",
+        &path,
+        Some(json!({"metadata": {"finalizers": null}})),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "kubectl delete: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = server.get(&format!("/api/v1/namespaces/{sandbox}"));
+    assert_eq!(
+        status, 404,
+        "kubectl delete returned after {took:?} with the namespace still there: {body}"
+    );
+    assert!(took >= std::time::Duration::from_secs(3), "{took:?}");
 }

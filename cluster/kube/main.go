@@ -1,4 +1,5 @@
-// Command kube is the test rig's one binary for the upstream Kubernetes and etcd servers, built
+// Command kube is the test rig's one binary for the upstream Kubernetes and etcd servers and
+// kubectl (what Argo's executor runs in-process for resource templates), built
 // from their published modules at the versions go.mod pins (see ../build.sh). One binary instead of
 // one per component: the packages compile once either way, but each link of a ~100 MB binary costs
 // minutes on two cores.
@@ -16,6 +17,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/server/v3/etcdmain"
 	"k8s.io/component-base/cli"
+	"k8s.io/component-base/logs"
+	kubectl "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics, as upstream's mains
 	_ "k8s.io/component-base/metrics/prometheus/version"  // the version metric, as upstream's mains
@@ -38,6 +42,16 @@ func main() {
 		}
 		name, args = args[0], args[1:]
 	}
+	if name == "kubectl" {
+		// kubectl reads its own name and arguments from os.Args (plugins, verbosity), as
+		// upstream's main does.
+		os.Args = append([]string{"kubectl"}, args...)
+		logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) // nolint:errcheck
+		if err := cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()); err != nil {
+			kubectlutil.CheckErr(err)
+		}
+		return
+	}
 	if name == "etcd" {
 		// etcdmain.Main reads its flags from the slice it is given, program name first.
 		etcdmain.Main(append([]string{"etcd"}, args...))
@@ -55,7 +69,7 @@ func main() {
 }
 
 func usage() {
-	names := []string{"etcd"}
+	names := []string{"etcd", "kubectl"}
 	for name := range cobraComponents {
 		names = append(names, name)
 	}

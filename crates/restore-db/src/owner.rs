@@ -228,7 +228,10 @@ pub async fn ensure_owner(
         }
         admin.execute(sql).await?;
         admin
-            .execute(format!("COMMENT ON ROLE {role} IS {}", literal(ROLE_MARKER)))
+            .execute(format!(
+                "COMMENT ON ROLE {role} IS {}",
+                literal(ROLE_MARKER)
+            ))
             .await?;
         tracing::info!("created role {owner}");
     } else if written {

@@ -472,9 +472,10 @@ fn hostile_names_and_bad_flags_change_nothing() {
             "no #key",
         ),
     ];
-    world
-        .pg
-        .psql("postgres", "CREATE ROLE sbx_someone LOGIN PASSWORD 'theirs'");
+    world.pg.psql(
+        "postgres",
+        "CREATE ROLE sbx_someone LOGIN PASSWORD 'theirs'",
+    );
     for (args, code, message) in cases {
         let run = world.run(&[&["--backup", "gs://acme-backups/integration/"], &args[..]].concat());
         assert_eq!(run.code, Some(code), "{args:?}: {}", run.text);
