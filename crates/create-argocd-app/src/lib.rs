@@ -373,10 +373,11 @@ async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
         ))
     })
     .await?;
-    let state = if changed {
-        "written and pushed"
-    } else {
-        "already up to date"
+    let state = match (args.dry_run, changed) {
+        (false, true) => "written and pushed",
+        (false, false) => "already up to date",
+        (true, true) => "dry run: a real run would write and push it; nothing committed",
+        (true, false) => "dry run: already up to date; a real run would commit nothing",
     };
     tracing::info!("{file}: {state} (commit {commit})");
     ctx.outputs.set("commit", &commit.to_string())?;

@@ -270,6 +270,8 @@ fn dry_run_pushes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("would change"), "{}", text(&out));
+    assert!(!text(&out).contains("already up to date"), "{}", text(&out));
+    assert_eq!(read(dir.path(), "changed"), "true");
     assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
 }
 

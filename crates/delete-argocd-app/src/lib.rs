@@ -112,10 +112,13 @@ async fn delete_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
         dry_run: args.dry_run,
     };
     let (commit, deleted) = edit_file(edit, &args.git, &args.commit, &ctx, |_| Ok(None)).await?;
-    tracing::info!(
-        "{file}: {} (commit {commit})",
-        if deleted { "removed" } else { "already absent" }
-    );
+    let state = match (args.dry_run, deleted) {
+        (false, true) => "removed",
+        (false, false) => "already absent",
+        (true, true) => "dry run: a real run would remove it; nothing committed",
+        (true, false) => "dry run: already absent; a real run would commit nothing",
+    };
+    tracing::info!("{file}: {state} (commit {commit})");
     ctx.outputs.set("commit", &commit.to_string())?;
     ctx.outputs
         .set("deleted", if deleted { "true" } else { "false" })?;

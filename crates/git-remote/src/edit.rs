@@ -55,7 +55,8 @@ async fn refuse_protected_branch(
 /// Fetches the branch (depth 1), computes the file's new content from its current one (`None`:
 /// absent; return `None` to delete it), and when that changes anything commits and pushes, redoing
 /// it on a fresh fetch when someone else pushed first, until the step's deadline. Returns the
-/// branch's commit afterwards and whether this call pushed it.
+/// branch's commit afterwards and whether this call pushed it; in a dry run, the branch's commit
+/// and whether a real run would push (a dry run reports what a real run would do).
 pub async fn edit_file(
     edit: FileEdit,
     git: &GitFlags,
@@ -88,7 +89,7 @@ pub async fn edit_file(
                     unified_diff(&path, old.as_deref(), content)
                 ),
             }
-            return Ok((checkout.tip(), false));
+            return Ok((checkout.tip(), existing != wanted));
         }
         commit_and_push(
             &repo,

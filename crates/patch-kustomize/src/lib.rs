@@ -301,10 +301,11 @@ async fn patch_kustomize(args: Args, ctx: Context) -> Result<(), StepError> {
         }
     })
     .await?;
-    let state = if changed {
-        "patched and pushed"
-    } else {
-        "already as asked; nothing committed"
+    let state = match (args.dry_run, changed) {
+        (false, true) => "patched and pushed",
+        (false, false) => "already as asked; nothing committed",
+        (true, true) => "dry run: a real run would patch and push this; nothing committed",
+        (true, false) => "dry run: already as asked; a real run would commit nothing",
     };
     tracing::info!("{}: {state} (commit {commit})", args.file);
     ctx.outputs.set("commit", &commit.to_string())?;

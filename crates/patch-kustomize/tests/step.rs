@@ -451,6 +451,13 @@ fn dry_run_shows_the_diff_and_pushes_nothing() {
         "{}",
         text(&out)
     );
-    assert_eq!(read(dir.path(), "changed"), "false");
+    // What a real run would do, said once and consistently: no "already as asked" after a diff.
+    assert_eq!(read(dir.path(), "changed"), "true");
+    assert!(
+        text(&out).contains("a real run would patch and push"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("already as asked"), "{}", text(&out));
     assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-42"), before);
 }

@@ -83,6 +83,13 @@ impl Outputs {
         // No fsync: the rename is what makes the write atomic for readers, and a crashed pod
         // re-runs the step rather than reading its old outputs (8 fsyncs were most of a run).
         tmp.write_all(bytes).map_err(|e| fail("write", e))?;
+        // Readable by others (tempfile makes 0600): Argo's wait container, which reads outputs,
+        // runs as another user than the step under a non-root executor (PSA restricted).
+        // Outputs never hold secrets.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| fail("set the mode of", e))?;
         tmp.persist(self.dir.join(name))
             .map_err(|e| fail("rename into place", e.error))?;
         Ok(())
@@ -92,6 +99,19 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_are_readable_by_another_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = Outputs::new(dir.path().to_owned());
+        outputs.set("phase", "Succeeded").unwrap();
+        let mode = std::fs::metadata(dir.path().join("phase"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
 
     #[test]
     fn each_output_is_its_own_file_and_in_the_summary() {
