@@ -475,3 +475,28 @@ fn over_ssh_with_a_key_and_known_hosts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
 }
+
+/// https:// to a server that speaks plain HTTP never heals: exit 3 at once with a hint, not
+/// retries until the deadline.
+#[test]
+fn https_to_a_plain_http_server_is_exit_3_at_once() {
+    let (_server, url) = infra();
+    let dir = tempfile::tempdir().unwrap();
+    let https = url.replacen("http://", "https://", 1);
+    let started = std::time::Instant::now();
+    let out = step(dir.path())
+        .args(["--repo", &https, "--branch", "sbx-1", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("does not speak TLS"),
+        "{}",
+        all_output(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -66,6 +66,10 @@ impl Error {
         };
         let err = StepError::new(kind, self.message);
         match self.class {
+            _ if step_kit::tls_refusal(&err.message).is_some() => {
+                let hint = step_kit::tls_refusal(&err.message).unwrap_or_default();
+                err.with_hint(hint)
+            }
             ErrorClass::Auth => err.with_hint(
                 "the credentials (Application Default Credentials or Workload Identity) need \
                  storage.objects.list/get on the source and storage.objects.create/delete on \
@@ -105,7 +109,8 @@ fn class_of_reqwest(e: &reqwest::Error) -> ErrorClass {
     if let Some(status) = e.status() {
         return class_of_status(status.as_u16());
     }
-    if e.is_builder() {
+    if e.is_builder() || step_kit::tls_refusal(&error_chain(e)).is_some() {
+        // Also an untrusted certificate or a server that does not speak TLS: no retry heals it.
         return ErrorClass::Other;
     }
     // Connect, timeout, a reset or closed connection (is_request), a body cut short (is_body,

@@ -278,11 +278,16 @@ impl Checkout {
         );
         let auth_failed = e.code() == ErrorCode::Auth
             || e.class() == ErrorClass::Ssh && e.message().contains("authentic");
-        let certificate = e.code() == ErrorCode::Certificate
-            || e.class() == ErrorClass::Ssl
-                && crate::smart_http::is_certificate_problem(e.message());
-        if certificate {
-            return StepError::precondition(message).with_hint(crate::smart_http::CERTIFICATE_HINT);
+        let tls = if e.code() == ErrorCode::Certificate {
+            Some(step_kit::CERTIFICATE_HINT)
+        } else if e.class() == ErrorClass::Ssl {
+            step_kit::tls_refusal(e.message())
+        } else {
+            None
+        };
+        if let Some(hint) = tls {
+            // An untrusted certificate, or a server that does not speak TLS, stays so on a retry.
+            return StepError::precondition(message).with_hint(hint);
         }
         // The repository is not there, or not for these credentials: a retry won't change it.
         if e.class() == ErrorClass::Http

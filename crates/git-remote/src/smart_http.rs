@@ -213,9 +213,9 @@ impl Remote {
     fn transport_error(&self, what: &str, e: reqwest::Error) -> StepError {
         let chain = step_kit::error_chain(&e);
         let message = format!("cannot {what} {}: {}", self.base, redact_url(&chain));
-        if is_certificate_problem(&chain) {
-            // An untrusted or invalid certificate stays so on a retry.
-            return StepError::precondition(message).with_hint(CERTIFICATE_HINT);
+        if let Some(hint) = step_kit::tls_refusal(&chain) {
+            // An untrusted certificate, or a server that does not speak TLS, stays so on a retry.
+            return StepError::precondition(message).with_hint(hint);
         }
         StepError::transient(message)
     }
@@ -285,25 +285,6 @@ pub(crate) fn check_http_url(url: &str) -> Result<Url, StepError> {
         )));
     }
     Ok(parsed)
-}
-
-pub(crate) const CERTIFICATE_HINT: &str = "the server's TLS certificate is not trusted: check the \
-     CA bundle (SSL_CERT_FILE, /etc/ssl/certs/ca-certificates.crt) and the host name";
-
-/// Whether a TLS error chain (rustls through reqwest, OpenSSL through libgit2) says the
-/// certificate was refused, rather than the network failing.
-pub(crate) fn is_certificate_problem(chain: &str) -> bool {
-    let chain = chain.to_ascii_lowercase();
-    [
-        "invalid peer certificate",
-        "certificate verify failed",
-        "unknownissuer",
-        "self-signed certificate",
-        "certificate has expired",
-        "notvalidforname",
-    ]
-    .iter()
-    .any(|needle| chain.contains(needle))
 }
 
 fn is_transient(e: &StepError) -> bool {
@@ -524,29 +505,6 @@ mod tests {
                 .unwrap();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(!e.message.contains("tok@"), "{e}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod certificate_tests {
-    use super::is_certificate_problem;
-
-    #[test]
-    fn certificate_refusals_are_told_from_network_failures() {
-        for refused in [
-            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
-            "invalid peer certificate: NotValidForName",
-            "the SSL certificate is invalid: certificate verify failed (self-signed certificate)",
-        ] {
-            assert!(is_certificate_problem(refused), "{refused}");
-        }
-        for network in [
-            "error sending request: client error (Connect): tcp connect error: Connection refused",
-            "operation timed out",
-            "connection reset by peer",
-        ] {
-            assert!(!is_certificate_problem(network), "{network}");
         }
     }
 }

@@ -92,6 +92,45 @@ impl fmt::Display for StepError {
 
 impl std::error::Error for StepError {}
 
+/// Why a TLS connection failed in a way no retry heals, as a hint for the user; `None` for a
+/// network failure, which may heal. `chain` is the error's text with its sources
+/// ([`error_chain`]), from rustls (reqwest) or OpenSSL (libgit2):
+/// - the server does not speak TLS at that address (an `https://` URL for a plain-HTTP server:
+///   rustls reads an HTTP answer as a corrupt TLS record, OpenSSL as a wrong version number);
+/// - its certificate is not trusted (unknown issuer, expired, another host's name).
+pub fn tls_refusal(chain: &str) -> Option<&'static str> {
+    let chain = chain.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| chain.contains(n));
+    if any(&[
+        "invalidcontenttype",
+        "corrupt message",
+        "wrong version number",
+        "packet length too long",
+        "http request to an https server",
+    ]) {
+        return Some(NOT_TLS_HINT);
+    }
+    if any(&[
+        "invalid peer certificate",
+        "certificate verify failed",
+        "unknownissuer",
+        "self-signed certificate",
+        "certificate has expired",
+        "notvalidforname",
+    ]) {
+        return Some(CERTIFICATE_HINT);
+    }
+    None
+}
+
+/// The hint for a server that answers `https://` in plain HTTP.
+pub const NOT_TLS_HINT: &str = "the server does not speak TLS at this address: is the URL's \
+     scheme right (http:// rather than https://), and the port?";
+
+/// The hint for a TLS certificate the step does not trust.
+pub const CERTIFICATE_HINT: &str = "the server's TLS certificate is not trusted: check the CA \
+     bundle (SSL_CERT_FILE, /etc/ssl/certs/ca-certificates.crt) and the host name";
+
 /// An error with its chain of sources, one line: `outer: cause: root cause` (HTTP clients hide
 /// the useful part, "connection refused", in the sources).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -143,6 +182,40 @@ impl FlagProblems {
 impl From<std::io::Error> for StepError {
     fn from(e: std::io::Error) -> Self {
         StepError::unexpected(format!("I/O error: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::{tls_refusal, CERTIFICATE_HINT, NOT_TLS_HINT};
+
+    #[test]
+    fn tls_refusals_are_told_from_network_failures() {
+        for (chain, hint) in [
+            (
+                "client error (Connect): received corrupt message of type InvalidContentType",
+                NOT_TLS_HINT,
+            ),
+            ("SSL routines::wrong version number", NOT_TLS_HINT),
+            (
+                "client error (Connect): invalid peer certificate: UnknownIssuer",
+                CERTIFICATE_HINT,
+            ),
+            ("invalid peer certificate: NotValidForName", CERTIFICATE_HINT),
+            (
+                "the SSL certificate is invalid: certificate verify failed (self-signed certificate)",
+                CERTIFICATE_HINT,
+            ),
+        ] {
+            assert_eq!(tls_refusal(chain), Some(hint), "{chain}");
+        }
+        for network in [
+            "client error (Connect): tcp connect error: Connection refused",
+            "operation timed out",
+            "connection reset by peer",
+        ] {
+            assert_eq!(tls_refusal(network), None, "{network}");
+        }
     }
 }
 

@@ -43,7 +43,9 @@ mod secret;
 mod vault_flags;
 
 pub use args::{parse_duration, CommonArgs, LogFormat, StepArgs};
-pub use error::{error_chain, ErrorKind, FlagProblems, StepError};
+pub use error::{
+    error_chain, tls_refusal, ErrorKind, FlagProblems, StepError, CERTIFICATE_HINT, NOT_TLS_HINT,
+};
 pub use escape::escape_untrusted;
 pub use outputs::Outputs;
 pub use progress::{report_argo_progress, Progress};
