@@ -58,6 +58,13 @@ pub struct Args {
     #[arg(long, value_name = "OWNER/NAME")]
     pub repository: String,
 
+    /// The repositories this installation serves (comma-separated `owner/name`, compared without
+    /// regard to case); another repository is exit 3. Sandbox names come from the pull request's
+    /// number, not its repository: two repositories served by one installation would share (and
+    /// delete) each other's sandboxes.
+    #[arg(long, value_name = "OWNER/NAME,...", value_delimiter = ',')]
+    pub repositories: Vec<String>,
+
     /// Prefix of the environment name; a lowercase letter first, then a-z, 0-9, -.
     #[arg(long, value_name = "PREFIX", default_value = "sbx-pr-")]
     pub env_prefix: String,
@@ -132,6 +139,24 @@ async fn validate_params(args: Args, ctx: Context) -> Result<(), StepError> {
             lines.join("; ")
         ))
     })?;
+    let served: Vec<&str> = args
+        .repositories
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if !served.is_empty()
+        && !served
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(args.repository.trim()))
+    {
+        return Err(StepError::precondition(format!(
+            "--repository {}: this installation serves {} only (--repositories); sandboxes are \
+             named by pull request number, so another repository's would collide with theirs",
+            escape_untrusted(&args.repository),
+            escape_untrusted(&served.join(","))
+        )));
+    }
     if let Some(required) = &args.require_label {
         if !args.labels.iter().any(|l| l.trim() == required) {
             return Err(StepError::precondition(format!(

@@ -203,3 +203,32 @@ fn help_explains_the_step_with_an_example() {
         format!("validate-params {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Sandboxes are named by pull request number: an installation serves the repositories it lists,
+/// and another repository's pull request #42 never reaches acme/platform's sandbox #42.
+#[test]
+fn another_repository_is_refused_when_the_served_ones_are_listed() {
+    for (repository, code) in [
+        ("acme/platform", 0),
+        ("ACME/Platform", 0),
+        ("acme/platform-fork", 3),
+        ("evil/platform", 3),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = step(dir.path())
+            .args(["--pr-number", "42", "--head-ref", "feature/x"])
+            .args(["--repository", repository])
+            .args(["--repositories", "acme/platform,acme/payments"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{repository}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code == 3 {
+            assert!(!dir.path().join("environment").exists(), "nothing written");
+        }
+    }
+}
