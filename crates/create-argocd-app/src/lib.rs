@@ -360,7 +360,7 @@ async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
     };
     let (git, commit_flags) = (args.git.clone(), args.commit.clone());
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let path = file.clone();
+    let (path, dry_run) = (file.clone(), args.dry_run);
     let (commit, changed) = edit_file(edit, &git, &commit_flags, &ctx, move |existing| {
         if let Some(existing) = existing {
             check_ours(&path, existing)?;
@@ -373,7 +373,7 @@ async fn create_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
         ))
     })
     .await?;
-    let state = match (args.dry_run, changed) {
+    let state = match (dry_run, changed) {
         (false, true) => "written and pushed",
         (false, false) => "already up to date",
         (true, true) => "dry run: a real run would write and push it; nothing committed",
