@@ -1,85 +1,12 @@
-//! Every manifest in workflow-templates/ is checked offline: against the strict Argo JSON schema of
-//! its kind (shared/schemas, a misspelled field is an error), and each step template against the
-//! binary it runs: its environment variables are the step's flags, its outputs the step's files,
-//! and it retries exit code 4 only.
+//! Each step template against the binary it runs: its environment variables are the step's flags,
+//! its outputs the step's files, and it retries exit code 4 only. (That every manifest is what its
+//! kind allows, a misspelled field refused, is checked by the upstream software itself: `argo lint`
+//! in argo_lint.rs, the API server's strict field validation in apiserver.rs, Argo Events' strict
+//! decoding in sensors.rs.)
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
-use workspace_tests::{manifests, repo_root};
-
-use serde_json::Value;
-
-fn schemas_dir() -> PathBuf {
-    let dir = repo_root().join("../shared/schemas/derived");
-    assert!(
-        dir.is_dir(),
-        "the Argo schemas are expected at {} (shared/ beside the repo)",
-        dir.display()
-    );
-    dir
-}
-
-fn schema_for(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "Workflow" => "workflow.strict.json",
-        "WorkflowTemplate" => "workflowtemplate.strict.json",
-        "ClusterWorkflowTemplate" => "clusterworkflowtemplate.strict.json",
-        "CronWorkflow" => "cronworkflow.strict.json",
-        "EventSource" => "eventsource.strict.json",
-        "Sensor" => "sensor.strict.json",
-        "EventBus" => "eventbus.strict.json",
-        "Application" => "application.strict.json",
-        _ => return None,
-    })
-}
-
-#[test]
-fn every_manifest_matches_the_strict_schema_of_its_kind() {
-    let docs = manifests();
-    assert!(!docs.is_empty(), "no manifests found");
-    let mut failures = Vec::new();
-    for (file, doc) in &docs {
-        let kind = doc["kind"].as_str().unwrap_or_default();
-        let Some(schema_file) = schema_for(kind) else {
-            continue; // Kubernetes core kinds (RBAC) have no schema here.
-        };
-        let schema: Value = serde_json::from_str(
-            &std::fs::read_to_string(schemas_dir().join(schema_file)).unwrap(),
-        )
-        .unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        for error in validator.iter_errors(doc) {
-            failures.push(format!(
-                "{} ({kind}): {} at {}",
-                file.display(),
-                error,
-                error.instance_path()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "schema errors:\n{}",
-        failures.join("\n")
-    );
-}
-
-/// The validator itself catches what it should (a typo in a field name).
-#[test]
-fn the_strict_schema_rejects_a_misspelled_field() {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(schemas_dir().join("clusterworkflowtemplate.strict.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let typo: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("../shared/schemas/samples/cwft-typo.yaml"))
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(!jsonschema::validator_for(&schema).unwrap().is_valid(&typo));
-}
+use workspace_tests::manifests;
 
 /// What a step binary accepts and writes, from its own code.
 struct StepInterface {

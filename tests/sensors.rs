@@ -158,3 +158,39 @@ fn the_submitted_workflows_carry_the_pull_request() {
         assert!(checked >= 3, "{sensor}: {checked}");
     }
 }
+
+/// Every Argo Events manifest decodes strictly into Argo Events' own types (its CRDs are
+/// schemaless, so the API server accepts any field); a misspelled field is refused.
+#[test]
+fn the_argo_events_manifests_decode_strictly_and_a_typo_is_refused() {
+    let events = workspace_tests::repo_root().join("workflow-templates/events");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let decode = |files: &[std::path::PathBuf]| {
+        std::process::Command::new(testkit::cluster_tool("sensor-check"))
+            .arg("--decode")
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let out = decode(&files);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches(": ok").count(),
+        3,
+        "two Sensors and the EventSource: {text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string(events.join("github.yaml")).unwrap();
+    let typo = dir.path().join("github.yaml");
+    std::fs::write(&typo, source.replace("      webhook:", "      webhok:")).unwrap();
+    let out = decode(&[typo]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"webhok\""));
+}

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use workspace_tests::{manifests, repo_root};
+use workspace_tests::manifests;
 
 use serde_json::Value;
 
@@ -174,20 +174,10 @@ fn check_placeholder(
     }
 }
 
-/// A Workflow manifest the library creates (child workflow, Sensor trigger): valid against the
-/// strict schema, calling an existing ClusterWorkflowTemplate with its required parameters.
+/// A Workflow manifest the library creates (child workflow, Sensor trigger) calls an existing
+/// ClusterWorkflowTemplate with its required parameters. (Its fields are checked by upstream:
+/// `argo lint` for the Sensors' Workflows, the API server's strict validation for the child.)
 fn check_created_workflow(lib: &Library, at: &str, workflow: &Value, problems: &mut Vec<String>) {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo_root().join("../shared/schemas/derived/workflow.strict.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    for error in validator.iter_errors(workflow) {
-        problems.push(format!("{at}: {error} at {}", error.instance_path()));
-    }
     let reference = &workflow["spec"]["workflowTemplateRef"];
     let Some(name) = reference["name"].as_str() else {
         problems.push(format!("{at}: no workflowTemplateRef"));

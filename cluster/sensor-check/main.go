@@ -6,6 +6,12 @@
 //
 // Usage: sensor-check SENSOR.yaml EVENTS.json
 //
+//	sensor-check --decode FILE.yaml...
+//
+// --decode decodes every Sensor, EventSource and EventBus document of the files strictly into
+// Argo Events' own types (a misspelled or misplaced field is an error, which the CRDs, schemaless
+// for these kinds, do not catch) and prints one line per document; exit 1 on the first failure.
+//
 // EVENTS.json is a JSON list of event payloads as the GitHub event source emits them:
 // {"headers": {...}, "body": {...}}. For each, one JSON line on stdout:
 // {"fired": bool, "error": "...", "workflows": [<the resource each argoWorkflow trigger submits>]}.
@@ -15,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/argoproj/argo-events/pkg/apis/events/v1alpha1"
@@ -32,6 +39,13 @@ type result struct {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "--decode" {
+		if err := decode(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "sensor-check:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: sensor-check SENSOR.yaml EVENTS.json")
 		os.Exit(2)
@@ -40,6 +54,42 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sensor-check:", err)
 		os.Exit(1)
 	}
+}
+
+func decode(files []string) error {
+	for _, file := range files {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		for i, doc := range strings.Split(string(text), "\n---") {
+			var head struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name string `json:"name"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+				return fmt.Errorf("%s: document %d: %w", file, i+1, err)
+			}
+			var target any
+			switch head.Kind {
+			case "Sensor":
+				target = &v1alpha1.Sensor{}
+			case "EventSource":
+				target = &v1alpha1.EventSource{}
+			case "EventBus":
+				target = &v1alpha1.EventBus{}
+			default:
+				continue
+			}
+			if err := yaml.UnmarshalStrict([]byte(doc), target); err != nil {
+				return fmt.Errorf("%s: %s %s: %w", file, head.Kind, head.Metadata.Name, err)
+			}
+			fmt.Printf("%s: %s %s: ok\n", file, head.Kind, head.Metadata.Name)
+		}
+	}
+	return nil
 }
 
 func run(sensorFile, eventsFile string) error {

@@ -409,9 +409,11 @@ impl KubeApiServer {
     }
 
     /// Server-side apply of `object` as the administrator (or with `token`); (status, body).
+    /// Strict field validation: an unknown or duplicated field is refused (400), as `kubectl
+    /// apply --validate=strict` asks.
     pub fn apply(&self, object: &Value, token: Option<&str>) -> (u16, Value) {
         let path = format!(
-            "{}?fieldManager=sandbox-steps-tests&force=true",
+            "{}?fieldManager=sandbox-steps-tests&force=true&fieldValidation=Strict",
             self.path_of(object)
         );
         let response = self
