@@ -159,31 +159,29 @@ fn the_workflows_account_may_do_each_resource_template_and_nothing_more() {
         ],
     );
     // Binding: only the two roles a sandbox needs.
-    let groups = sa_groups("argo");
-    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
-    for (role, allowed) in [
-        ("sandbox-steps-executor", true),
-        ("sandbox-steps-wait-workflow", true),
-        ("cluster-admin", false),
-        ("admin", false),
-        ("edit", false),
-    ] {
-        let (status, review) = cluster().request(
-            "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            Some(json!({
-                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                "spec": {"user": WORKFLOWS_SA, "groups": groups, "resourceAttributes": {
-                    "verb": "bind", "group": RBAC, "resource": "clusterroles", "name": role}},
-            })),
-            None,
-        );
-        assert_eq!(status, 201);
-        assert_eq!(
-            review["status"]["allowed"], allowed,
-            "bind {role}: {review}"
-        );
-    }
+    assert_access(
+        WORKFLOWS_SA,
+        "argo",
+        &[
+            (
+                "bind",
+                RBAC,
+                "clusterroles:sandbox-steps-executor",
+                "",
+                true,
+            ),
+            (
+                "bind",
+                RBAC,
+                "clusterroles:sandbox-steps-wait-workflow",
+                "",
+                true,
+            ),
+            ("bind", RBAC, "clusterroles:cluster-admin", "", false),
+            ("bind", RBAC, "clusterroles:admin", "", false),
+            ("bind", RBAC, "clusterroles:edit", "", false),
+        ],
+    );
 }
 
 /// The account a sandbox's child workflow runs as, once create-sandbox's `access` made it: Argo's

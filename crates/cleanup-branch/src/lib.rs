@@ -46,15 +46,8 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX", default_value = "sbx-")]
     pub sandbox_prefix: String,
 
-    /// Branches never deleted (globs: `*` any run, `?` one character); `main`, `master` and the
-    /// remote's default branch never are.
-    #[arg(
-        long,
-        value_name = "GLOBS",
-        value_delimiter = ',',
-        default_value = "main,master"
-    )]
-    pub protected_branches: Vec<String>,
+    #[command(flatten)]
+    pub protection: git_remote::ProtectedBranches,
 
     /// The GitHub repository (owner/name) whose open pull requests keep the branch alive.
     #[arg(long, value_name = "OWNER/NAME")]
@@ -96,11 +89,12 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     let branch = escape_untrusted(&args.branch);
     naming::check_branch_name(&args.branch)
         .map_err(|rule| StepError::invalid(format!("--branch {branch}: {rule}")))?;
-    if args.sandbox_prefix.trim().is_empty() {
-        return Err(StepError::invalid(
-            "--sandbox-prefix must not be empty: it is what keeps other branches safe",
-        ));
-    }
+    naming::check_sandbox_prefix(&args.sandbox_prefix).map_err(|rule| {
+        StepError::invalid(format!(
+            "--sandbox-prefix {}: {rule}",
+            escape_untrusted(&args.sandbox_prefix)
+        ))
+    })?;
     if args.github_repo.is_some() && args.github_token.is_none() {
         return Err(StepError::invalid("--github-repo needs --github-token"));
     }
@@ -110,7 +104,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             escape_untrusted(&args.sandbox_prefix)
         )));
     }
-    if let Some(pattern) = git_remote::protected_by(&args.branch, &args.protected_branches) {
+    if let Some(pattern) = args.protection.protecting(&args.branch) {
         return Err(StepError::precondition(format!(
             "--branch {branch} is protected (pattern {pattern:?}): refusing to delete it"
         )));

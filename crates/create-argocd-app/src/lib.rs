@@ -239,13 +239,7 @@ fn validate(args: &Args) -> Result<(Metadata, Metadata), StepError> {
         ("--sandbox-prefix", &args.sandbox_prefix),
         ("--dest-namespace-prefix", &args.dest_namespace_prefix),
     ] {
-        if prefix.trim().len() < 2 {
-            check(
-                flag,
-                prefix,
-                Err("must be at least 2 characters: it is what keeps others' objects safe".into()),
-            );
-        }
+        check(flag, prefix, naming::check_sandbox_prefix(prefix));
     }
     problems.into_result()?;
     // Valid, but outside the sandboxes: a precondition no retry changes.

@@ -48,15 +48,8 @@ pub struct Args {
     #[arg(long, value_name = "REF", default_value = "main")]
     pub from: String,
 
-    /// Branches never created or moved (globs: `*` any run, `?` one character); `main`, `master`
-    /// and the remote's default branch are always protected.
-    #[arg(
-        long,
-        value_name = "GLOBS",
-        value_delimiter = ',',
-        default_value = "main,master"
-    )]
-    pub protected_branches: Vec<String>,
+    #[command(flatten)]
+    pub protection: git_remote::ProtectedBranches,
 
     /// Move an existing branch to `--from` (a compare-and-swap from the commit seen). Only for
     /// branches under `--sandbox-prefix`: a reset throws away what the branch held.
@@ -105,19 +98,18 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             "--from 0000000000000000000000000000000000000000: the null object id is not a commit",
         ));
     }
-    if args.sandbox_prefix.trim().len() < 2 {
-        return Err(StepError::invalid(format!(
-            "--sandbox-prefix {}: must be at least 2 characters: it is what keeps other branches \
-             safe from --reset",
+    naming::check_sandbox_prefix(&args.sandbox_prefix).map_err(|rule| {
+        StepError::invalid(format!(
+            "--sandbox-prefix {}: {rule}",
             escape_untrusted(&args.sandbox_prefix)
-        )));
-    }
+        ))
+    })?;
     if !from_is_id {
         naming::check_branch_name(&args.from).map_err(|rule| {
             StepError::invalid(format!("--from {}: {rule}", escape_untrusted(&args.from)))
         })?;
     }
-    if let Some(pattern) = git_remote::protected_by(&args.branch, &args.protected_branches) {
+    if let Some(pattern) = args.protection.protecting(&args.branch) {
         return Err(StepError::precondition(format!(
             "--branch {} is protected (pattern {pattern:?}): refusing to create or move it",
             escape_untrusted(&args.branch)

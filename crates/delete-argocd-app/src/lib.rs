@@ -91,11 +91,12 @@ async fn delete_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
             StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(value)))
         })?;
     }
-    if args.sandbox_prefix.trim().is_empty() {
-        return Err(StepError::invalid(
-            "--sandbox-prefix must not be empty: it is what keeps other Applications safe",
-        ));
-    }
+    naming::check_sandbox_prefix(&args.sandbox_prefix).map_err(|rule| {
+        StepError::invalid(format!(
+            "--sandbox-prefix {}: {rule}",
+            escape_untrusted(&args.sandbox_prefix)
+        ))
+    })?;
     if !args.name.starts_with(&args.sandbox_prefix) {
         return Err(StepError::precondition(format!(
             "--name {} does not start with the sandbox prefix {}: refusing to remove it",

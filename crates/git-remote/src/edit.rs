@@ -2,9 +2,7 @@
 
 use step_kit::{escape_untrusted, Context, StepError};
 
-use crate::{
-    commit_and_push, protected_by, Change, Checkout, CommitFlags, GitFlags, Oid, Transport,
-};
+use crate::{commit_and_push, Change, Checkout, CommitFlags, GitFlags, Oid, Transport};
 
 /// One file of one branch, and how its change is described.
 #[derive(Debug, Clone)]
@@ -36,7 +34,7 @@ async fn refuse_protected_branch(
         return Ok(());
     }
     let branch = escape_untrusted(&edit.branch);
-    if let Some(pattern) = protected_by(&edit.branch, &commit.protected_branches) {
+    if let Some(pattern) = commit.protection.protecting(&edit.branch) {
         return Err(StepError::precondition(format!(
             "--branch {branch} is protected (pattern {pattern:?}): refusing to commit to it \
              (--allow-protected-branch, where writing it is intended)"

@@ -20,7 +20,7 @@ mod transport;
 pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
 pub use edit::{edit_file, read_branch_file, FileEdit};
 pub use git2::Oid;
-pub use transport::{is_ssh_url, CommitFlags, GitFlags, Transport};
+pub use transport::{is_ssh_url, CommitFlags, GitFlags, ProtectedBranches, Transport};
 
 pub use smart_http::{Advertisement, Credentials, RefUpdate, RefUpdateResult, Remote, ZERO_ID};
 

@@ -89,6 +89,28 @@ impl GitFlags {
     }
 }
 
+/// The branches a step never writes (creates, moves, commits to, deletes), for every step that
+/// writes a branch: defined once, checked by [`crate::protected_by`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProtectedBranches {
+    /// Branches never written (globs: `*` any run, `?` one character, compared without regard to
+    /// case); `main`, `master` and the remote's default branch are always protected.
+    #[arg(
+        long,
+        value_name = "GLOBS",
+        value_delimiter = ',',
+        default_value = "main,master"
+    )]
+    pub protected_branches: Vec<String>,
+}
+
+impl ProtectedBranches {
+    /// The pattern protecting `branch`, if any (the remote's default branch is checked apart).
+    pub fn protecting(&self, branch: &str) -> Option<String> {
+        crate::protected_by(branch, &self.protected_branches)
+    }
+}
+
 /// Who commits, for the steps that commit.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Commits")]
@@ -105,15 +127,8 @@ pub struct CommitFlags {
     )]
     pub author_email: String,
 
-    /// Branches never committed to (globs: `*` any run, `?` one character); `main`, `master` and
-    /// the remote's default branch are always protected.
-    #[arg(
-        long,
-        value_name = "GLOBS",
-        value_delimiter = ',',
-        default_value = "main,master"
-    )]
-    pub protected_branches: Vec<String>,
+    #[command(flatten)]
+    pub protection: ProtectedBranches,
 
     /// Commit to `--branch` although it is protected. For the one branch meant to be written:
     /// the app-of-apps repository's branch Argo CD watches (create-/delete-argocd-app's templates

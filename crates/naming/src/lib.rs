@@ -205,6 +205,19 @@ pub fn is_invisible(c: char) -> bool {
         || (c.is_whitespace() && c != ' ')
 }
 
+/// A sandbox prefix (`--sandbox-prefix`, `--dest-namespace-prefix`): what keeps a step away from
+/// everything that is not a sandbox, so at least 2 characters and no whitespace (a prefix of `s`
+/// or ` ` would match far too much).
+pub fn check_sandbox_prefix(s: &str) -> Result<(), String> {
+    if s.chars().count() < 2 {
+        return Err("must be at least 2 characters: it is what keeps others' objects safe".into());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err("must not hold whitespace".into());
+    }
+    Ok(())
+}
+
 /// Longest branch name accepted (GitHub refuses longer refs).
 pub const BRANCH_MAX: usize = 255;
 

@@ -467,7 +467,8 @@ impl KubeApiServer {
     }
 
     /// Whether `user` (with `groups`) may `verb` the resource (`resource` or `resource/subresource`;
-    /// namespace "" for cluster scope), as the API server decides it (SubjectAccessReview).
+    /// namespace "" for cluster scope; `resource:name` for one object, e.g. `clusterroles:admin`),
+    /// as the API server decides it (SubjectAccessReview).
     pub fn can(
         &self,
         user: &str,
@@ -477,6 +478,7 @@ impl KubeApiServer {
         resource: &str,
         namespace: &str,
     ) -> bool {
+        let (resource, name) = resource.split_once(':').unwrap_or((resource, ""));
         let (subresource, resource) = match resource.split_once('/') {
             Some((r, sub)) => (sub, r),
             None => ("", resource),
@@ -492,7 +494,7 @@ impl KubeApiServer {
                     "groups": groups,
                     "resourceAttributes": {
                         "verb": verb, "group": group, "resource": resource,
-                        "subresource": subresource, "namespace": namespace,
+                        "subresource": subresource, "namespace": namespace, "name": name,
                     },
                 },
             })),

@@ -1,7 +1,7 @@
 //! wait-workflow: waits for an Argo Workflow to finish, within a deadline, logging its progress,
 //! and says why it failed.
 //!
-//! It watches the Workflow (from the resource version it read; after 410 Gone it reads it again),
+//! It watches the Workflow (from the resource version of the list it read; after 410 Gone it reads it again),
 //! falls back to polling when watching fails, keeps waiting while the Workflow does not exist yet
 //! (the parent may create it a moment later), and stops when it is deleted.
 
