@@ -170,6 +170,24 @@ impl Admin {
         .map_err(|e| sql_error("read the role's comment", e))
     }
 
+    /// What role `name` may do beyond its own objects: its server-wide attributes (SUPERUSER,
+    /// CREATEDB, ...) and the roles it is a member of. Empty for a sandbox's owner.
+    pub async fn role_powers(&mut self, name: &str) -> Result<Vec<String>, StepError> {
+        sqlx::query_scalar::<_, Vec<String>>(
+            "SELECT array_remove(ARRAY[CASE WHEN rolsuper THEN 'SUPERUSER' END, \
+             CASE WHEN rolcreatedb THEN 'CREATEDB' END, CASE WHEN rolcreaterole THEN 'CREATEROLE' \
+             END, CASE WHEN rolreplication THEN 'REPLICATION' END, CASE WHEN rolbypassrls THEN \
+             'BYPASSRLS' END], NULL) || ARRAY(SELECT 'member of ' || quote_ident(g.rolname) FROM \
+             pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid ORDER \
+             BY 1) FROM pg_roles r WHERE rolname = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map(Option::unwrap_or_default)
+        .map_err(|e| sql_error("read the role's attributes", e))
+    }
+
     /// Drops a database this step owns the name of (checked by the caller), closing the
     /// sessions still connected to it.
     pub async fn drop_database(&mut self, name: &str) -> Result<(), StepError> {

@@ -96,8 +96,9 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub database: String,
 
-    /// The role owning the database and everything restored into it (created when missing;
-    /// default: the database's name with --owner-secret, else the admin user).
+    /// The role owning the database and everything restored into it (created when missing,
+    /// under --sandbox-prefix; default: the database's name). The dump runs as this role, never
+    /// as the admin.
     #[arg(long, value_name = "ROLE")]
     pub owner: Option<String>,
 
@@ -122,6 +123,12 @@ pub struct Args {
     /// the size.
     #[arg(long, value_name = "NAME")]
     pub template_db: Option<String>,
+
+    /// Extensions PostgreSQL does not mark trusted (e.g. postgis) that the dump may create: its
+    /// `CREATE EXTENSION` and `COMMENT ON EXTENSION` for these run as the admin (plain dumps).
+    /// Every other statement runs as the owner. Allow only extensions you trust.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub extensions_as_admin: Vec<String>,
 
     /// The naming scheme of sandbox databases: only names starting with it are created, replaced
     /// or dropped.
@@ -170,7 +177,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
 struct Plan {
     admin: PgConnectOptions,
     libpq: Libpq,
-    owner: Option<String>,
+    owner: String,
 }
 
 fn admin_options(url: &str) -> Result<(PgConnectOptions, Libpq), StepError> {
@@ -184,12 +191,6 @@ fn admin_options(url: &str) -> Result<(PgConnectOptions, Libpq), StepError> {
     if !matches!(parsed.scheme(), "postgres" | "postgresql") {
         return Err(refused());
     }
-    let password = parsed.password().map(|p| {
-        url::form_urlencoded::parse(format!("p={p}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    });
     let options = PgConnectOptions::from_str(url)
         .map_err(|_| refused())?
         .application_name("restore-db")
@@ -201,7 +202,6 @@ fn admin_options(url: &str) -> Result<(PgConnectOptions, Libpq), StepError> {
         options,
         Libpq {
             url: without_password,
-            password,
         },
     ))
 }
@@ -230,30 +230,28 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
             )));
         }
     }
-    let owner = args
-        .owner
-        .clone()
-        .or_else(|| args.owner_secret.as_ref().map(|_| args.database.clone()));
-    if let Some(owner) = &owner {
-        check_identifier("--owner", owner, 63)?;
-        if !owner.starts_with(prefix.as_str()) {
-            return Err(StepError::precondition(format!(
-                "--owner {owner}: not under --sandbox-prefix {prefix}; a sandbox's owner is a role \
-                 of the sandbox naming scheme, never another"
-            )));
-        }
-        if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
-            return Err(StepError::precondition(format!(
-                "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of \
-                 its own"
-            )));
-        }
-        if args.template_db.as_deref() == Some(owner.as_str()) {
-            return Err(StepError::precondition(format!(
-                "--owner {owner}: the template's own role (objects in --template-db belong to a \
-                 role named after it)"
-            )));
-        }
+    let owner = args.owner.clone().unwrap_or_else(|| args.database.clone());
+    check_identifier("--owner", &owner, 63)?;
+    if !owner.starts_with(prefix.as_str()) {
+        return Err(StepError::precondition(format!(
+            "--owner {owner}: not under --sandbox-prefix {prefix}; a sandbox's owner is a role of \
+             the sandbox naming scheme, never another"
+        )));
+    }
+    if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
+        return Err(StepError::precondition(format!(
+            "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of its \
+             own"
+        )));
+    }
+    if args.template_db.as_deref() == Some(owner.as_str()) {
+        return Err(StepError::precondition(format!(
+            "--owner {owner}: the template's own role (objects in --template-db belong to a role \
+             named after it)"
+        )));
+    }
+    for name in &args.extensions_as_admin {
+        check_identifier("--extensions-as-admin", name, 63)?;
     }
     Ok(Plan {
         admin,
@@ -324,7 +322,7 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
             backup.url(),
             args.database,
             RESTORING_SUFFIX,
-            plan.owner.as_deref().unwrap_or("the admin user"),
+            plan.owner,
             args.template_db
                 .as_deref()
                 .map(|t| format!(" (through template {t})"))
@@ -334,31 +332,35 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
         return finish(&ctx, false, 0, 0, started);
     }
 
-    if let Some(owner) = &plan.owner {
-        let endpoint = Endpoint {
-            host: plan.admin.get_host().to_owned(),
-            port: plan.admin.get_port(),
-        };
-        let secret = args.owner_secret.as_ref().map(|p| (p, &args.vault));
-        owner::ensure_owner(&mut admin, &ctx, owner, secret, &endpoint, &args.database).await?;
-    }
+    let endpoint = Endpoint {
+        host: plan.admin.get_host().to_owned(),
+        port: plan.admin.get_port(),
+    };
+    let secret = args.owner_secret.as_ref().map(|p| (p, &args.vault));
+    let login = owner::ensure_owner(
+        &mut admin,
+        &ctx,
+        &plan.owner,
+        secret,
+        &endpoint,
+        &args.database,
+    )
+    .await?;
 
     let restorer = Restorer {
         gcs,
         policy,
         jobs: usize::from(args.jobs),
         libpq: plan.libpq.clone(),
+        extensions_as_admin: args.extensions_as_admin.clone(),
     };
     let temp = format!("{}{RESTORING_SUFFIX}", args.database);
     // A leftover of a run that died (we hold the lock: no live run uses it).
     admin.drop_database(&temp).await?;
     let restored = match &args.template_db {
         None => {
-            create_database(&mut admin, &temp, plan.owner.as_deref(), None).await?;
-            match restorer
-                .restore(&admin, &temp, &backup, plan.owner.as_deref())
-                .await
-            {
+            create_database(&mut admin, &temp, &plan.owner, None).await?;
+            match restorer.restore(&admin, &temp, &backup, &login).await {
                 Ok(p) => p,
                 Err(e) => {
                     // Best effort: a re-run drops it anyway.
@@ -368,8 +370,9 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
             }
         }
         Some(template) => {
-            let provenance = ensure_template(&mut admin, &restorer, template, &backup).await?;
-            clone_template(&mut admin, template, &temp, plan.owner.as_deref()).await?;
+            let provenance =
+                ensure_template(&mut admin, &ctx, &restorer, template, &backup, &endpoint).await?;
+            clone_template(&mut admin, template, &temp, &plan.owner).await?;
             provenance
         }
     };
@@ -412,7 +415,7 @@ fn finish(
 async fn create_database(
     admin: &mut Admin,
     name: &str,
-    owner: Option<&str>,
+    owner: &str,
     template: Option<&str>,
 ) -> Result<(), StepError> {
     let mut sql = format!("CREATE DATABASE {}", quoted(name));
@@ -423,9 +426,7 @@ async fn create_database(
         // template0: nothing of template1's local additions, as pg_dump's docs ask.
         None => sql.push_str(" TEMPLATE template0"),
     }
-    if let Some(owner) = owner {
-        sql.push_str(&format!(" OWNER {}", quoted(owner)));
-    }
+    sql.push_str(&format!(" OWNER {}", quoted(owner)));
     admin.execute(sql).await
 }
 
@@ -433,9 +434,11 @@ async fn create_database(
 /// returns what the template holds.
 async fn ensure_template(
     admin: &mut Admin,
+    ctx: &Context,
     restorer: &Restorer,
     template: &str,
     backup: &Backup,
+    endpoint: &Endpoint,
 ) -> Result<Provenance, StepError> {
     admin.lock(template).await?;
     let source = Provenance::source(&backup.url(), backup.entry.generation);
@@ -451,17 +454,21 @@ async fn ensure_template(
         "template {template}: restoring {} into it first",
         backup.url()
     );
-    // The template's objects belong to a role named after it, so each copy can hand them to
-    // its own owner (REASSIGN OWNED) without touching anything outside that copy.
-    if !admin.role_exists(template).await? {
-        admin
-            .execute(format!("CREATE ROLE {} NOLOGIN", quoted(template)))
-            .await?;
-    }
+    // The template's objects belong to a role named after it (the dump runs as that role), so
+    // each copy can hand them to its own owner (REASSIGN OWNED) without touching anything
+    // outside that copy. It logs in only while the template is restored.
+    let login = owner::ensure_owner(admin, ctx, template, None, endpoint, template).await?;
     let temp = format!("{template}{RESTORING_SUFFIX}");
     admin.drop_database(&temp).await?;
-    create_database(admin, &temp, None, None).await?;
-    let restored = match restorer.restore(admin, &temp, backup, Some(template)).await {
+    create_database(admin, &temp, template, None).await?;
+    let restored = restorer.restore(admin, &temp, backup, &login).await;
+    admin
+        .execute(format!(
+            "ALTER ROLE {} NOLOGIN PASSWORD NULL",
+            quoted(template)
+        ))
+        .await?;
+    let restored = match restored {
         Ok(p) => p,
         Err(e) => {
             let _ = admin.drop_database(&temp).await;
@@ -487,13 +494,10 @@ async fn clone_template(
     admin: &mut Admin,
     template: &str,
     temp: &str,
-    owner: Option<&str>,
+    owner: &str,
 ) -> Result<(), StepError> {
     create_database(admin, temp, owner, Some(template)).await?;
-    let new_owner = match owner {
-        Some(o) => quoted(o),
-        None => "CURRENT_USER".to_owned(),
-    };
+    let new_owner = quoted(owner);
     let mut conn = sqlx::postgres::PgConnection::connect_with(&admin.options_for(temp))
         .await
         .map_err(|e| database::sql_error("connect to the copy", e))?;
@@ -540,11 +544,11 @@ mod tests {
                 .unwrap();
         assert_eq!(options.get_host(), "db.internal");
         assert_eq!(options.get_port(), 6432);
-        assert_eq!(libpq.password.as_deref(), Some("s@cret"));
         assert_eq!(
-            libpq.url_for("sbx_pr_42_restoring"),
-            "postgres://admin@db.internal:6432/sbx_pr_42_restoring?sslmode=require"
+            libpq.url_for("sbx_pr_42", "sbx_pr_42_restoring"),
+            "postgres://sbx_pr_42@db.internal:6432/sbx_pr_42_restoring?sslmode=require"
         );
+        assert!(!libpq.url.as_str().contains("cret"));
         for bad in [
             "mysql://a:hunter2@x/y",
             "hunter2",

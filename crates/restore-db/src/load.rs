@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dump::{DumpError, Item};
-use crate::statement::{classify, rewrite_owner, Kind};
+use crate::statement::{classify, Kind};
 
 /// What a restore loaded.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct Loaded {
     pub tables: u64,
     pub rows: u64,
     pub statements: u64,
-    /// Left out: GRANT/REVOKE/default privileges, subscriptions, and OWNER TO without an owner.
+    /// Left out: OWNER TO, GRANT/REVOKE/default privileges, subscriptions.
     pub skipped: u64,
 }
 
@@ -369,11 +369,47 @@ async fn copy_table(
     Ok(after)
 }
 
+/// The extensions the operator allows the admin to create for the dump (`--extensions-as-admin`),
+/// and the admin's connection to the database being restored, opened when first needed.
+pub struct AdminExtensions {
+    pub allowed: Vec<String>,
+    pub connect: PgConnectOptions,
+    conn: Option<PgConnection>,
+    /// Session settings of the dump applied on `conn` so far.
+    applied: usize,
+}
+
+impl AdminExtensions {
+    pub fn new(allowed: Vec<String>, connect: PgConnectOptions) -> AdminExtensions {
+        AdminExtensions {
+            allowed,
+            connect,
+            conn: None,
+            applied: 0,
+        }
+    }
+
+    async fn execute(&mut self, text: &str, line: u64, session: &Session) -> Result<(), LoadError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(
+                self.connect
+                    .connect()
+                    .await
+                    .map_err(|e| LoadError::Connection(e.to_string()))?,
+            ),
+        };
+        catch_up(conn, &mut self.applied, session).await?;
+        execute(conn, text, line).await
+    }
+}
+
+/// Runs a plain dump on connections of the sandbox's owner (never the admin's: what the dump
+/// says runs with the owner's rights, and PostgreSQL refuses what reaches outside its database).
 pub struct Loader {
     main: PgConnection,
     pool: Option<Pool>,
-    /// The sandbox's owner, quoted, for `OWNER TO`.
-    owner: Option<String>,
+    extensions: AdminExtensions,
     session: Session,
     /// A run of index builds not yet handed to the workers: grouped by table when the run ends.
     indexes: Vec<(String, String, u64)>,
@@ -382,11 +418,12 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// `jobs` > 1 opens that many more connections for data and index builds.
+    /// `connect`: the owner's connection to the database. `jobs` > 1 opens that many more
+    /// connections for data and index builds.
     pub async fn connect(
         connect: &PgConnectOptions,
         jobs: usize,
-        owner: Option<String>,
+        extensions: AdminExtensions,
         counters: Arc<Counters>,
     ) -> Result<Loader, LoadError> {
         let main = connect
@@ -401,7 +438,7 @@ impl Loader {
         Ok(Loader {
             main,
             pool,
-            owner,
+            extensions,
             session: Arc::new(Vec::new()),
             indexes: Vec::new(),
             counters,
@@ -456,6 +493,9 @@ impl Loader {
             None => Ok(()),
         };
         let _ = self.main.close().await;
+        if let Some(conn) = self.extensions.conn.take() {
+            let _ = conn.close().await;
+        }
         result?;
         closed?;
         let mut loaded = self.loaded;
@@ -500,13 +540,19 @@ impl Loader {
                 tracing::debug!("left out (integration server's roles): {}", excerpt(&text));
                 return Ok(());
             }
-            Kind::Owner => match &self.owner {
-                Some(owner) => rewrite_owner(&text, owner).unwrap_or(text),
-                None => {
-                    self.loaded.skipped += 1;
-                    return Ok(());
-                }
-            },
+            Kind::Owner => {
+                self.loaded.skipped += 1;
+                return Ok(());
+            }
+            Kind::Extension { name } if self.extensions.allowed.contains(&name) => {
+                self.barrier().await?;
+                tracing::info!("as the admin (--extensions-as-admin): {}", excerpt(&text));
+                self.extensions
+                    .execute(&text, line, &self.session)
+                    .await?;
+                self.loaded.statements += 1;
+                return Ok(());
+            }
             Kind::Session => {
                 execute(&mut self.main, &text, line).await?;
                 Arc::make_mut(&mut self.session).push(text);
@@ -523,7 +569,7 @@ impl Loader {
                 self.loaded.statements += 1;
                 return Ok(());
             }
-            Kind::IndexBuild { .. } | Kind::Other => text,
+            Kind::IndexBuild { .. } | Kind::Extension { .. } | Kind::Other => text,
         };
         self.barrier().await?;
         execute(&mut self.main, &text, line).await?;

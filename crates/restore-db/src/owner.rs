@@ -11,6 +11,7 @@ use serde_json::Value;
 use step_kit::{escape_untrusted, retry, vault_error, Context, Secret, StepError, VaultFlags};
 
 use crate::database::{literal, quoted, Admin};
+use crate::restore::Login;
 
 /// `vault:<mount>/<path>`: where the owner's credentials are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +154,11 @@ fn password_of(
 /// reused (its password set, its objects' owner), never a role that was there before.
 pub const ROLE_MARKER: &str = "sandbox-steps: owner of a sandbox database";
 
-/// Makes sure the owner role exists (with the secret's password when there is a secret).
-/// Returns whether the secret was written by this run. An existing role without
-/// [`ROLE_MARKER`] (a production role, a person's) is refused before Vault is touched.
+/// Makes sure the owner role exists, marked, with no rights beyond its own objects, and returns
+/// how the restore logs in as it: the secret's password with `--owner-secret` (written once: a
+/// re-run keeps it and the role's password), else a password only this run knows (set anew each
+/// run). An existing role without [`ROLE_MARKER`] (a production role, a person's), or with
+/// server-wide rights or memberships, is refused before Vault is touched.
 pub async fn ensure_owner(
     admin: &mut Admin,
     ctx: &Context,
@@ -163,7 +166,7 @@ pub async fn ensure_owner(
     secret: Option<(&SecretPath, &VaultFlags)>,
     at: &Endpoint,
     database: &str,
-) -> Result<bool, StepError> {
+) -> Result<Login, StepError> {
     let existed = admin.role_exists(owner).await?;
     if existed {
         let comment = admin.role_comment(owner).await?;
@@ -173,60 +176,35 @@ pub async fn ensure_owner(
                  {ROLE_MARKER:?}): refusing to take it over; a sandbox gets a role of its own"
             )));
         }
-    }
-    let mut written = false;
-    let password = match secret {
-        None => None,
-        Some((path, flags)) => {
-            let vault = flags.connect(ctx).await?;
-            let policy = ctx.retry_policy();
-            let what = path.to_string();
-            let existing = retry(&policy, &what, vault::Error::is_transient, || async {
-                match vault.read_kv2(&path.mount, &path.path).await {
-                    Ok(data) => Ok(Some(data)),
-                    Err(e) if e.class() == vault::ErrorClass::NotFound => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .map_err(|e| vault_error(&what, e))?;
-            let password = match existing {
-                Some(data) => {
-                    tracing::info!("{what} exists: the owner keeps its credentials");
-                    password_of(&data, owner, path)?
-                }
-                None => {
-                    let password = generate_password()?;
-                    let data = secret_data(owner, &password, at, database);
-                    let created = retry(&policy, &what, vault::Error::is_transient, || {
-                        vault.create_kv2(&path.mount, &path.path, &data)
-                    })
-                    .await
-                    .map_err(|e| vault_error(&what, e))?;
-                    if created {
-                        tracing::info!("wrote {owner}'s credentials to {what}");
-                        written = true;
-                        password
-                    } else {
-                        // Another run wrote it between our read and write: use theirs.
-                        let data = vault
-                            .read_kv2(&path.mount, &path.path)
-                            .await
-                            .map_err(|e| vault_error(&what, e))?;
-                        password_of(&data, owner, path)?
-                    }
-                }
-            };
-            Some(password)
+        let powers = admin.role_powers(owner).await?;
+        if !powers.is_empty() {
+            return Err(StepError::precondition(format!(
+                "role {owner} has rights beyond its own database ({}): the dump runs as the \
+                 sandbox's owner precisely so that it has none; revoke them or drop the role",
+                powers.join(", ")
+            )));
         }
+    }
+    let kept = match secret {
+        None => None,
+        Some((path, flags)) => Some(kept_password(ctx, owner, path, flags, at, database).await?),
     };
     let role = quoted(owner);
+    let (password, set_password) = match kept {
+        // A secret written by an earlier run: the role has its password already.
+        Some((password, false)) if existed => (password, false),
+        Some((password, _)) => (password, true),
+        None => (generate_password()?, true),
+    };
     if !existed {
-        let mut sql = format!("CREATE ROLE {role} LOGIN");
-        if let Some(p) = &password {
-            sql.push_str(&format!(" PASSWORD {}", literal(&scram_verifier(p)?)));
-        }
-        admin.execute(sql).await?;
+        // Spelled out, though they are PostgreSQL's defaults: the dump runs as this role.
+        admin
+            .execute(format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+                 NOBYPASSRLS PASSWORD {}",
+                literal(&scram_verifier(&password)?)
+            ))
+            .await?;
         admin
             .execute(format!(
                 "COMMENT ON ROLE {role} IS {}",
@@ -234,16 +212,16 @@ pub async fn ensure_owner(
             ))
             .await?;
         tracing::info!("created role {owner}");
-    } else if written {
-        // The role was there without our secret: it gets the password now kept in Vault.
-        let p = password.as_ref().expect("written implies a password");
+    } else if set_password {
         admin
             .execute(format!(
                 "ALTER ROLE {role} LOGIN PASSWORD {}",
-                literal(&scram_verifier(p)?)
+                literal(&scram_verifier(&password)?)
             ))
             .await?;
-        tracing::info!("role {owner} existed: set the password kept in Vault");
+        if secret.is_some() {
+            tracing::info!("role {owner} existed: set the password kept in Vault");
+        }
     }
     // A non-superuser admin (a managed server's) must be a member of the owner to create its
     // database and hand it objects; a superuser already may.
@@ -256,7 +234,55 @@ pub async fn ensure_owner(
             role.replace('\'', "''")
         ))
         .await?;
-    Ok(written)
+    Ok(Login {
+        role: owner.to_owned(),
+        password,
+    })
+}
+
+/// The owner's password kept at `path`: the existing secret's (which must be this owner's), or a
+/// new one written there once (check-and-set 0). Returns whether this run wrote it.
+async fn kept_password(
+    ctx: &Context,
+    owner: &str,
+    path: &SecretPath,
+    flags: &VaultFlags,
+    at: &Endpoint,
+    database: &str,
+) -> Result<(Secret, bool), StepError> {
+    let vault = flags.connect(ctx).await?;
+    let policy = ctx.retry_policy();
+    let what = path.to_string();
+    let existing = retry(&policy, &what, vault::Error::is_transient, || async {
+        match vault.read_kv2(&path.mount, &path.path).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.class() == vault::ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| vault_error(&what, e))?;
+    if let Some(data) = existing {
+        tracing::info!("{what} exists: the owner keeps its credentials");
+        return Ok((password_of(&data, owner, path)?, false));
+    }
+    let password = generate_password()?;
+    let data = secret_data(owner, &password, at, database);
+    let created = retry(&policy, &what, vault::Error::is_transient, || {
+        vault.create_kv2(&path.mount, &path.path, &data)
+    })
+    .await
+    .map_err(|e| vault_error(&what, e))?;
+    if created {
+        tracing::info!("wrote {owner}'s credentials to {what}");
+        return Ok((password, true));
+    }
+    // Another run wrote it between our read and write: use theirs.
+    let data = vault
+        .read_kv2(&path.mount, &path.path)
+        .await
+        .map_err(|e| vault_error(&what, e))?;
+    Ok((password_of(&data, owner, path)?, false))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use crate::backup::Backup;
 use crate::database::{self, Admin};
 use crate::dump::{DumpError, DumpReader};
-use crate::load::{Counters, LoadError, Loaded, Loader};
+use crate::load::{AdminExtensions, Counters, LoadError, Loaded, Loader};
 
 /// What was restored into a database, kept as its comment: the backup and generation identify
 /// it (a template is reused while they match), the counts answer a later `--if-exists skip`.
@@ -58,20 +58,28 @@ impl Provenance {
     }
 }
 
-/// The admin connection for libpq programs (pg_restore): the URL without its password (it goes
-/// in argv, so its query parameters such as sslmode apply too), the password for PGPASSWORD.
+/// The server for libpq programs (pg_restore): the admin URL without its password, so that its
+/// host, port and query parameters (sslmode, ...) apply to the restoring role's login too.
 #[derive(Clone)]
 pub(crate) struct Libpq {
     pub url: url::Url,
-    pub password: Option<String>,
 }
 
 impl Libpq {
-    pub fn url_for(&self, database: &str) -> String {
+    /// The URL of `database` for `user` (the password stays out: it goes in PGPASSWORD).
+    pub fn url_for(&self, user: &str, database: &str) -> String {
         let mut url = self.url.clone();
+        let _ = url.set_username(user);
         url.set_path(&format!("/{database}"));
         url.to_string()
     }
+}
+
+/// The role a restore runs as, and the password it logs in with: the sandbox's owner (or the
+/// template's role), never the admin.
+pub(crate) struct Login {
+    pub role: String,
+    pub password: step_kit::Secret,
 }
 
 /// Formats of a backup, told by its first bytes.
@@ -87,6 +95,8 @@ pub(crate) struct Restorer {
     pub policy: step_kit::RetryPolicy,
     pub jobs: usize,
     pub libpq: Libpq,
+    /// Extensions whose CREATE/COMMENT statements run as the admin (`--extensions-as-admin`).
+    pub extensions_as_admin: Vec<String>,
 }
 
 type Input = Box<dyn AsyncBufRead + Unpin + Send>;
@@ -148,14 +158,14 @@ impl Restorer {
         Ok((input, format))
     }
 
-    /// Restores the backup into `database` (created, empty). `owner`: the role that `OWNER TO`
-    /// statements name instead of the integration server's (none: they are left out).
+    /// Restores the backup into `database` (created, empty, owned by `login.role`), connected as
+    /// `login`: every statement of the dump runs with that role's rights only.
     pub async fn restore(
         &self,
         admin: &Admin,
         database: &str,
         backup: &Backup,
-        owner: Option<&str>,
+        login: &Login,
     ) -> Result<Provenance, StepError> {
         let read = Arc::new(ReadCount::default());
         let counters = Arc::new(Counters::default());
@@ -166,24 +176,32 @@ impl Restorer {
         ));
         let result = async {
             let (input, format) = self.open(backup, read.clone()).await?;
-            let options = admin.options_for(database);
+            let options = admin
+                .options_for(database)
+                .username(&login.role)
+                .password(login.password.expose());
             match format {
                 Format::Plain => {
                     tracing::info!(
-                        "restoring {} (plain SQL) into {database} over {} connection(s)",
+                        "restoring {} (plain SQL) into {database} as {} over {} connection(s)",
                         backup.url(),
+                        login.role,
                         self.jobs
                     );
-                    let owner_sql = owner.map(database::quoted);
-                    self.load_plain(input, &options, owner_sql, counters.clone())
+                    let extensions = AdminExtensions::new(
+                        self.extensions_as_admin.clone(),
+                        admin.options_for(database),
+                    );
+                    self.load_plain(input, &options, extensions, counters.clone())
                         .await
                 }
                 Format::Custom => {
                     tracing::info!(
-                        "restoring {} (custom format) into {database} with pg_restore",
-                        backup.url()
+                        "restoring {} (custom format) into {database} as {} with pg_restore",
+                        backup.url(),
+                        login.role
                     );
-                    self.pg_restore(input, &options, owner).await?;
+                    self.pg_restore(input, database, login).await?;
                     count_tables_and_rows(&options).await
                 }
             }
@@ -204,7 +222,7 @@ impl Restorer {
         &self,
         input: Input,
         options: &PgConnectOptions,
-        owner_sql: Option<String>,
+        extensions: AdminExtensions,
         counters: Arc<Counters>,
     ) -> Result<Loaded, StepError> {
         // Bounded memory: chunks of 1 MiB; the item queue holds 2, the workers' queue one per
@@ -227,7 +245,7 @@ impl Restorer {
                 }
             }
         });
-        let loader = Loader::connect(options, self.jobs, owner_sql, counters)
+        let loader = Loader::connect(options, self.jobs, extensions, counters)
             .await
             .map_err(load_error);
         let result = match loader {
@@ -238,21 +256,23 @@ impl Restorer {
         let loaded = result?;
         if loaded.skipped > 0 {
             tracing::info!(
-                "left out {} statements about the integration server's roles (GRANT/REVOKE, \
-                 subscriptions, OWNER TO without --owner)",
+                "left out {} statements about the integration server's roles (OWNER TO, \
+                 GRANT/REVOKE, subscriptions)",
                 loaded.skipped
             );
         }
         Ok(loaded)
     }
 
-    /// pg_restore for custom-format dumps: from stdin with one job, from a spooled file with
-    /// more (pg_restore -j needs to seek).
+    /// pg_restore for custom-format dumps, logged in as `login`: from stdin with one job, from a
+    /// spooled file with more (pg_restore -j needs to seek). Without --no-owner it would `ALTER
+    /// ... OWNER TO` the integration server's roles; `--extensions-as-admin` does not apply
+    /// (pg_restore runs every item as one role).
     async fn pg_restore(
         &self,
         mut input: Input,
-        options: &PgConnectOptions,
-        owner: Option<&str>,
+        database: &str,
+        login: &Login,
     ) -> Result<(), StepError> {
         let Some(program) = find_on_path("pg_restore") else {
             return Err(StepError::precondition(
@@ -270,18 +290,12 @@ impl Restorer {
         ])
         .arg(format!(
             "--dbname={}",
-            self.libpq
-                .url_for(options.get_database().unwrap_or_default())
+            self.libpq.url_for(&login.role, database)
         ))
         .env("PGAPPNAME", "restore-db")
+        // The environment, not argv: `ps` shows argv.
+        .env("PGPASSWORD", login.password.expose())
         .kill_on_drop(true);
-        if let Some(password) = &self.libpq.password {
-            // The environment, not argv: `ps` shows argv.
-            cmd.env("PGPASSWORD", password);
-        }
-        if let Some(owner) = owner {
-            cmd.arg(format!("--role={owner}"));
-        }
         let spool;
         if self.jobs > 1 {
             spool = tempfile::NamedTempFile::new()
@@ -331,10 +345,7 @@ impl Restorer {
                 .take(5)
                 .collect();
             let message = format!("pg_restore failed ({status}): {}", detail.join(" / "));
-            let message = match &self.libpq.password {
-                Some(p) if !p.is_empty() => message.replace(p.as_str(), "***"),
-                _ => message,
-            };
+            let message = message.replace(login.password.expose(), "***");
             return Err(StepError::precondition(message));
         }
         fed
@@ -367,7 +378,8 @@ fn load_error(e: LoadError) -> StepError {
 }
 
 /// Tables and rows of a database pg_restore filled (it reports neither): user tables, and their
-/// exact row counts.
+/// exact row counts. Counted as the owner (`options`), never the admin: the restored database
+/// may hold functions that shadow built-in ones for an unwary caller.
 async fn count_tables_and_rows(options: &PgConnectOptions) -> Result<Loaded, StepError> {
     use sqlx::Row;
     let mut conn = sqlx::postgres::PgConnection::connect_with(options)

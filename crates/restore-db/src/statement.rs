@@ -1,6 +1,7 @@
 //! What restore-db does with each statement of a dump: run it, run it on every connection
-//! (session settings), run it in parallel with its neighbours (index builds), rewrite it
-//! (ownership) or leave it out (privileges and subscriptions of the integration server).
+//! (session settings), run it in parallel with its neighbours (index builds), run it as the admin
+//! (extensions the operator allowed) or leave it out (ownership, privileges and subscriptions of
+//! the integration server).
 
 /// How a statement is restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +15,12 @@ pub enum Kind {
     /// the data, these build indexes that depend on nothing but their table (named as written),
     /// so consecutive ones on different tables run in parallel.
     IndexBuild { table: String },
-    /// `ALTER ... OWNER TO <role>`: the integration server's role; rewritten to the sandbox's
-    /// owner, or left out when there is none (the objects stay the restoring user's).
+    /// `ALTER ... OWNER TO <role>`: the integration server's role. Left out: the restore runs as
+    /// the sandbox's owner, so whatever it creates is the owner's already.
     Owner,
+    /// `CREATE EXTENSION [IF NOT EXISTS] <name>` and `COMMENT ON EXTENSION <name>`: run as the
+    /// admin when the operator allows `name` (`--extensions-as-admin`), else as any statement.
+    Extension { name: String },
     /// `GRANT`, `REVOKE`, `ALTER DEFAULT PRIVILEGES`: about the integration server's roles, which
     /// the sandbox server does not have (pg_restore --no-privileges).
     Privileges,
@@ -26,23 +30,26 @@ pub enum Kind {
     Other,
 }
 
-fn starts_with_words(text: &str, words: &str) -> bool {
+/// What follows the keywords `words` (space-separated, any case) at the start of `text`, when it
+/// starts with them as whole words.
+fn after_words<'a>(text: &'a str, words: &str) -> Option<&'a str> {
     let mut rest = text;
     for word in words.split(' ') {
         let trimmed = rest.trim_start();
-        match trimmed.get(..word.len()) {
-            Some(head) if head.eq_ignore_ascii_case(word) => {
-                let after = &trimmed[word.len()..];
-                if !after.is_empty() && !after.starts_with(|c: char| c.is_whitespace() || c == '(')
-                {
-                    return false;
-                }
-                rest = after;
-            }
-            _ => return false,
+        let head = trimmed.get(..word.len())?;
+        let after = &trimmed[word.len()..];
+        if !head.eq_ignore_ascii_case(word)
+            || !(after.is_empty() || after.starts_with(|c: char| c.is_whitespace() || c == '('))
+        {
+            return None;
         }
+        rest = after;
     }
-    true
+    Some(rest)
+}
+
+fn starts_with_words(text: &str, words: &str) -> bool {
+    after_words(text, words).is_some()
 }
 
 pub fn classify(text: &str) -> Kind {
@@ -72,6 +79,9 @@ pub fn classify(text: &str) -> Kind {
     }
     if starts_with_words(t, "ALTER") && owner_target_at(t).is_some() {
         return Kind::Owner;
+    }
+    if let Some(name) = extension_name(t) {
+        return Kind::Extension { name };
     }
     if starts_with_words(t, "CREATE INDEX") || starts_with_words(t, "CREATE UNIQUE INDEX") {
         if let Some(table) = index_table(t) {
@@ -168,15 +178,32 @@ fn owner_target_at(text: &str) -> Option<usize> {
     (plain || quoted).then_some(at)
 }
 
-/// `ALTER ... OWNER TO <anyone>;` with `owner` (already quoted) as the new owner.
-pub fn rewrite_owner(text: &str, owner: &str) -> Option<String> {
-    let at = owner_target_at(text)?;
-    Some(format!("{} OWNER TO {owner};", &text[..at]))
+/// The extension `CREATE EXTENSION [IF NOT EXISTS] name` or `COMMENT ON EXTENSION name` is about,
+/// unquoted (pg_dump writes names that need quotes in double quotes).
+fn extension_name(text: &str) -> Option<String> {
+    let rest = after_words(text, "CREATE EXTENSION IF NOT EXISTS")
+        .or_else(|| after_words(text, "CREATE EXTENSION"))
+        .or_else(|| after_words(text, "COMMENT ON EXTENSION"))?
+        .trim_start();
+    let (name, _) = qualified_name(rest)?;
+    if name.contains('.') && !name.starts_with('"') {
+        return None;
+    }
+    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => name.to_ascii_lowercase(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn extension(name: &str) -> Kind {
+        Kind::Extension {
+            name: name.to_owned(),
+        }
+    }
 
     fn index(table: &str) -> Kind {
         Kind::IndexBuild {
@@ -232,6 +259,16 @@ mod tests {
             ),
             ("ALTER SCHEMA \"Sales\" OWNER TO integration_app;", Kind::Owner),
             (
+                "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;",
+                extension("citext"),
+            ),
+            ("create extension \"PostGIS\";", extension("PostGIS")),
+            (
+                "COMMENT ON EXTENSION pgcrypto IS 'cryptographic functions';",
+                extension("pgcrypto"),
+            ),
+            ("CREATE EXTENSIONS x;", Kind::Other),
+            (
                 "GRANT SELECT ON TABLE public.customers TO integration_reader;",
                 Kind::Privileges,
             ),
@@ -252,26 +289,5 @@ mod tests {
         for (text, kind) in cases {
             assert_eq!(classify(text), kind, "{text}");
         }
-    }
-
-    #[test]
-    fn owners_are_rewritten() {
-        assert_eq!(
-            rewrite_owner(
-                "ALTER TABLE \"Sales\".\"Orders\" OWNER TO integration_app;",
-                "\"sbx_pr_42\""
-            )
-            .unwrap(),
-            "ALTER TABLE \"Sales\".\"Orders\" OWNER TO \"sbx_pr_42\";"
-        );
-        assert_eq!(
-            rewrite_owner("ALTER FUNCTION f() OWNER TO \"a\"\"b\";", "\"o\"").unwrap(),
-            "ALTER FUNCTION f() OWNER TO \"o\";"
-        );
-        assert_eq!(
-            rewrite_owner("ALTER TABLE t OWNER TO a; DROP x;", "\"o\""),
-            None
-        );
-        assert_eq!(rewrite_owner("ALTER TABLE t ADD c int;", "\"o\""), None);
     }
 }

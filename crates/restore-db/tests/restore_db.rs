@@ -808,3 +808,176 @@ fn the_template_is_restored_once_and_copied_per_sandbox() {
         "0"
     );
 }
+
+/// An admin as managed servers give one: CREATEDB and CREATEROLE, not superuser; on a server that
+/// checks passwords, so the owner's login is real.
+fn managed_admin(world: &World) -> String {
+    world.pg.psql(
+        "postgres",
+        "CREATE ROLE restore_admin LOGIN CREATEDB CREATEROLE PASSWORD 'managed-pw'",
+    );
+    format!(
+        "postgres://restore_admin:managed-pw@127.0.0.1:{}/postgres",
+        world.pg.port()
+    )
+}
+
+/// The admin's password still opens the server.
+fn admin_can_log_in(world: &World, url: &str) -> bool {
+    Command::new(world.pg.bindir().join("psql"))
+        .args(["-X", "-A", "-t", "-d", url, "-c", "SELECT 1"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn the_dump_runs_with_the_owners_rights_only() {
+    let world = World::with(Postgres::start_with_password("admin-pw"));
+    let admin = managed_admin(&world);
+    world.pg.psql("postgres", "CREATE DATABASE victim");
+    world
+        .pg
+        .psql("victim", "CREATE TABLE precious AS SELECT 1 AS n");
+    let as_admin = |cmd: &mut Command| {
+        cmd.env("ADMIN_DATABASE_URL", &admin);
+    };
+
+    // A real dump restores with this admin, plain and custom format, and the owner owns it all.
+    world.upload("integration/app.sql", &world.dump(&[]));
+    world.upload("integration/app.dump", &world.dump(&["-Fc"]));
+    let source = world.fingerprint(SOURCE);
+    for (database, backup) in [("sbx_plain", "app.sql"), ("sbx_custom", "app.dump")] {
+        let location = format!("gs://acme-backups/integration/{backup}");
+        world
+            .run_with(&["--backup", &location, "--database", database], as_admin)
+            .ok();
+        assert_eq!(world.fingerprint(database), source, "{database}");
+        world.assert_alive(database);
+    }
+
+    // Each of these reaches outside the sandbox; as the owner, the server refuses it.
+    let hostile = [
+        "DROP DATABASE victim;",
+        "ALTER DATABASE victim RENAME TO gone;",
+        "ALTER ROLE restore_admin WITH PASSWORD 'pwned';",
+        "CREATE ROLE intruder LOGIN CREATEROLE;",
+        "RESET ROLE;\nDROP DATABASE victim;",
+        "SET SESSION AUTHORIZATION restore_admin;\nDROP DATABASE victim;",
+        "SET ROLE restore_admin;\nDROP DATABASE victim;",
+        "DO $$ BEGIN EXECUTE 'ALTER ROLE restore_admin PASSWORD ''pwned'''; END $$;",
+        "GRANT restore_admin TO CURRENT_USER;\nSET ROLE restore_admin;\nDROP DATABASE victim;",
+        "ALTER ROLE CURRENT_USER CREATEDB;",
+        "CREATE EXTENSION dblink;",
+        "COPY (SELECT 1) TO '/tmp/restore-db-escape';",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'victim' AND pid <> pg_backend_pid() AND pg_terminate_backend(pid) IS NULL;\nDELETE FROM pg_catalog.pg_database WHERE datname = 'victim';",
+    ];
+    for (i, sql) in hostile.iter().enumerate() {
+        let name = format!("hostile/{i}.sql");
+        world.upload(&name, format!("SET client_encoding = 'UTF8';\n{sql}\n").as_bytes());
+        let database = format!("sbx_hostile_{i}");
+        let run = world.run_with(
+            &[
+                "--backup",
+                &format!("gs://acme-backups/{name}"),
+                "--database",
+                &database,
+            ],
+            as_admin,
+        );
+        assert_eq!(run.code, Some(3), "{sql}: {}", run.text);
+        assert!(!world.databases().contains(&database), "{sql}");
+        assert_eq!(world.pg.psql("victim", "SELECT n FROM precious"), "1", "{sql}");
+        assert!(admin_can_log_in(&world, &admin), "{sql}: the admin's password changed");
+        assert_eq!(
+            world.pg.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'intruder' OR (rolname LIKE 'sbx%' \
+                 AND (rolcreatedb OR rolcreaterole OR rolsuper))"
+            ),
+            "0",
+            "{sql}"
+        );
+    }
+    assert!(!Path::new("/tmp/restore-db-escape").exists());
+
+    // A --no-owner dump: everything restored is the owner's, who can write to it.
+    world.upload("integration/no-owner.sql", &world.dump(&["--no-owner"]));
+    world
+        .run_with(
+            &[
+                "--backup",
+                "gs://acme-backups/integration/no-owner.sql",
+                "--database",
+                "sbx_no_owner",
+            ],
+            as_admin,
+        )
+        .ok();
+    assert_eq!(
+        world.pg.psql(
+            "sbx_no_owner",
+            "SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname NOT IN \
+             ('pg_catalog', 'information_schema')"
+        ),
+        "sbx_no_owner"
+    );
+    assert_eq!(
+        world.pg.psql(
+            "sbx_no_owner",
+            "SET ROLE sbx_no_owner; INSERT INTO public.customers (email) VALUES \
+             ('x@example.com') RETURNING email"
+        ),
+        "x@example.com"
+    );
+
+    // An owner role that gained server-wide rights is not used.
+    world
+        .pg
+        .psql("postgres", "ALTER ROLE sbx_plain CREATEDB");
+    let powerful = world.run_with(
+        &[
+            "--backup",
+            "gs://acme-backups/integration/app.sql",
+            "--database",
+            "sbx_plain",
+            "--if-exists",
+            "recreate",
+        ],
+        as_admin,
+    );
+    assert_eq!(powerful.code, Some(3), "{}", powerful.text);
+    assert!(powerful.text.contains("CREATEDB"), "{}", powerful.text);
+    assert!(!powerful.text.contains("managed-pw"));
+}
+
+#[test]
+fn untrusted_extensions_only_as_the_admin_and_only_when_allowed() {
+    let world = World::start();
+    let dump = "SET client_encoding = 'UTF8';\nCREATE EXTENSION IF NOT EXISTS pg_buffercache WITH \
+                SCHEMA public;\nCOMMENT ON EXTENSION pg_buffercache IS 'shared buffer cache';\n\
+                CREATE TABLE public.t (n int);\n";
+    world.upload("ext/app.sql", dump.as_bytes());
+    let args = ["--backup", "gs://acme-backups/ext/app.sql", "--database", "sbx_ext"];
+    let refused = world.run(&args);
+    assert_eq!(refused.code, Some(3), "{}", refused.text);
+    assert!(refused.text.contains("pg_buffercache"), "{}", refused.text);
+    assert!(refused.text.contains("dump line 2"), "{}", refused.text);
+    let allowed = world
+        .run(&[&args[..], &["--extensions-as-admin", "pg_buffercache"]].concat())
+        .ok();
+    assert!(
+        allowed.text.contains("as the admin (--extensions-as-admin)"),
+        "{}",
+        allowed.text
+    );
+    assert_eq!(
+        world.pg.psql(
+            "sbx_ext",
+            "SELECT extname || ' ' || pg_catalog.pg_get_userbyid(c.relowner) FROM pg_extension, \
+             pg_class c WHERE extname = 'pg_buffercache' AND c.relname = 't'"
+        ),
+        "pg_buffercache sbx_ext"
+    );
+}
