@@ -6,6 +6,7 @@
 //! model, or nothing is written: a formatting surprise in an odd file becomes an error instead of
 //! a wrong commit.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use serde_yaml::{Mapping as Model, Value};
@@ -39,9 +40,108 @@ pub enum PatchError {
     Unfaithful(String),
 }
 
+/// The largest kustomization patch-kustomize reads: real ones are a few kB; the lossless editor
+/// holds a tree of the file, about 16 bytes per byte, in pods limited to 128 MiB.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of flow collections (`[`, `{`) accepted; kustomizations use a handful.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// The deepest block nesting accepted, as a column: a line's indentation plus its leading `- `
+/// and `? ` indicators (`- - - x` nests three deep on one line).
+pub const MAX_BLOCK_COLUMN: usize = 256;
+
+/// The most images one run sets: each edit of the lossless editor's tree costs time in the
+/// length of the list it edits (a tree of shared nodes is rebuilt up to the root), so the number
+/// of edits is bounded, not only the file.
+pub const MAX_IMAGES: usize = 1000;
+
+/// Refuses, in one linear pass and before any parser sees it, a file too large or nested too
+/// deep for a kustomization: parsers of such input use time and memory out of proportion to its
+/// size (a 400 kB file nested 200,000 deep, a 50 MB file).
+pub fn check_limits(text: &str) -> Result<(), String> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes: larger than the {} bytes patch-kustomize reads (kustomizations are a few \
+             kB)",
+            text.len(),
+            MAX_FILE_BYTES
+        ));
+    }
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (number, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let mut column = indent;
+        let mut rest = &line[indent..];
+        while let Some(after) = rest
+            .strip_prefix("- ")
+            .or_else(|| rest.strip_prefix("? "))
+        {
+            let trimmed = after.trim_start_matches(' ');
+            column += rest.len() - trimmed.len();
+            rest = trimmed;
+        }
+        if column > MAX_BLOCK_COLUMN {
+            return Err(format!(
+                "line {}: nested {column} columns deep; patch-kustomize reads kustomizations \
+                 nested at most {MAX_BLOCK_COLUMN} columns",
+                number + 1
+            ));
+        }
+        // Flow collections outside quoted scalars and comments. A quote opens a scalar only where
+        // a token starts (after a blank or `[`, `{`, `,`), as in YAML, so `it's` opens nothing; an
+        // unclosed quote can only make brackets be counted, never hidden.
+        let mut previous: Option<char> = None;
+        let mut escaped = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
+                // `''` inside single quotes is a quote, not the end.
+                Some('\'') if c == '\'' && chars.peek() == Some(&'\'') => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => {
+                    let token_start =
+                        previous.is_none_or(|p| p.is_whitespace() || matches!(p, '[' | '{' | ','));
+                    match c {
+                        '"' | '\'' if token_start => quote = Some(c),
+                        '#' if previous.is_none_or(char::is_whitespace) => break,
+                        '[' | '{' => {
+                            depth += 1;
+                            if depth > MAX_FLOW_DEPTH {
+                                return Err(format!(
+                                    "line {}: flow collections ([ ], {{ }}) nested more than \
+                                     {MAX_FLOW_DEPTH} deep",
+                                    number + 1
+                                ));
+                            }
+                        }
+                        ']' | '}' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+            }
+            previous = Some(c);
+        }
+    }
+    Ok(())
+}
+
 impl Patch {
     /// The file's new text (equal to `text` when every value is already set).
     pub fn apply(&self, text: &str) -> Result<String, PatchError> {
+        check_limits(text).map_err(PatchError::Invalid)?;
+        if self.images.len() > MAX_IMAGES {
+            return Err(PatchError::Invalid(format!(
+                "{} images to set: more than the {MAX_IMAGES} one run sets",
+                self.images.len()
+            )));
+        }
         let mut model = parse_model(text)?;
         let file = YamlFile::from_str(text)
             .map_err(|e| PatchError::Invalid(format!("not YAML the editor can keep: {e}")))?;
@@ -57,9 +157,9 @@ impl Patch {
             set_namespace(&root, namespace);
             model_root.insert("namespace".into(), namespace.as_str().into());
         }
-        for image in &self.images {
-            set_image(&root, image)?;
-            set_image_model(model_root, image)?;
+        if !self.images.is_empty() {
+            set_images(&root, &self.images)?;
+            set_images_model(model_root, &self.images)?;
         }
         for literal in &self.literals {
             set_literal(&root, literal)?;
@@ -125,16 +225,36 @@ fn set_namespace(root: &Mapping, namespace: &str) {
     }
 }
 
-fn set_image(root: &Mapping, image: &ImageSet) -> Result<(), PatchError> {
+/// Every image of the patch, in one pass over `images:` (an index by name, so that a file with
+/// thousands of images is patched in linear time, not one scan of the list per image).
+fn set_images(root: &Mapping, patch: &[ImageSet]) -> Result<(), PatchError> {
     let images = sequence_or_new(root, "images")?;
-    let entry = match find_item(&images, |m| {
-        scalar_text(m.get("name")).as_deref() == Some(&image.name)
-    }) {
-        Some(entry) => entry,
-        None => push_named(&images, &image.name)?,
-    };
+    let mut by_name: HashMap<String, Mapping> = HashMap::new();
+    for item in images.values() {
+        if let YamlNode::Mapping(entry) = item {
+            if let Some(name) = scalar_text(entry.get("name")) {
+                // The first entry of a name is the one kustomize uses.
+                by_name.entry(name).or_insert(entry);
+            }
+        }
+    }
+    for image in patch {
+        let entry = match by_name.get(&image.name) {
+            Some(entry) => entry.clone(),
+            None => {
+                let entry = push_named(&images, &image.name)?;
+                by_name.insert(image.name.clone(), entry.clone());
+                entry
+            }
+        };
+        set_image(&entry, image);
+    }
+    Ok(())
+}
+
+fn set_image(entry: &Mapping, image: &ImageSet) {
     if let Some(new_name) = &image.new_name {
-        set_scalar_after(&entry, "newName", new_name, &["name"]);
+        set_scalar_after(entry, "newName", new_name, &["name"]);
     }
     if image.sets_version() {
         for (key, value, after) in [
@@ -142,43 +262,47 @@ fn set_image(root: &Mapping, image: &ImageSet) -> Result<(), PatchError> {
             ("digest", &image.digest, &["newTag", "newName", "name"][..]),
         ] {
             match value {
-                Some(value) => set_scalar_after(&entry, key, value, after),
+                Some(value) => set_scalar_after(entry, key, value, after),
                 None => {
                     entry.remove(key);
                 }
             }
         }
     }
-    Ok(())
 }
 
-fn set_image_model(root: &mut Model, image: &ImageSet) -> Result<(), PatchError> {
+fn set_images_model(root: &mut Model, patch: &[ImageSet]) -> Result<(), PatchError> {
     let images = model_sequence(root, "images")?;
-    let found = images
-        .iter_mut()
-        .filter_map(Value::as_mapping_mut)
-        .find(|m| m.get("name").and_then(Value::as_str) == Some(image.name.as_str()));
-    let entry = match found {
-        Some(entry) => entry,
-        None => {
-            let mut entry = Model::new();
-            entry.insert("name".into(), image.name.as_str().into());
-            images.push(Value::Mapping(entry));
-            images
-                .last_mut()
-                .and_then(Value::as_mapping_mut)
-                .expect("just pushed")
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (at, item) in images.iter().enumerate() {
+        if let Some(name) = item.get("name").and_then(Value::as_str) {
+            by_name.entry(name.to_owned()).or_insert(at);
         }
-    };
-    if let Some(new_name) = &image.new_name {
-        entry.insert("newName".into(), new_name.as_str().into());
     }
-    if image.sets_version() {
-        for (key, value) in [("newTag", &image.new_tag), ("digest", &image.digest)] {
-            match value {
-                Some(value) => entry.insert(key.into(), value.as_str().into()),
-                None => entry.remove(key),
-            };
+    for image in patch {
+        let at = match by_name.get(&image.name) {
+            Some(at) => *at,
+            None => {
+                let mut entry = Model::new();
+                entry.insert("name".into(), image.name.as_str().into());
+                images.push(Value::Mapping(entry));
+                by_name.insert(image.name.clone(), images.len() - 1);
+                images.len() - 1
+            }
+        };
+        let entry = images[at]
+            .as_mapping_mut()
+            .ok_or_else(|| PatchError::Invalid("an images: entry is not a mapping".into()))?;
+        if let Some(new_name) = &image.new_name {
+            entry.insert("newName".into(), new_name.as_str().into());
+        }
+        if image.sets_version() {
+            for (key, value) in [("newTag", &image.new_tag), ("digest", &image.digest)] {
+                match value {
+                    Some(value) => entry.insert(key.into(), value.as_str().into()),
+                    None => entry.remove(key),
+                };
+            }
         }
     }
     Ok(())
@@ -542,5 +666,62 @@ mod tests {
         ] {
             assert!(!plain_is_safe(quoted), "{quoted}");
         }
+    }
+
+    #[test]
+    fn files_too_large_or_too_deep_are_refused_before_parsing() {
+        let refused = |text: &str| {
+            let started = std::time::Instant::now();
+            let why = invalid(namespace("apps-sbx-pr-42").apply(text));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1), "{why}");
+            why
+        };
+        let big = format!("kind: Kustomization\n# {}\n", "x".repeat(MAX_FILE_BYTES));
+        assert!(refused(&big).contains("larger than"));
+        assert!(refused(&"[".repeat(200_000)).contains("nested more than 64"));
+        assert!(refused(&format!("a: {}", "{b: ".repeat(100))).contains("nested more than"));
+        assert!(refused(&format!("a:\n{}x", "- ".repeat(1000))).contains("columns deep"));
+        let indented: String = (0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(refused(&indented).contains("columns deep"));
+
+        // Brackets in quoted scalars and comments, quotes inside plain words, escapes: not nesting.
+        let mut ordinary = String::from("kind: Kustomization\nnamespace: old\n");
+        for i in 0..100 {
+            ordinary.push_str(&format!(
+                "# [[[[ {i}\ncommonAnnotations{i}: {{note: \"[[[[ \\\" {{{{\", it's: '[[ '' {{'}}\n"
+            ));
+        }
+        check_limits(&ordinary).unwrap();
+        assert!(namespace("apps-sbx-pr-42").apply(&ordinary).is_ok());
+    }
+
+    #[test]
+    fn thousands_of_images_are_set_in_one_pass() {
+        let mut text = String::from("kind: Kustomization\nimages:\n");
+        for i in 0..MAX_IMAGES {
+            text.push_str(&format!("  - name: acme/app{i}\n    newTag: v1\n"));
+        }
+        // A second entry of a name: kustomize uses the first, and so do we.
+        text.push_str("  - name: acme/app0\n    newTag: kept\n");
+        let set = |name: String| ImageSet {
+            name,
+            new_name: None,
+            new_tag: Some("v2".into()),
+            digest: None,
+        };
+        let mut images: Vec<ImageSet> = (1..MAX_IMAGES)
+            .map(|i| set(format!("acme/app{i}")))
+            .collect();
+        images.push(set("acme/app0".into()));
+        let patch = Patch {
+            images,
+            ..Patch::default()
+        };
+        let out = patch.apply(&text).unwrap();
+        assert_eq!(out.matches("newTag: v2").count(), MAX_IMAGES);
+        assert!(out.ends_with("  - name: acme/app0\n    newTag: kept\n"), "{out}");
+        let mut too_many = patch.clone();
+        too_many.images.push(set("acme/new".into()));
+        assert!(invalid(too_many.apply(&text)).contains("more than the 1000"));
     }
 }
