@@ -129,7 +129,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     };
 
     if let (Some(repo), Some(token)) = (&args.github_repo, &args.github_token) {
-        let token = token.resolve("--github-token").await?;
+        let token = token.resolve("--github-token", &args.git.vault).await?;
         let gh = github::GitHub::new(
             &args.github_api_url,
             repo,

@@ -24,7 +24,7 @@ pub use transport::{is_ssh_url, CommitFlags, GitFlags, ProtectedBranches, Transp
 
 pub use smart_http::{Advertisement, Credentials, RefUpdate, RefUpdateResult, Remote, ZERO_ID};
 
-use step_kit::{SecretRef, StepError};
+use step_kit::StepError;
 
 /// Names that are never a sandbox branch, whatever `--protected-branches` says.
 pub const ALWAYS_PROTECTED: &[&str] = &["main", "master"];
@@ -43,14 +43,11 @@ pub fn protected_by(branch: &str, patterns: &[String]) -> Option<String> {
 
 impl Credentials {
     /// The credentials of `--git-token` and `--git-username`; none without a token.
-    pub async fn from_flags(
-        token: Option<&SecretRef>,
-        username: &str,
-    ) -> Result<Option<Credentials>, StepError> {
-        match token {
+    pub async fn from_flags(flags: &GitFlags) -> Result<Option<Credentials>, StepError> {
+        match &flags.git_token {
             Some(reference) => Ok(Some(Credentials {
-                username: username.to_owned(),
-                token: reference.resolve("--git-token").await?,
+                username: flags.git_username.clone(),
+                token: reference.resolve("--git-token", &flags.vault).await?,
             })),
             None => Ok(None),
         }

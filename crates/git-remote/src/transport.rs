@@ -39,6 +39,10 @@ pub struct GitFlags {
     /// otherwise. HTTPS remotes need none.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+
+    /// Vault, for secret references of the form vault:<mount>/<path>#<key>.
+    #[command(flatten)]
+    pub vault: step_kit::VaultFlags,
 }
 
 impl GitFlags {
@@ -52,15 +56,13 @@ impl GitFlags {
                 ));
             }
             crate::smart_http::check_http_url(url)?;
-            return Ok(
-                match Credentials::from_flags(self.git_token.as_ref(), &self.git_username).await? {
-                    Some(c) => GitAuth::Token {
-                        username: c.username,
-                        token: c.token,
-                    },
-                    None => GitAuth::Anonymous,
+            return Ok(match Credentials::from_flags(self).await? {
+                Some(c) => GitAuth::Token {
+                    username: c.username,
+                    token: c.token,
                 },
-            );
+                None => GitAuth::Anonymous,
+            });
         }
         let Some(key) = &self.ssh_key else {
             return Err(StepError::invalid(format!(
@@ -82,7 +84,7 @@ impl GitFlags {
                 )),
             };
         Ok(GitAuth::SshKey {
-            key: key.resolve("--ssh-key").await?,
+            key: key.resolve("--ssh-key", &self.vault).await?,
             known_hosts,
             insecure_ignore_host_key: self.insecure_ignore_host_key,
         })
@@ -178,8 +180,7 @@ impl Transport {
                     "--ssh-key is for ssh:// remotes; HTTPS remotes take --git-token",
                 ));
             }
-            let credentials =
-                Credentials::from_flags(flags.git_token.as_ref(), &flags.git_username).await?;
+            let credentials = Credentials::from_flags(flags).await?;
             return Ok(Transport::SmartHttp(Remote::new(url, credentials, policy)?));
         }
         Ok(Transport::Libgit2 {

@@ -74,10 +74,7 @@ pub fn check_limits(text: &str) -> Result<(), String> {
         let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
         let mut column = indent;
         let mut rest = &line[indent..];
-        while let Some(after) = rest
-            .strip_prefix("- ")
-            .or_else(|| rest.strip_prefix("? "))
-        {
+        while let Some(after) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
             let trimmed = after.trim_start_matches(' ');
             column += rest.len() - trimmed.len();
             rest = trimmed;
@@ -673,7 +670,10 @@ mod tests {
         let refused = |text: &str| {
             let started = std::time::Instant::now();
             let why = invalid(namespace("apps-sbx-pr-42").apply(text));
-            assert!(started.elapsed() < std::time::Duration::from_secs(1), "{why}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{why}"
+            );
             why
         };
         let big = format!("kind: Kustomization\n# {}\n", "x".repeat(MAX_FILE_BYTES));
@@ -681,7 +681,9 @@ mod tests {
         assert!(refused(&"[".repeat(200_000)).contains("nested more than 64"));
         assert!(refused(&format!("a: {}", "{b: ".repeat(100))).contains("nested more than"));
         assert!(refused(&format!("a:\n{}x", "- ".repeat(1000))).contains("columns deep"));
-        let indented: String = (0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let indented: String = (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         assert!(refused(&indented).contains("columns deep"));
 
         // Brackets in quoted scalars and comments, quotes inside plain words, escapes: not nesting.
@@ -719,7 +721,10 @@ mod tests {
         };
         let out = patch.apply(&text).unwrap();
         assert_eq!(out.matches("newTag: v2").count(), MAX_IMAGES);
-        assert!(out.ends_with("  - name: acme/app0\n    newTag: kept\n"), "{out}");
+        assert!(
+            out.ends_with("  - name: acme/app0\n    newTag: kept\n"),
+            "{out}"
+        );
         let mut too_many = patch.clone();
         too_many.images.push(set("acme/new".into()));
         assert!(invalid(too_many.apply(&text)).contains("more than the 1000"));

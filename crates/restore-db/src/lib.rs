@@ -262,7 +262,7 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
 
 async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let started = Instant::now();
-    let admin_url = args.admin_url.resolve("--admin-url").await?;
+    let admin_url = args.admin_url.resolve("--admin-url", &args.vault).await?;
     let plan = check_flags(&args, admin_url.expose())?;
     drop(admin_url);
 

@@ -547,9 +547,7 @@ impl Loader {
             Kind::Extension { name } if self.extensions.allowed.contains(&name) => {
                 self.barrier().await?;
                 tracing::info!("as the admin (--extensions-as-admin): {}", excerpt(&text));
-                self.extensions
-                    .execute(&text, line, &self.session)
-                    .await?;
+                self.extensions.execute(&text, line, &self.session).await?;
                 self.loaded.statements += 1;
                 return Ok(());
             }

@@ -189,10 +189,12 @@ fn extension_name(text: &str) -> Option<String> {
     if name.contains('.') && !name.starts_with('"') {
         return None;
     }
-    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(inner) => inner.replace("\"\"", "\""),
-        None => name.to_ascii_lowercase(),
-    })
+    Some(
+        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(inner) => inner.replace("\"\"", "\""),
+            None => name.to_ascii_lowercase(),
+        },
+    )
 }
 
 #[cfg(test)]

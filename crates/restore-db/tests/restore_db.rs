@@ -875,7 +875,10 @@ fn the_dump_runs_with_the_owners_rights_only() {
     ];
     for (i, sql) in hostile.iter().enumerate() {
         let name = format!("hostile/{i}.sql");
-        world.upload(&name, format!("SET client_encoding = 'UTF8';\n{sql}\n").as_bytes());
+        world.upload(
+            &name,
+            format!("SET client_encoding = 'UTF8';\n{sql}\n").as_bytes(),
+        );
         let database = format!("sbx_hostile_{i}");
         let run = world.run_with(
             &[
@@ -888,8 +891,15 @@ fn the_dump_runs_with_the_owners_rights_only() {
         );
         assert_eq!(run.code, Some(3), "{sql}: {}", run.text);
         assert!(!world.databases().contains(&database), "{sql}");
-        assert_eq!(world.pg.psql("victim", "SELECT n FROM precious"), "1", "{sql}");
-        assert!(admin_can_log_in(&world, &admin), "{sql}: the admin's password changed");
+        assert_eq!(
+            world.pg.psql("victim", "SELECT n FROM precious"),
+            "1",
+            "{sql}"
+        );
+        assert!(
+            admin_can_log_in(&world, &admin),
+            "{sql}: the admin's password changed"
+        );
         assert_eq!(
             world.pg.psql(
                 "postgres",
@@ -933,9 +943,7 @@ fn the_dump_runs_with_the_owners_rights_only() {
     );
 
     // An owner role that gained server-wide rights is not used.
-    world
-        .pg
-        .psql("postgres", "ALTER ROLE sbx_plain CREATEDB");
+    world.pg.psql("postgres", "ALTER ROLE sbx_plain CREATEDB");
     let powerful = world.run_with(
         &[
             "--backup",
@@ -959,7 +967,12 @@ fn untrusted_extensions_only_as_the_admin_and_only_when_allowed() {
                 SCHEMA public;\nCOMMENT ON EXTENSION pg_buffercache IS 'shared buffer cache';\n\
                 CREATE TABLE public.t (n int);\n";
     world.upload("ext/app.sql", dump.as_bytes());
-    let args = ["--backup", "gs://acme-backups/ext/app.sql", "--database", "sbx_ext"];
+    let args = [
+        "--backup",
+        "gs://acme-backups/ext/app.sql",
+        "--database",
+        "sbx_ext",
+    ];
     let refused = world.run(&args);
     assert_eq!(refused.code, Some(3), "{}", refused.text);
     assert!(refused.text.contains("pg_buffercache"), "{}", refused.text);
@@ -968,7 +981,9 @@ fn untrusted_extensions_only_as_the_admin_and_only_when_allowed() {
         .run(&[&args[..], &["--extensions-as-admin", "pg_buffercache"]].concat())
         .ok();
     assert!(
-        allowed.text.contains("as the admin (--extensions-as-admin)"),
+        allowed
+            .text
+            .contains("as the admin (--extensions-as-admin)"),
         "{}",
         allowed.text
     );

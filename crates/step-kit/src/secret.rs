@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::{retry, RetryPolicy, StepError};
+use crate::{retry, RetryPolicy, StepError, VaultFlags};
 
 /// A resolved secret. Debug and Display print `***`; only [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,8 +59,29 @@ impl SecretRef {
         matches!(self, SecretRef::Literal(_))
     }
 
-    /// Resolves the reference. `flag` names the flag in error messages (e.g. `--git-token`).
-    pub async fn resolve(&self, flag: &str) -> Result<Secret, StepError> {
+    /// Resolves the reference. `flag` names the flag in error messages (e.g. `--git-token`);
+    /// `vault` are the step's Vault flags (`--vault-addr`, `--vault-token`, ... or their
+    /// variables), which a `vault:` reference logs in with.
+    pub async fn resolve(&self, flag: &str, vault: &VaultFlags) -> Result<Secret, StepError> {
+        let SecretRef::Vault { mount, path, key } = self else {
+            return self.resolve_locally(flag).await;
+        };
+        let policy = RetryPolicy::network();
+        let client = vault.connect_with(&policy).await.map_err(|mut e| {
+            e.message = format!("{flag} {self}: {}", e.message);
+            e
+        })?;
+        let value = retry(&policy, "vault read", vault::Error::is_transient, || {
+            client.read_kv2_key(mount, path, key)
+        })
+        .await
+        .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
+        Ok(Secret(value))
+    }
+
+    /// Resolves a reference that needs no Vault (a literal, `env:`, `file:`); a `vault:` one is
+    /// exit 2 (the token that opens Vault cannot come from Vault).
+    pub(crate) async fn resolve_locally(&self, flag: &str) -> Result<Secret, StepError> {
         match self {
             SecretRef::Literal(secret) => Ok(secret.clone()),
             SecretRef::Env(name) => match std::env::var(name) {
@@ -88,23 +109,9 @@ impl SecretRef {
                 }
                 Ok(Secret(value.to_owned()))
             }
-            SecretRef::Vault { mount, path, key } => {
-                crate::install_tls_provider();
-                let settings = vault::VaultSettings::from_env()
-                    .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
-                let policy = RetryPolicy::network();
-                let client = retry(&policy, "vault login", vault::Error::is_transient, || {
-                    vault::Vault::connect(&settings)
-                })
-                .await
-                .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
-                let value = retry(&policy, "vault read", vault::Error::is_transient, || {
-                    client.read_kv2_key(mount, path, key)
-                })
-                .await
-                .map_err(|e| crate::vault_flags::vault_error(flag, e))?;
-                Ok(Secret(value))
-            }
+            SecretRef::Vault { .. } => Err(StepError::invalid(format!(
+                "{flag} {self}: cannot come from Vault (give env:NAME or file:/path)"
+            ))),
         }
     }
 }
@@ -223,19 +230,41 @@ mod tests {
     async fn env_and_file_references_resolve() {
         std::env::set_var("STEP_KIT_TEST_SECRET", "from-env");
         let r: SecretRef = "env:STEP_KIT_TEST_SECRET".parse().unwrap();
-        assert_eq!(r.resolve("--t").await.unwrap().expose(), "from-env");
+        assert_eq!(
+            r.resolve("--t", &VaultFlags::default())
+                .await
+                .unwrap()
+                .expose(),
+            "from-env"
+        );
 
         let missing: SecretRef = "env:STEP_KIT_TEST_SECRET_UNSET".parse().unwrap();
-        let err = missing.resolve("--t").await.unwrap_err();
+        let err = missing
+            .resolve("--t", &VaultFlags::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.exit_code(), 3);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "from-file\n").unwrap();
         let r: SecretRef = format!("file:{}", path.display()).parse().unwrap();
-        assert_eq!(r.resolve("--t").await.unwrap().expose(), "from-file");
+        assert_eq!(
+            r.resolve("--t", &VaultFlags::default())
+                .await
+                .unwrap()
+                .expose(),
+            "from-file"
+        );
 
         let absent: SecretRef = "file:/nonexistent/token".parse().unwrap();
-        assert_eq!(absent.resolve("--t").await.unwrap_err().exit_code(), 3);
+        assert_eq!(
+            absent
+                .resolve("--t", &VaultFlags::default())
+                .await
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::{retry, Context, ErrorKind, SecretRef, StepError};
+use crate::{retry, Context, ErrorKind, RetryPolicy, SecretRef, StepError};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VaultFlags {
@@ -35,9 +35,27 @@ pub struct VaultFlags {
     pub vault_k8s_token_path: PathBuf,
 }
 
+impl Default for VaultFlags {
+    /// No Vault: what a step gets when none of the flags nor their variables are set.
+    fn default() -> Self {
+        VaultFlags {
+            vault_addr: None,
+            vault_token: None,
+            vault_k8s_role: None,
+            vault_k8s_mount: "kubernetes".into(),
+            vault_k8s_token_path: vault::DEFAULT_K8S_TOKEN_PATH.into(),
+        }
+    }
+}
+
 impl VaultFlags {
     /// Logs in (retrying transient failures within the step's deadline).
     pub async fn connect(&self, ctx: &Context) -> Result<vault::Vault, StepError> {
+        self.connect_with(&ctx.retry_policy()).await
+    }
+
+    /// Logs in, retrying transient failures by `policy`.
+    pub async fn connect_with(&self, policy: &RetryPolicy) -> Result<vault::Vault, StepError> {
         crate::install_tls_provider();
         let Some(addr) = self.vault_addr.clone().filter(|a| !a.trim().is_empty()) else {
             return Err(StepError::invalid(
@@ -45,9 +63,13 @@ impl VaultFlags {
             ));
         };
         let auth = match (&self.vault_token, &self.vault_k8s_role) {
-            (Some(token), _) => {
-                vault::VaultAuth::Token(token.resolve("--vault-token").await?.expose().to_owned())
-            }
+            (Some(token), _) => vault::VaultAuth::Token(
+                token
+                    .resolve_locally("--vault-token")
+                    .await?
+                    .expose()
+                    .to_owned(),
+            ),
             (None, Some(role)) => vault::VaultAuth::Kubernetes {
                 role: role.clone(),
                 mount: self.vault_k8s_mount.clone(),
@@ -65,12 +87,9 @@ impl VaultFlags {
             auth,
             timeout: vault::REQUEST_TIMEOUT,
         };
-        retry(
-            &ctx.retry_policy(),
-            "vault login",
-            vault::Error::is_transient,
-            || vault::Vault::connect(&settings),
-        )
+        retry(policy, "vault login", vault::Error::is_transient, || {
+            vault::Vault::connect(&settings)
+        })
         .await
         .map_err(|e| vault_error("vault", e))
     }

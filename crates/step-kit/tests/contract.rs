@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use step_kit::clap::{CommandFactory, Parser};
-use step_kit::{command_with_env, run_from, CommonArgs, Context, SecretRef, StepArgs, StepError};
+use step_kit::{
+    command_with_env, run_from, CommonArgs, Context, SecretRef, StepArgs, StepError, VaultFlags,
+};
 
 /// A step for tests. Example: `probe --mode ok --git-token env:TOKEN`
 #[derive(Debug, Parser)]
@@ -21,6 +23,8 @@ struct Probe {
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
+    vault: VaultFlags,
+    #[command(flatten)]
     common: CommonArgs,
 }
 
@@ -32,7 +36,7 @@ impl StepArgs for Probe {
 
 async fn probe(args: Probe, ctx: Context) -> Result<(), StepError> {
     if let Some(token) = &args.git_token {
-        let secret = token.resolve("--git-token").await?;
+        let secret = token.resolve("--git-token", &args.vault).await?;
         ctx.outputs
             .set("token-length", &secret.expose().len().to_string())?;
     }
@@ -102,9 +106,15 @@ fn every_flag_reads_its_sbx_prefixed_environment_variable() {
         let env = arg
             .get_env()
             .unwrap_or_else(|| panic!("--{long} has no env"));
+        // The Vault flags keep the variables Vault's own CLI reads (VAULT_ADDR, VAULT_TOKEN, ...).
+        let prefix = if long.starts_with("vault-") {
+            ""
+        } else {
+            "SBX_"
+        };
         assert_eq!(
             env.to_str().unwrap(),
-            format!("SBX_{}", long.replace('-', "_").to_uppercase())
+            format!("{prefix}{}", long.replace('-', "_").to_uppercase())
         );
     }
     // And the runner reads them.

@@ -2,16 +2,33 @@
 //! One test function: the Vault settings come from process-wide environment variables.
 
 use serde_json::json;
-use step_kit::SecretRef;
+use step_kit::clap::Parser;
+use step_kit::{SecretRef, VaultFlags};
 use testkit::{OpenBao, TokenReviewDouble};
 
-/// The harness's helpers block (they are sync), so the async resolution runs on its own runtime.
-fn resolve(reference: &SecretRef, flag: &str) -> Result<step_kit::Secret, step_kit::StepError> {
+/// A step's Vault flags, parsed as a step parses them (from `argv` and the VAULT_* variables).
+#[derive(Parser)]
+struct Probe {
+    #[command(flatten)]
+    vault: VaultFlags,
+}
+
+fn resolve_with(
+    reference: &SecretRef,
+    flag: &str,
+    argv: &[&str],
+) -> Result<step_kit::Secret, step_kit::StepError> {
+    let probe = Probe::parse_from(std::iter::once("probe").chain(argv.iter().copied()));
+    // The harness's helpers block (they are sync), so the async resolution runs on its own runtime.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(reference.resolve(flag))
+        .block_on(reference.resolve(flag, &probe.vault))
+}
+
+fn resolve(reference: &SecretRef, flag: &str) -> Result<step_kit::Secret, step_kit::StepError> {
+    resolve_with(reference, flag, &[])
 }
 
 #[test]
@@ -34,6 +51,21 @@ fn vault_references_resolve_by_token_and_by_kubernetes_auth() {
     );
     let port: SecretRef = "vault:secret/sandboxes/sbx-pr-42/db#port".parse().unwrap();
     assert_eq!(resolve(&port, "--x").unwrap().expose(), "5432");
+
+    // The step's flags, not only the variables: --vault-token on the command line is the one used
+    // (it used to be ignored for vault: references), and a token from Vault itself is exit 2.
+    std::env::remove_var("VAULT_TOKEN");
+    std::env::set_var("BAO_TOKEN_FOR_TEST", bao.root_token());
+    assert_eq!(
+        resolve_with(&port, "--x", &["--vault-token", "env:BAO_TOKEN_FOR_TEST"])
+            .unwrap()
+            .expose(),
+        "5432"
+    );
+    assert_eq!(resolve(&port, "--x").unwrap_err().exit_code(), 2);
+    let from_vault = resolve_with(&port, "--x", &["--vault-token", "vault:secret/x#token"]);
+    assert_eq!(from_vault.unwrap_err().exit_code(), 2);
+    std::env::set_var("VAULT_TOKEN", bao.root_token());
 
     // Missing key or path: a precondition (exit 3), naming the path but not any secret.
     let missing_key: SecretRef = "vault:secret/sandboxes/sbx-pr-42/db#nope".parse().unwrap();
