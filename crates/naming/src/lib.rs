@@ -319,6 +319,11 @@ pub fn check_repo_path(s: &str) -> Result<(), String> {
     {
         return Err("must not hold empty, . or .. segments (it would leave the repository)".into());
     }
+    if s.split('/').any(|seg| seg.eq_ignore_ascii_case(".git")) {
+        return Err(
+            "must not hold a .git segment (git's own directory, never a tracked file)".into(),
+        );
+    }
     Ok(())
 }
 

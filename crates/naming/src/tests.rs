@@ -193,7 +193,13 @@ fn branch_rules_agree_with_git() {
 
 #[test]
 fn repo_paths() {
-    for ok in ["apps/sandboxes/sbx-pr-42.yaml", "a", "a.b/c..d"] {
+    for ok in [
+        "apps/sandboxes/sbx-pr-42.yaml",
+        "a",
+        "a.b/c..d",
+        ".gitignore",
+        ".github/x.yaml",
+    ] {
         assert_eq!(check_repo_path(ok), Ok(()), "{ok}");
     }
     for bad in [
@@ -206,6 +212,9 @@ fn repo_paths() {
         "a/",
         "a\\b",
         "a\nb",
+        ".git",
+        ".git/config",
+        "apps/.GIT/x",
     ] {
         assert!(check_repo_path(bad).is_err(), "{bad:?}");
     }

@@ -40,6 +40,8 @@ pub enum PatchError {
     Unfaithful(String),
 }
 
+pub const BYTE_ORDER_MARK: char = '\u{feff}';
+
 /// The largest kustomization patch-kustomize reads: real ones are a few kB; the lossless editor
 /// holds a tree of the file, about 16 bytes per byte, in pods limited to 128 MiB.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -132,6 +134,11 @@ pub fn check_limits(text: &str) -> Result<(), String> {
 impl Patch {
     /// The file's new text (equal to `text` when every value is already set).
     pub fn apply(&self, text: &str) -> Result<String, PatchError> {
+        // A UTF-8 byte-order mark (editors on Windows write one) is kept as it is, outside the
+        // YAML: serde_yaml would read it as the start of a second document.
+        if let Some(body) = text.strip_prefix(BYTE_ORDER_MARK) {
+            return Ok(format!("{BYTE_ORDER_MARK}{}", self.apply(body)?));
+        }
         check_limits(text).map_err(PatchError::Invalid)?;
         if self.images.len() > MAX_IMAGES {
             return Err(PatchError::Invalid(format!(
@@ -728,5 +735,16 @@ mod tests {
         let mut too_many = patch.clone();
         too_many.images.push(set("acme/new".into()));
         assert!(invalid(too_many.apply(&text)).contains("more than the 1000"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept_outside_the_yaml() {
+        let out = namespace("apps-sbx-pr-42")
+            .apply("\u{feff}kind: Kustomization\nnamespace: old # keep\n")
+            .unwrap();
+        assert_eq!(
+            out,
+            "\u{feff}kind: Kustomization\nnamespace: apps-sbx-pr-42 # keep\n"
+        );
     }
 }

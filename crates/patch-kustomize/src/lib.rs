@@ -206,6 +206,9 @@ fn parse_literal(arg: &str) -> Result<Literal, String> {
 
 /// The `images:` of another kustomization, as sets (each entry's fields copied as they are).
 pub fn images_of(text: &str) -> Result<Vec<ImageSet>, String> {
+    let text = text
+        .strip_prefix(kustomization::BYTE_ORDER_MARK)
+        .unwrap_or(text);
     kustomization::check_limits(text)?;
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let Some(images) = value.get("images") else {

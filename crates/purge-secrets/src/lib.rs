@@ -84,13 +84,14 @@ fn check_kv_path(flag: &str, path: &str) -> Result<(), StepError> {
 async fn purge_secrets(args: Args, ctx: Context) -> Result<(), StepError> {
     if !vault::is_valid_mount(&args.mount) {
         return Err(StepError::invalid(format!(
-            "--mount {}: must be one segment of [A-Za-z0-9_-]",
+            "--mount {}: must be one segment of [A-Za-z0-9_-], a KV v2 mount (not Vault's own \
+             sys, auth, identity or cubbyhole)",
             escape_untrusted(&args.mount)
         )));
     }
     check_kv_path("--path", &args.path)?;
     check_kv_path("--root", &args.root)?;
-    if !args.path.starts_with(&format!("{}/", args.root)) {
+    if !vault::is_strictly_below(&args.path, &args.root) {
         return Err(StepError::precondition(format!(
             "--path {} is not below --root {}: refusing to delete it",
             escape_untrusted(&args.path),

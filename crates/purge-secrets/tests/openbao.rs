@@ -121,6 +121,18 @@ fn purges_data_and_metadata_below_the_path_and_nothing_else() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(deleted(dir.path()), "0");
+    // Every JSON log line names the step (logs of many pods are read together).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() >= 2, "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.starts_with("{\"step\":\"purge-secrets\","), "{line}");
+    }
+    // Nothing there is the normal case of a re-run, not an error.
+    assert!(
+        !text(&out).contains("ERROR") && !text(&out).contains("\"level\":\"ERROR"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -143,6 +155,8 @@ fn refuses_paths_outside_the_root_and_bad_input() {
         ("sandboxes/sbx pr;rm -rf /", &[][..], 2),
         ("sandboxes/sbx-pr-42\u{202e}", &[][..], 2),
         ("sandboxes/sbx-pr-42", &["--mount", "secret/../sys"][..], 2),
+        ("sandboxes/sbx-pr-42", &["--mount", "sys"][..], 2),
+        ("sandboxes/sbx-pr-42", &["--mount", "cubbyhole"][..], 2),
     ] {
         let out = step(&bao, dir.path(), path).args(extra).output().unwrap();
         assert_eq!(

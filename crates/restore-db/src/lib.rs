@@ -124,6 +124,11 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub template_db: Option<String>,
 
+    /// Where --owner-secret may write: only paths strictly below this one, in the same mount (as
+    /// purge-secrets' --root, which removes them).
+    #[arg(long, value_name = "PATH", default_value = "sandboxes")]
+    pub owner_secret_root: String,
+
     /// Extensions PostgreSQL does not mark trusted (e.g. postgis) that the dump may create: its
     /// `CREATE EXTENSION` and `COMMENT ON EXTENSION` for these run as the admin (plain dumps).
     /// Every other statement runs as the owner. Allow only extensions you trust.
@@ -238,6 +243,28 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
              the sandbox naming scheme, never another"
         )));
     }
+    // Role names SQL reads as something else (`GRANT ... TO current_user` would not mean the role).
+    const RESERVED_ROLES: &[&str] = &[
+        "current_user",
+        "current_role",
+        "session_user",
+        "user",
+        "public",
+        "none",
+        "all",
+    ];
+    for role in [Some(owner.as_str()), args.template_db.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if RESERVED_ROLES.contains(&role) {
+            return Err(StepError::precondition(format!(
+                "{role}: a role name SQL reads as a keyword ({}); name the sandbox's role \
+                 otherwise",
+                RESERVED_ROLES.join(", ")
+            )));
+        }
+    }
     if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
         return Err(StepError::precondition(format!(
             "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of its \
@@ -249,6 +276,21 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
             "--owner {owner}: the template's own role (objects in --template-db belong to a role \
              named after it)"
         )));
+    }
+    if let Some(secret) = &args.owner_secret {
+        if !vault::is_valid_path(&args.owner_secret_root) {
+            return Err(StepError::invalid(format!(
+                "--owner-secret-root {}: must be a relative path of [A-Za-z0-9._-] segments",
+                step_kit::escape_untrusted(&args.owner_secret_root)
+            )));
+        }
+        if !vault::is_strictly_below(&secret.path, &args.owner_secret_root) {
+            return Err(StepError::precondition(format!(
+                "--owner-secret {secret}: not below --owner-secret-root {}: restore-db writes \
+                 credentials only there",
+                args.owner_secret_root
+            )));
+        }
     }
     for name in &args.extensions_as_admin {
         check_identifier("--extensions-as-admin", name, 63)?;

@@ -451,6 +451,34 @@ fn hostile_names_and_bad_flags_change_nothing() {
             "restore-db did not create it",
         ),
         (
+            vec![
+                "--sandbox-prefix",
+                "cu",
+                "--database",
+                "cu_pr_42",
+                "--owner",
+                "current_user",
+            ],
+            3,
+            "a role name SQL reads as a keyword",
+        ),
+        // Credentials only below the sandboxes' root of the mount.
+        (
+            vec![
+                "--database",
+                "sbx_pr_42",
+                "--owner-secret",
+                "vault:secret/platform/db",
+            ],
+            3,
+            "not below --owner-secret-root sandboxes",
+        ),
+        (
+            vec!["--database", "sbx_pr_42", "--owner-secret", "vault:sys/x"],
+            2,
+            "the mount must be",
+        ),
+        (
             vec!["--database", "sbx_pr_42", "--owner", "Robert'); DROP"],
             2,
             "lower-case identifier",

@@ -80,7 +80,7 @@ where
         }
     };
     let common = args.common().clone();
-    logging::init(common.log_format, common.log_level);
+    logging::init(name, common.log_format, common.log_level);
     if A::USES_TLS {
         install_tls_provider();
     }

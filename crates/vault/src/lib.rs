@@ -30,12 +30,24 @@ pub fn is_valid_path(path: &str) -> bool {
         })
 }
 
-/// A secrets engine's mount: one segment of `[A-Za-z0-9_-]`.
+/// Vault's own paths, never a KV secrets engine: `sys/metadata/...` would answer 404 and a purge
+/// would report "nothing there" for a mount that cannot hold secrets at all.
+pub const SYSTEM_MOUNTS: &[&str] = &["sys", "auth", "identity", "cubbyhole"];
+
+/// A secrets engine's mount: one segment of `[A-Za-z0-9_-]`, not one of [`SYSTEM_MOUNTS`].
 pub fn is_valid_mount(mount: &str) -> bool {
     !mount.is_empty()
         && mount
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        && !SYSTEM_MOUNTS.contains(&mount.to_ascii_lowercase().as_str())
+}
+
+/// Whether `path` lies strictly below `root` (both checked with [`is_valid_path`]): the rule that
+/// keeps every step that writes or deletes secrets inside the sandboxes' part of the mount.
+pub fn is_strictly_below(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
 }
 
 #[derive(Clone)]
