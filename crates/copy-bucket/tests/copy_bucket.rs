@@ -218,6 +218,60 @@ fn an_empty_source_copies_nothing_and_one_object_copies_one() {
     assert_eq!(server.list(DST, ""), ["copy/only.txt"]);
 }
 
+/// One bucket for integration and its sandboxes: a disjoint prefix is a destination like any other,
+/// and nothing under the source prefix (nor beside both) is ever written or deleted, also with
+/// --delete-extraneous. Overlapping prefixes stay refused.
+#[test]
+fn the_same_bucket_under_a_disjoint_prefix_leaves_the_source_untouched() {
+    let server = FakeGcs::start();
+    server.create_bucket(SRC);
+    for name in [
+        "integration/a.txt",
+        "integration/dir/b.txt",
+        "other/keep.txt",
+    ] {
+        server.put_object(SRC, name, "text/plain", name.as_bytes());
+    }
+    server.put_object(SRC, "sandboxes/sbx-pr-42/stale.txt", "text/plain", b"stale");
+    let source_before = checksums(&server, SRC, "integration/");
+    let run = copy(
+        &server.endpoint(),
+        &[
+            "--source",
+            "gs://src-bucket/integration/",
+            "--dest",
+            "gs://src-bucket/sandboxes/sbx-pr-42/",
+            "--delete-extraneous",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert_eq!((run.output("copied"), run.output("deleted")), (2, 1));
+    assert_eq!(checksums(&server, SRC, "integration/"), source_before);
+    assert_eq!(
+        checksums(&server, SRC, "sandboxes/sbx-pr-42/"),
+        source_before
+    );
+    assert_eq!(server.list(SRC, "other/"), ["other/keep.txt"]);
+    for (source, dest) in [
+        (
+            "gs://src-bucket/integration/",
+            "gs://src-bucket/integration/sbx/",
+        ),
+        ("gs://src-bucket/integration/", "gs://src-bucket"),
+        (
+            "gs://src-bucket/integration/x/",
+            "gs://src-bucket/integration/",
+        ),
+    ] {
+        let refused = copy(
+            &server.endpoint(),
+            &["--source", source, "--dest", dest, "--delete-extraneous"],
+        );
+        assert_eq!(refused.code, Some(2), "{source} {dest}: {}", refused.text);
+    }
+    assert_eq!(checksums(&server, SRC, "integration/"), source_before);
+}
+
 #[test]
 fn five_thousand_objects_across_pages() {
     let server = FakeGcs::start();

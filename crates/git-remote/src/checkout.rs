@@ -71,10 +71,7 @@ impl Checkout {
         let (repo, temp) = match workdir {
             Some(dir) => (open_or_init(dir)?, None),
             None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("sandbox-steps-git.")
-                    .tempdir()
-                    .map_err(|e| StepError::unexpected(format!("cannot create a temp dir: {e}")))?;
+                let temp = temp_dir()?;
                 (open_or_init(temp.path())?, Some(temp))
             }
         };
@@ -325,10 +322,7 @@ pub fn list_refs(
     auth: &GitAuth,
     cancel: &CancellationToken,
 ) -> Result<crate::Advertisement, StepError> {
-    let temp = tempfile::Builder::new()
-        .prefix("sandbox-steps-git.")
-        .tempdir()
-        .map_err(|e| StepError::unexpected(format!("cannot create a temp dir: {e}")))?;
+    let temp = temp_dir()?;
     let repo = open_or_init(temp.path())?;
     let fail = |what: &str, e: git2::Error| Checkout::classify(url, auth, cancel, what, e);
     let mut remote = repo
@@ -347,6 +341,50 @@ pub fn list_refs(
         ad.refs.insert(name.to_owned(), head.oid().to_string());
     }
     Ok(ad)
+}
+
+/// What the temporary directories of a fetch are called: the prefix, then the pid of the
+/// process that made it.
+const TEMP_PREFIX: &str = "sandbox-steps-git.";
+
+/// A temporary directory for a fetch, named after this process (`sandbox-steps-git.<pid>.XXXX`),
+/// after reclaiming those of processes that no longer run: a step killed with SIGKILL (the OOM
+/// killer, a node drain on a laptop's long-lived machine) cannot remove its own.
+fn temp_dir() -> Result<tempfile::TempDir, StepError> {
+    reclaim_stale_temp_dirs(&std::env::temp_dir());
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}.", std::process::id()))
+        .tempdir()
+        .map_err(|e| StepError::unexpected(format!("cannot create a temp dir: {e}")))
+}
+
+/// Removes `<dir>/sandbox-steps-git.<pid>.*` directories of this user whose process is gone
+/// (checked in /proc; a pid reused since only delays the reclaim). Best effort: errors are
+/// ignored, a concurrent run's directory is never touched (its process runs).
+pub(crate) fn reclaim_stale_temp_dirs(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && Some(m.uid()) == uid);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!("removing {} (its process is gone)", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
@@ -577,6 +615,42 @@ mod classify_tests {
                 "failed to connect"
             ),
             Transient
+        );
+    }
+}
+
+#[cfg(test)]
+mod temp_dir_tests {
+    use super::*;
+
+    #[test]
+    fn directories_of_dead_processes_are_reclaimed_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: no process has this pid.
+        let dead = tmp.path().join(format!("{TEMP_PREFIX}99999999.abc"));
+        let live = tmp
+            .path()
+            .join(format!("{TEMP_PREFIX}{}.def", std::process::id()));
+        let unrelated = tmp.path().join("sandbox-steps-gitx.1.x");
+        let old_style = tmp.path().join(format!("{TEMP_PREFIX}Ab3xYz"));
+        for dir in [&dead, &live, &unrelated, &old_style] {
+            std::fs::create_dir_all(dir.join("objects")).unwrap();
+        }
+        reclaim_stale_temp_dirs(tmp.path());
+        assert!(!dead.exists());
+        assert!(live.exists() && unrelated.exists() && old_style.exists());
+        // What the fetches create carries this process's pid.
+        let made = temp_dir().unwrap();
+        let name = made
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            name.starts_with(&format!("{TEMP_PREFIX}{}.", std::process::id())),
+            "{name}"
         );
     }
 }
