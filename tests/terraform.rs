@@ -226,6 +226,7 @@ fn terraform_refuses_bad_input_before_running_anything() {
         ("../x", "terraform/sandbox", 2),
         ("sbx;rm -rf /", "terraform/sandbox", 2),
         ("", "terraform/sandbox", 2),
+        ("default", "terraform/sandbox", 2),
         ("sbx-pr-4", "../../etc", 2),
         ("sbx-pr-4", "/etc", 2),
         ("sbx-pr-4", "terraform/nothing-here", 3),

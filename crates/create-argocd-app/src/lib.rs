@@ -276,10 +276,11 @@ fn carries_credentials(url: &str) -> bool {
 
 /// The label every Application this step writes carries; a file without it was written by
 /// someone else and is never replaced.
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sandbox-steps");
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sandbox-steps");
 
-/// Refuses (exit 3) to replace a file that is not an Application this step wrote.
-fn check_ours(file: &str, existing: &[u8]) -> Result<(), StepError> {
+/// Refuses (exit 3) to replace (or, for delete-argocd-app, remove) a file that is not an
+/// Application this step wrote.
+pub fn check_ours(file: &str, existing: &[u8]) -> Result<(), StepError> {
     let value: Value = serde_yaml::from_slice(existing).unwrap_or(Value::Null);
     let ours =
         value["kind"] == "Application" && value["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1;
@@ -288,7 +289,7 @@ fn check_ours(file: &str, existing: &[u8]) -> Result<(), StepError> {
     } else {
         Err(StepError::precondition(format!(
             "{file} exists and was not written by sandbox-steps (no label {}={}): refusing to \
-             replace it",
+             replace or remove it",
             MANAGED_BY.0, MANAGED_BY.1
         )))
     }

@@ -19,12 +19,14 @@ Example:
     --git-token env:GITHUB_TOKEN
   # removes apps/sandboxes/sbx-pr-42.yaml from main; outputs: commit=<sha> deleted=true path=...
 
-Exit codes: 0 removed or already absent; 2 invalid flags; 3 a name outside --sandbox-prefix,
+Exit codes: 0 removed or already absent; 2 invalid flags; 3 a name outside --sandbox-prefix, a
+file create-argocd-app did not write (no app.kubernetes.io/managed-by=sandbox-steps label),
 a protected branch without --allow-protected-branch, credentials refused; 4 network failure or timeout after retries.";
 
 /// Remove the sandbox's Argo CD Application from the app-of-apps repository.
 ///
-/// Deletes `<PATH>/<NAME>.yaml` with a commit, only for names starting with `--sandbox-prefix`.
+/// Deletes `<PATH>/<NAME>.yaml` with a commit, only for names starting with `--sandbox-prefix` and
+/// files create-argocd-app wrote (its label).
 /// Already absent is success (`deleted=false`). When someone else pushed first, it fetches and
 /// tries again.
 #[derive(Debug, Parser)]
@@ -112,7 +114,14 @@ async fn delete_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
         message: format!("{}: remove the Argo CD Application", args.name),
         dry_run: args.dry_run,
     };
-    let (commit, deleted) = edit_file(edit, &args.git, &args.commit, &ctx, |_| Ok(None)).await?;
+    let checked = file.clone();
+    let (commit, deleted) = edit_file(edit, &args.git, &args.commit, &ctx, move |existing| {
+        if let Some(bytes) = existing {
+            create_argocd_app::check_ours(&checked, bytes)?;
+        }
+        Ok(None)
+    })
+    .await?;
     let state = match (args.dry_run, deleted) {
         (false, true) => "removed",
         (false, false) => "already absent",

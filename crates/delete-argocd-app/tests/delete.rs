@@ -27,6 +27,11 @@ fn step(outputs: &Path, url: &str, name: &str) -> Command {
     cmd
 }
 
+/// An Application as create-argocd-app writes it (its marker label).
+const OURS: &str =
+    "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  labels:\n    \
+                    app.kubernetes.io/managed-by: sandbox-steps\n";
+
 fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
@@ -54,8 +59,10 @@ fn removes_the_application_then_finds_it_absent() {
     let url = server.create_repo(
         "gitops",
         &[
-            ("apps/sandboxes/sbx-pr-42.yaml", "kind: Application\n"),
-            ("apps/sandboxes/sbx-pr-43.yaml", "kind: Application\n"),
+            ("apps/sandboxes/sbx-pr-42.yaml", OURS),
+            ("apps/sandboxes/sbx-pr-43.yaml", OURS),
+            // Named like a sandbox's, written by hand: never removed.
+            ("apps/sandboxes/sbx-hand.yaml", "kind: Application\n"),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -86,6 +93,17 @@ fn removes_the_application_then_finds_it_absent() {
     let out = step(dir.path(), &url, "sbx-pr-42").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(read(dir.path(), "deleted"), "false");
+
+    let before = server.rev_parse("gitops", "refs/heads/main");
+    let out = step(dir.path(), &url, "sbx-hand").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("not written by sandbox-steps"),
+        "{}",
+        text(&out)
+    );
+    assert!(exists(&server, "apps/sandboxes/sbx-hand.yaml"));
+    assert_eq!(server.rev_parse("gitops", "refs/heads/main"), before);
 }
 
 #[test]
