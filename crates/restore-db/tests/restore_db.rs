@@ -1024,3 +1024,63 @@ fn untrusted_extensions_only_as_the_admin_and_only_when_allowed() {
         "pg_buffercache sbx_ext"
     );
 }
+
+/// Forwards `port` to `to` on loopback, starting only after `after`: until then a connection to
+/// `port` is refused, as a database server still starting (or a proxy sidecar) refuses it.
+fn forward_later(port: u16, to: u16, after: Duration) {
+    use std::net::{TcpListener, TcpStream};
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+#[test]
+fn a_refused_connection_is_retried_until_the_server_answers() {
+    let world = World::start();
+    world.upload("integration/app.sql", &world.dump(&[]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    forward_later(port, world.pg.port(), Duration::from_secs(2));
+    let started = Instant::now();
+    let run = world
+        .run_with(
+            &[
+                "--backup",
+                "gs://acme-backups/integration/app.sql",
+                "--database",
+                "sbx_late",
+            ],
+            |cmd| {
+                cmd.env(
+                    "ADMIN_DATABASE_URL",
+                    format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                );
+            },
+        )
+        .ok();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        run.text
+            .contains("connect to the database server failed, retrying"),
+        "{}",
+        run.text
+    );
+    assert_eq!(run.output("restored"), "true");
+}
