@@ -13,7 +13,8 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// (file, document) for every YAML document under workflow-templates/, files in name order.
+/// (file, document) for every YAML document under workflow-templates/, files in name order (the
+/// kustomizations that list them are kustomize's, not the cluster's).
 pub fn manifests() -> Vec<(PathBuf, Value)> {
     fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -23,7 +24,8 @@ pub fn manifests() -> Vec<(PathBuf, Value)> {
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
-            ) {
+            ) && path.file_name() != Some("kustomization.yaml".as_ref())
+            {
                 found.push(path);
             }
         }
@@ -159,12 +161,21 @@ pub fn pull_request_events() -> Vec<Value> {
 /// Argo Events' own code decides it (cluster/sensor-check): for each event, whether it fires and
 /// the Workflows its triggers submit.
 pub fn sensor_check(sensor: &str, events: &[Value]) -> Vec<(bool, Vec<Value>)> {
+    sensor_check_file(
+        &repo_root().join(format!("workflow-templates/events/{sensor}.yaml")),
+        events,
+    )
+}
+
+/// [`sensor_check`] of the Sensor in `file`.
+pub fn sensor_check_file(file: &Path, events: &[Value]) -> Vec<(bool, Vec<Value>)> {
+    let sensor = file.display();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("events.json");
-    std::fs::write(&file, serde_json::to_vec(events).unwrap()).unwrap();
+    let events_file = dir.path().join("events.json");
+    std::fs::write(&events_file, serde_json::to_vec(events).unwrap()).unwrap();
     let out = std::process::Command::new(testkit::cluster_tool("sensor-check"))
-        .arg(repo_root().join(format!("workflow-templates/events/{sensor}.yaml")))
-        .arg(&file)
+        .arg(file)
+        .arg(&events_file)
         .output()
         .expect("run sensor-check");
     assert!(
