@@ -100,8 +100,17 @@ fn another_organisations_settings_reach_every_place_and_install() {
     let library = relative(dir.path(), &repo_root().join("workflow-templates"));
     let kustomization = std::fs::read_to_string(example.join("kustomization.yaml"))
         .unwrap()
-        .replace("../../workflow-templates", library.to_str().unwrap());
+        .replace("../../workflow-templates", library.to_str().unwrap())
+        .replace(
+            "newName: ghcr.io/sandbox-steps/sandbox-steps",
+            "newName: registry.initech.example/platform/sandbox-steps",
+        );
     std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+    std::fs::copy(
+        example.join("kustomizeconfig.yaml"),
+        dir.path().join("kustomizeconfig.yaml"),
+    )
+    .unwrap();
     let mut settings: Value =
         serde_yaml::from_str(&std::fs::read_to_string(example.join("settings.yaml")).unwrap())
             .unwrap();
@@ -129,6 +138,7 @@ fn another_organisations_settings_reach_every_place_and_install() {
     let docs = kustomize(dir.path());
     let text = serde_json::to_string(&docs).unwrap();
     assert!(!text.contains("acme"), "the example's settings are left");
+    assert!(!text.contains("ghcr.io"), "the example's image is left");
     let rendered = by_kind_and_name(docs.clone());
     let param = |template: &str, name: &str| {
         rendered[&format!("ClusterWorkflowTemplate /{template}")]["spec"]["arguments"]["parameters"]
@@ -157,6 +167,21 @@ fn another_organisations_settings_reach_every_place_and_install() {
             assert_eq!(param(template, key), setting(key), "{template} {key}");
         }
     }
+    // The image, in every step template (Terraform's is HashiCorp's).
+    let mut steps = 0;
+    for (key, doc) in &rendered {
+        for template in doc["spec"]["templates"].as_array().into_iter().flatten() {
+            let image = template["container"]["image"].as_str().unwrap_or("");
+            if image.contains("sandbox-steps") {
+                assert!(
+                    image.starts_with("registry.initech.example/platform/sandbox-steps:"),
+                    "{key}: {image}"
+                );
+                steps += 1;
+            }
+        }
+    }
+    assert!(steps >= 10, "{steps} step templates");
     let github = &rendered["EventSource argo-events/github"]["spec"]["github"]["pull-requests"]
         ["repositories"][0];
     assert_eq!(github["owner"], "initech");
