@@ -1084,3 +1084,17 @@ fn a_refused_connection_is_retried_until_the_server_answers() {
     );
     assert_eq!(run.output("restored"), "true");
 }
+
+#[test]
+fn help_shows_the_steps_own_deadline() {
+    let out = Command::new(env!("CARGO_BIN_EXE_restore-db"))
+        .env_clear()
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let timeout = &help[help.find("--timeout").unwrap()..];
+    let timeout = &timeout[..timeout.find("\n  -").unwrap_or(timeout.len())];
+    assert!(timeout.contains("[default: 45m]"), "{timeout}");
+}

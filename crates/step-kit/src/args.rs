@@ -22,7 +22,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
 
-    /// Deadline for the whole step, e.g. `90s`, `10m`, `1h30m` (default: the step's own).
+    /// Deadline for the whole step, e.g. `90s`, `10m`, `1h30m` (each step has its own default).
     /// When it passes, in-flight work is cancelled and the step exits 4.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,

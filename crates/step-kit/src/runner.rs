@@ -225,7 +225,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let mut cmd = command_with_env(A::command());
+    // `--help` shows the step's own deadline as the default of --timeout.
+    let mut cmd = command_with_env(A::command()).mut_arg("timeout", |arg| {
+        arg.default_value(humantime::format_duration(A::DEFAULT_TIMEOUT).to_string())
+    });
     let matches = cmd
         .try_get_matches_from_mut(argv)
         .map_err(ParseFailure::Clap)?;
