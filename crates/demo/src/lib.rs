@@ -163,7 +163,7 @@ fn count_secrets(bao: &OpenBao, path: &str) -> usize {
 pub fn run(verbose: bool) -> Result<Report, String> {
     let say = |text: &str| {
         if verbose {
-            println!("{text}");
+            println!("{}", runner::wrap_text(text));
         }
     };
     say("Starting local servers: git (smart HTTP), OpenBao, fake-gcs-server, PostgreSQL, the Kubernetes and GitHub API doubles");

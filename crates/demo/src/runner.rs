@@ -380,10 +380,11 @@ impl Runner {
                 if let Some(when) = step["when"].as_str() {
                     let when = scope.substitute(when)?;
                     if !eval_when(&when)? {
+                        // What the condition was made of is in the template; the log says why.
                         self.note(
                             &format!("{path}/{name}"),
                             "Skipped",
-                            &format!("when {when}"),
+                            "its condition (when) is false",
                         );
                         continue;
                     }
@@ -563,21 +564,25 @@ impl Runner {
             );
             return Ok(outputs);
         }
-        let key = format!(
-            "{kind}/{namespace}/{}",
-            manifest["metadata"]["name"].as_str().unwrap_or("")
-        );
+        let object_name = manifest["metadata"]["name"].as_str().unwrap_or("");
+        let key = format!("{kind}/{namespace}/{object_name}");
+        // As kubectl names it: `Namespace apps-sbx-pr-42`, `RoleBinding apps-sbx-pr-42/x`.
+        let shown = if namespace.is_empty() {
+            format!("{kind} {object_name}")
+        } else {
+            format!("{kind} {namespace}/{object_name}")
+        };
         let mut state = self.state.lock().unwrap();
         let outcome = match action {
             "apply" | "create" => {
                 state.objects.insert(key.clone());
-                format!("applied {key}")
+                format!("applied {shown}")
             }
-            "get" if state.objects.contains(&key) => format!("found {key}"),
+            "get" if state.objects.contains(&key) => format!("found {shown}"),
             "get" => {
                 drop(state);
-                self.record(path, &format!("{key} not found"), started, &BTreeMap::new());
-                return Err(format!("{key} not found"));
+                self.record(path, &format!("{shown} not found"), started, &BTreeMap::new());
+                return Err(format!("{shown} not found"));
             }
             "delete" => {
                 if kind == "Namespace" {
@@ -591,7 +596,7 @@ impl Runner {
                         .retain(|k| k.split('/').nth(1) != Some(ns.as_str()));
                 }
                 state.objects.remove(&key);
-                format!("deleted {key}")
+                format!("deleted {shown}")
             }
             other => return Err(format!("resource action {other} is not run by this runner")),
         };
@@ -618,20 +623,17 @@ impl Runner {
                 .iter()
                 .map(|(k, v)| format!("{k}={}", v.trim()))
                 .collect();
-            println!(
-                "  {:<52} {:>6.2}s  {}  {}",
-                record.path,
-                record.seconds,
-                record.status,
-                shown.join(" ")
-            );
+            let head = format!("  {:<PATH_WIDTH$} {:>6.2}s ", record.path, record.seconds);
+            let text = wrap(head, &words(&record.status), " ", INDENT);
+            println!("{}", wrap(text, &shown, "  ", INDENT));
         }
         self.state.lock().unwrap().log.push(record);
     }
 
     fn note(&self, path: &str, status: &str, detail: &str) {
         if self.verbose {
-            println!("  {path:<52}          {status}: {detail}");
+            let head = format!("  {path:<PATH_WIDTH$}          {status}:");
+            println!("{}", wrap(head, &words(detail), " ", INDENT));
         }
         self.state.lock().unwrap().log.push(StepRecord {
             path: path.to_owned(),
@@ -703,4 +705,50 @@ mod tests {
             Ok(false)
         );
     }
+}
+
+/// The demo's lines fit 120 columns: a step's path, its time, its status, then its outputs
+/// (continued on lines indented past the time).
+const WIDTH: usize = 120;
+const PATH_WIDTH: usize = 44;
+const INDENT: usize = 2 + PATH_WIDTH + 1 + 7 + 2;
+
+/// `head`, then `items` separated by `gap`, wrapped at [`WIDTH`]: continuation lines start at
+/// column `indent`, or at 4 for an item too long for that.
+pub(crate) fn wrap(head: String, items: &[String], gap: &str, indent: usize) -> String {
+    let mut out = head;
+    for item in items {
+        let len = item.chars().count();
+        let line_len = out.rsplit('\n').next().unwrap_or("").chars().count();
+        if line_len + gap.len() + len > WIDTH && line_len > indent {
+            let at = if indent + len > WIDTH { 4 } else { indent };
+            out.push('\n');
+            out.push_str(&" ".repeat(at));
+        } else if !out.is_empty() {
+            out.push_str(gap);
+        }
+        out.push_str(item);
+    }
+    out
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(' ').map(str::to_owned).collect()
+}
+
+/// Text wrapped at [`WIDTH`], each line's continuation indented 4 past its own indentation.
+pub(crate) fn wrap_text(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let lead = line.len() - line.trim_start().len();
+            let first = line[..lead].to_owned();
+            let mut items = words(line.trim_start()).into_iter();
+            let head = match items.next() {
+                Some(word) => first + &word,
+                None => first,
+            };
+            wrap(head, &items.collect::<Vec<_>>(), " ", lead + 4)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

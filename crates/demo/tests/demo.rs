@@ -65,3 +65,21 @@ fn the_whole_lifecycle_runs_locally() {
         report.skipped
     );
 }
+
+/// What `make demo` prints reads well: lines fit 120 columns, no raw template expressions, objects
+/// named as kubectl names them.
+#[test]
+fn the_demo_prints_readable_lines() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_demo"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("applied Namespace apps-sbx-pr-42"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 120, "longer than 120 columns: {line}");
+        for raw in ["{{", "Namespace//", "when '", "!= ''"] {
+            assert!(!line.contains(raw), "{raw}: {line}");
+        }
+    }
+}
