@@ -581,7 +581,12 @@ impl Runner {
             "get" if state.objects.contains(&key) => format!("found {shown}"),
             "get" => {
                 drop(state);
-                self.record(path, &format!("{shown} not found"), started, &BTreeMap::new());
+                self.record(
+                    path,
+                    &format!("{shown} not found"),
+                    started,
+                    &BTreeMap::new(),
+                );
                 return Err(format!("{shown} not found"));
             }
             "delete" => {

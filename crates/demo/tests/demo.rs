@@ -74,10 +74,17 @@ fn the_demo_prints_readable_lines() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("applied Namespace apps-sbx-pr-42"), "{text}");
     for line in text.lines() {
-        assert!(line.chars().count() <= 120, "longer than 120 columns: {line}");
+        assert!(
+            line.chars().count() <= 120,
+            "longer than 120 columns: {line}"
+        );
         for raw in ["{{", "Namespace//", "when '", "!= ''"] {
             assert!(!line.contains(raw), "{raw}: {line}");
         }

@@ -67,6 +67,10 @@ pub async fn edit_file(
     let identity = commit.identity();
     let workdir = git.workdir.clone();
     let (deadline, cancel) = (ctx.deadline.into_std(), ctx.cancel.clone());
+    step_kit::doing(format!(
+        "fetching, editing and pushing {} on {} of {}",
+        edit.path, edit.branch, edit.repo
+    ));
     tokio::task::spawn_blocking(move || {
         let FileEdit {
             repo,
@@ -128,6 +132,7 @@ pub async fn read_branch_file(
     let auth = git.auth(repo).await?;
     let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
     let cancel = ctx.cancel.clone();
+    step_kit::doing(format!("reading {path} of {branch} from {repo}"));
     tokio::task::spawn_blocking(move || {
         Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_file(&path)
     })

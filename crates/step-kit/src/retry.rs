@@ -71,6 +71,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    crate::doing(what);
     op.retry(policy.backoff())
         .sleep(tokio::time::sleep)
         .when(is_transient)

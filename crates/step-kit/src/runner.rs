@@ -32,8 +32,30 @@ impl Context {
     }
 }
 
-/// How long blocking work gets to notice the cancellation before the process exits anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long blocking work (libgit2's transfers) gets to notice the cancellation before the
+/// process exits anyway. The step's timer fires this much before the deadline, so that the
+/// deadline holds (a pod's activeDeadlineSeconds, a caller's budget).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+/// What the step is doing now, for the message of a deadline or a signal: set by [`doing`] and
+/// by every [`crate::retry`].
+static DOING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Records what the step is doing now (`"fetching sbx-pr-42 from https://…"`): a deadline or a
+/// signal then says what it interrupted.
+pub fn doing(what: impl Into<String>) {
+    *DOING.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
+}
+
+/// ` while <what>` when the step said what it was doing.
+fn while_doing() -> String {
+    DOING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|what| format!(" while {}", crate::redact_text(what)))
+        .unwrap_or_default()
+}
 
 /// The whole `main` of a step: `fn main() -> ExitCode { step_kit::run("my-step", my_step) }`.
 pub fn run<A, F, Fut>(name: &str, step: F) -> ExitCode
@@ -102,21 +124,29 @@ where
             cancel: cancel.clone(),
             deadline: Instant::now() + timeout,
         };
-        let deadline = ctx.deadline;
+        // Early by the shutdown's grace (when the budget allows it), so the exit is within it.
+        let deadline = if timeout > SHUTDOWN_GRACE * 4 {
+            ctx.deadline - SHUTDOWN_GRACE
+        } else {
+            ctx.deadline
+        };
         let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
         tokio::select! {
             result = step(args, ctx) => result,
             _ = tokio::time::sleep_until(deadline) => Err(StepError::transient(format!(
-                "timed out after {} (--timeout); a re-run resumes from here",
-                humantime::format_duration(timeout)
+                "timed out after {} (--timeout){}; a re-run resumes from here",
+                humantime::format_duration(timeout),
+                while_doing()
             ))),
-            _ = terminate.recv() => Err(StepError::transient(
-                "stopped by SIGTERM; a re-run resumes from here",
-            )),
-            _ = interrupt.recv() => Err(StepError::transient(
-                "stopped by SIGINT; a re-run resumes from here",
-            )),
+            _ = terminate.recv() => Err(StepError::transient(format!(
+                "stopped by SIGTERM{}; a re-run resumes from here",
+                while_doing()
+            ))),
+            _ = interrupt.recv() => Err(StepError::transient(format!(
+                "stopped by SIGINT{}; a re-run resumes from here",
+                while_doing()
+            ))),
         }
     });
     cancel.cancel();

@@ -51,6 +51,14 @@ async fn probe(args: Probe, ctx: Context) -> Result<(), StepError> {
             std::future::pending::<()>().await;
             Ok(())
         }
+        // Blocking work that never looks at the cancellation (a transfer deep in a C library).
+        "blocking-hang" => {
+            step_kit::doing("fetching sbx-pr-42 from https://git.example.com/acme/infra.git");
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(30)))
+                .await
+                .ok();
+            Ok(())
+        }
         other => Err(StepError::invalid(format!("unknown mode {other}"))),
     }
 }
@@ -249,6 +257,32 @@ fn the_deadline_stops_the_step_with_exit_4() {
         4
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// The deadline holds even when blocking work ignores the cancellation, and the message says what
+/// the step was doing.
+#[test]
+fn the_deadline_holds_and_names_what_it_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = child_from_env(&[
+        ("SBX_OUTPUTS_DIR", dir.path().to_str().unwrap()),
+        ("SBX_MODE", "blocking-hang"),
+        ("SBX_TIMEOUT", "2s"),
+        ("SBX_LOG_FORMAT", "json"),
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // The whole process, its test harness's start included, within the 2 s.
+    assert!(took < Duration::from_millis(2200), "{took:?}");
+    let summary = summary_of(&String::from_utf8_lossy(&out.stdout));
+    let error = summary["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "timed out after 2s (--timeout) while fetching sbx-pr-42 from https://git.example.com"
+        ),
+        "{error}"
+    );
 }
 
 #[test]
