@@ -693,25 +693,6 @@ fn eval_when(expr: &str) -> Result<bool, String> {
         .map(|v| v.into_iter().all(|b| b))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn depends_forms() {
-        let done = BTreeMap::from([("a".to_owned(), "Succeeded"), ("p".to_owned(), "Failed")]);
-        assert_eq!(eval_depends("a", &done), Some(true));
-        assert_eq!(eval_depends("a && b", &done), None);
-        assert_eq!(eval_depends("p.Succeeded", &done), Some(false));
-        assert_eq!(eval_depends("b || p.Failed", &done), Some(true));
-        assert_eq!(eval_when("'Failed' != 'Succeeded' && 'x' != ''"), Ok(true));
-        assert_eq!(
-            eval_when("'Succeeded' != 'Succeeded' && 'x' != ''"),
-            Ok(false)
-        );
-    }
-}
-
 /// The demo's lines fit 120 columns: a step's path, its time, its status, then its outputs
 /// (continued on lines indented past the time).
 const WIDTH: usize = 120;
@@ -756,4 +737,23 @@ pub(crate) fn wrap_text(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_forms() {
+        let done = BTreeMap::from([("a".to_owned(), "Succeeded"), ("p".to_owned(), "Failed")]);
+        assert_eq!(eval_depends("a", &done), Some(true));
+        assert_eq!(eval_depends("a && b", &done), None);
+        assert_eq!(eval_depends("p.Succeeded", &done), Some(false));
+        assert_eq!(eval_depends("b || p.Failed", &done), Some(true));
+        assert_eq!(eval_when("'Failed' != 'Succeeded' && 'x' != ''"), Ok(true));
+        assert_eq!(
+            eval_when("'Succeeded' != 'Succeeded' && 'x' != ''"),
+            Ok(false)
+        );
+    }
 }
