@@ -1,7 +1,7 @@
 # sandbox-steps: the two commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: build test lint bench demo image pin-image print-image docs cluster-tools setup-demo setup-test
+.PHONY: build test e2e lint bench demo image pin-image print-image docs cluster-tools setup-demo setup-test setup-ci
 
 build:
 	$(CARGO) build --release --workspace
@@ -27,6 +27,15 @@ setup-demo:
 
 setup-test:
 	@bash scripts/setup.sh test
+
+setup-ci:
+	@bash scripts/setup.sh ci
+
+# The library on real Argo (tests/e2e.rs): the API server, a one-node cluster (containerd, runc,
+# kubelet, kube-scheduler) and Argo Workflows' controller and executor, built from their pinned
+# modules, run the step templates as pods of `make image`'s image. Needs root.
+e2e: setup-ci cluster-tools image
+	$(CARGO) test -p workspace-tests --test e2e -- --ignored
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -5,7 +5,7 @@
 #
 #   bash scripts/setup.sh demo   # the demo's servers: git, PostgreSQL, fake-gcs-server, OpenBao
 #   bash scripts/setup.sh test   # and sshd, kubectl, npm test data, Go for the upstream tools
-#   bash scripts/setup.sh ci     # and what make image and make bench use
+#   bash scripts/setup.sh ci     # and what make image, make e2e and make bench use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-test}
@@ -19,7 +19,10 @@ say() { echo "setup: $*" >&2; }
 # static image build), buildah, openssl, ca-certificates.
 packages=(git postgresql libssl-dev pkg-config)
 [ "$profile" = demo ] || packages+=(openssh-server)
-[ "$profile" = ci ] && packages+=(hyperfine zlib1g-dev binutils buildah openssl ca-certificates)
+# make e2e's one-node cluster: runc (containerd's runtime), the CNI plugins (the pods' bridge),
+# iptables (the pods' way to this machine's servers), buildah (its images).
+[ "$profile" = ci ] && packages+=(hyperfine zlib1g-dev binutils buildah openssl ca-certificates
+    runc containernetworking-plugins iptables iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

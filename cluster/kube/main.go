@@ -1,5 +1,6 @@
-// Command kube is the test rig's one binary for the upstream Kubernetes and etcd servers and
-// kubectl (what Argo's executor runs in-process for resource templates), built
+// Command kube is the test rig's one binary for the upstream Kubernetes and etcd servers, the
+// node's kubelet and the scheduler, and kubectl (what Argo's executor runs in-process for
+// resource templates), built
 // from their published modules at the versions go.mod pins (see ../build.sh). One binary instead of
 // one per component: the packages compile once either way, but each link of a ~100 MB binary costs
 // minutes on two cores.
@@ -8,6 +9,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,12 +27,16 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // the version metric, as upstream's mains
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 // cobraComponents are the Kubernetes servers: each is a cobra command run by component-base's cli.
 var cobraComponents = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
+	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
 }
 
 func main() {

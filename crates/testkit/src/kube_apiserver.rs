@@ -181,7 +181,9 @@ impl KubeApiServer {
             let mut cmd = Command::new(&kube);
             cmd.arg("kube-controller-manager")
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                .arg("--controllers=serviceaccount-token,serviceaccount,namespace,garbage-collector-controller")
+                // What a one-node cluster needs too: each namespace's kube-root-ca.crt (pods'
+                // service-account volumes) and the node's not-ready taint lifted once Ready.
+                .arg("--controllers=serviceaccount-token,serviceaccount,namespace,garbage-collector-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller")
                 .arg(format!("--service-account-private-key-file={}", p("sa.key")))
                 .arg(format!("--root-ca-file={}", p("ca.crt")))
                 .args(["--leader-elect=false", "--secure-port=0", "--v=1"]);

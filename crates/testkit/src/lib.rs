@@ -25,6 +25,7 @@ mod github;
 mod http;
 mod kube;
 mod kube_apiserver;
+mod node;
 mod openbao;
 mod postgres;
 mod process;
@@ -39,6 +40,7 @@ pub use kube::KubeApiDouble;
 pub use kube_apiserver::{
     cluster_cache, cluster_tool, split_yaml, KubeApiServer, KubeApiServerOptions,
 };
+pub use node::{build_image, Node, PAUSE_IMAGE};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{at_exit, find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};

@@ -1,0 +1,3 @@
+module sandbox-steps.local/cluster/pause
+
+go 1.26
