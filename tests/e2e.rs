@@ -193,6 +193,44 @@ fn step_templates_run_on_real_argo() {
         "{outputs:?}"
     );
 
+    // wait-workflow in a pod: the in-cluster client (the service account's token and CA) reaches
+    // the API server at the `kubernetes` Service and waits for the workflow above, with the
+    // ClusterRole rbac/ gives it (bound in the waited-for namespace, as create-sandbox does).
+    let (status, body) = cluster.api.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/argo/rolebindings",
+        Some(json!({
+            "metadata": {"name": "sandbox-steps-wait-workflow"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "sandbox-steps-wait-workflow"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sandbox-steps", "namespace": "argo"}],
+        })),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let waited = workflow["metadata"]["name"].as_str().unwrap().to_owned();
+    let workflow = cluster.run(calling(
+        "wait-workflow",
+        json!([
+            {"name": "name", "value": waited},
+            {"name": "namespace", "value": "argo"},
+            {"name": "timeout", "value": "2m"},
+        ]),
+    ));
+    assert_eq!(
+        workflow["status"]["phase"], "Succeeded",
+        "{}",
+        workflow["status"]
+    );
+    let step = &pods(&workflow)[0];
+    let phase = step["outputs"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "phase")
+        .map(|p| p["value"].clone());
+    assert_eq!(phase, Some(json!("Succeeded")), "{}", step["outputs"]);
+
     // Invalid input: the step's exit code 2 reaches Argo through the executor, and the template's
     // retryStrategy (exit 4 only) does not retry it.
     let workflow = cluster.run(calling(
