@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{build_image, cluster_cache, cluster_tool, KubeApiServer, Node, ServerProcess};
+use testkit::{
+    build_image, cluster_cache, cluster_tool, GitServer, KubeApiServer, Node, ServerProcess,
+};
 use workspace_tests::{manifests, repo_root};
 
 /// The image the step templates name (they all name the same one; tests/image.rs checks it).
@@ -230,6 +232,40 @@ fn step_templates_run_on_real_argo() {
         .find(|p| p["name"] == "phase")
         .map(|p| p["value"].clone());
     assert_eq!(phase, Some(json!("Succeeded")), "{}", step["outputs"]);
+
+    // create-branch in a pod reaches this machine's git server (at the node's gateway) with the
+    // token of the Secret the template reads, and pushes the sandbox's branch.
+    let git = GitServer::start("e2e-token");
+    let repo = git
+        .create_repo("infra", &[("kustomize/README.md", "environments\n")])
+        .replace("127.0.0.1", Node::GATEWAY);
+    let (status, body) = cluster.api.request(
+        "POST",
+        "/api/v1/namespaces/argo/secrets",
+        Some(json!({
+            "metadata": {"name": "sandbox-steps-git"},
+            "stringData": {"token": "e2e-token"},
+        })),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let workflow = cluster.run(calling(
+        "create-branch",
+        json!([
+            {"name": "repo", "value": repo},
+            {"name": "branch", "value": "sbx-pr-42"},
+        ]),
+    ));
+    assert_eq!(
+        workflow["status"]["phase"], "Succeeded",
+        "{}",
+        workflow["status"]
+    );
+    let main = git.rev_parse("infra", "refs/heads/main").unwrap();
+    assert_eq!(
+        git.rev_parse("infra", "refs/heads/sbx-pr-42").as_deref(),
+        Some(main.as_str())
+    );
 
     // Invalid input: the step's exit code 2 reaches Argo through the executor, and the template's
     // retryStrategy (exit 4 only) does not retry it.
