@@ -41,8 +41,9 @@ key_of() { cat "$@" | sha256sum | cut -c1-16; }
 install_tool() {
     local name=$1 dir=$2 old
     ln -sfn "$dir/$name" "$bin/$name"
-    for old in "$cache/$name"-*; do
-        [ "$old" = "$dir" ] || rm -rf "$old"
+    # Exactly NAME-<16 hex digits>: `argo-*` would also match argo-workflows' builds.
+    for old in "$cache/$name"-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]; do
+        [ ! -e "$old" ] || [ "$old" = "$dir" ] || rm -rf "$old"
     done
 }
 

@@ -394,9 +394,11 @@ impl Node {
         }
         // containerd and its shims (whose -address is the node's socket), never another
         // containerd of the machine.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", "sandbox-steps-node\\..*containerd"])
-            .status();
+        let _ = quietly(Command::new("pkill").args([
+            "-KILL",
+            "-f",
+            "sandbox-steps-node\\..*containerd",
+        ]));
         std::thread::sleep(Duration::from_millis(200));
         // Mounts under node directories (overlay rootfs, volumes, shm), deepest first.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -407,12 +409,12 @@ impl Node {
             .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for point in points {
-            let _ = Command::new("umount").args(["-l", point]).status();
+            let _ = quietly(Command::new("umount").args(["-l", point]));
         }
         for hierarchy in cgroup_dirs() {
             remove_cgroup_tree(&hierarchy);
         }
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+        let _ = quietly(Command::new("ip").args(["link", "del", BRIDGE]));
         for iptables in ["iptables", "ip6tables"] {
             for table in ["filter", "nat", "mangle"] {
                 let (_, rules) = run(iptables, &["-t", table, "-S"]);
@@ -436,6 +438,13 @@ impl Node {
             }
         }
     }
+}
+
+/// Runs a best-effort cleanup command without its output (a bridge already gone is no news).
+fn quietly(cmd: &mut Command) -> std::io::Result<std::process::ExitStatus> {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
 }
 
 /// `-A` rule text split as iptables-save quotes it (comments in double quotes).
@@ -510,7 +519,7 @@ impl Drop for Node {
         Node::clean_host();
         for name in netns_names() {
             if !self.netns_before.contains(&name) {
-                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+                let _ = quietly(Command::new("ip").args(["netns", "delete", &name]));
             }
         }
         for (key, value) in &self.sysctls {
