@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::{
-    build_image, cluster_cache, cluster_tool, GitServer, KubeApiServer, Node, ServerProcess,
+    build_image, cluster_cache, cluster_tool, FakeGcs, GitServer, KubeApiServer, Node,
+    ServerProcess,
 };
 use workspace_tests::{manifests, repo_root};
 
@@ -266,6 +267,35 @@ fn step_templates_run_on_real_argo() {
         git.rev_parse("infra", "refs/heads/sbx-pr-42").as_deref(),
         Some(main.as_str())
     );
+
+    // copy-bucket in a pod copies a bucket's documents on this machine's fake-gcs-server (the
+    // template's storage-emulator-host, at the node's gateway).
+    let gcs = FakeGcs::start();
+    gcs.create_bucket("acme-integration");
+    gcs.create_bucket("acme-sbx-pr-42");
+    for i in 0..5 {
+        gcs.put_object(
+            "acme-integration",
+            &format!("documents/{i}.txt"),
+            "text/plain",
+            format!("document {i}").as_bytes(),
+        );
+    }
+    let workflow = cluster.run(calling(
+        "copy-bucket",
+        json!([
+            {"name": "source", "value": "gs://acme-integration/documents/"},
+            {"name": "dest", "value": "gs://acme-sbx-pr-42/documents/"},
+            {"name": "storage-emulator-host",
+             "value": gcs.endpoint().replace("127.0.0.1", Node::GATEWAY)},
+        ]),
+    ));
+    assert_eq!(
+        workflow["status"]["phase"], "Succeeded",
+        "{}",
+        workflow["status"]
+    );
+    assert_eq!(gcs.list("acme-sbx-pr-42", "documents/").len(), 5);
 
     // Invalid input: the step's exit code 2 reaches Argo through the executor, and the template's
     // retryStrategy (exit 4 only) does not retry it.
