@@ -5,13 +5,12 @@
 //! as the API server enforces it, the agent's token as the token controller fills it in, and the
 //! Sensors' submissions as the Argo CLI inside a Sensor makes them.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
-use testkit::{cluster_cache, cluster_tool, KubeApiServer};
-use workspace_tests::{manifests, sensor_workflows};
+use testkit::{cluster_tool, KubeApiServer};
+use workspace_tests::{manifests, prepare_for_the_library, sensor_workflows};
 
 /// One API server for the tests of this file, with the CRDs and the library installed.
 fn cluster() -> &'static KubeApiServer {
@@ -24,15 +23,8 @@ fn cluster() -> &'static KubeApiServer {
             "etcd, kube-apiserver and kube-controller-manager up in {:.1} s",
             server.startup().as_secs_f64()
         );
-        let mut crds: Vec<PathBuf> = std::fs::read_dir(cluster_cache().join("crds"))
-            .expect("CRDs: run `bash cluster/build.sh`")
-            .map(|e| e.unwrap().path())
-            .collect();
-        crds.sort();
-        server.install_crds(&crds);
         // What installing Argo Workflows and Argo Events makes (the library's README asks for both).
-        server.create_namespace("argo");
-        server.create_namespace("argo-events");
+        prepare_for_the_library(&server);
         for (file, doc) in manifests() {
             let (status, body) = server.apply(&doc, None);
             assert!(

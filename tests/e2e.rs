@@ -3,16 +3,12 @@
 //! pinned modules (cluster/build.sh), run the step templates as pods of our image (`make image`).
 //! Needs root; `make e2e` runs it (it is ignored by a plain `cargo test`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{
-    build_image, cluster_cache, cluster_tool, FakeGcs, GitServer, KubeApiServer, Node,
-    ServerProcess,
-};
-use workspace_tests::{manifests, repo_root};
+use testkit::{build_image, cluster_tool, FakeGcs, GitServer, KubeApiServer, Node, ServerProcess};
+use workspace_tests::{manifests, prepare_for_the_library, repo_root};
 
 /// The image the step templates name (they all name the same one; tests/image.rs checks it).
 fn steps_image() -> String {
@@ -41,14 +37,7 @@ impl Cluster {
             archive.display()
         );
         let api = KubeApiServer::start();
-        let mut crds: Vec<PathBuf> = std::fs::read_dir(cluster_cache().join("crds"))
-            .expect("CRDs: run `bash cluster/build.sh`")
-            .map(|e| e.unwrap().path())
-            .collect();
-        crds.sort();
-        api.install_crds(&crds);
-        api.create_namespace("argo");
-        api.create_namespace("argo-events");
+        prepare_for_the_library(&api);
         for (file, doc) in manifests() {
             let (status, body) = api.apply(&doc, None);
             assert!(

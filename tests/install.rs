@@ -8,8 +8,10 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use testkit::{cluster_cache, cluster_tool, split_yaml, KubeApiServer};
-use workspace_tests::{manifests, pull_request_events, repo_root, sensor_check_file};
+use testkit::{cluster_tool, split_yaml, KubeApiServer};
+use workspace_tests::{
+    manifests, prepare_for_the_library, pull_request_events, repo_root, sensor_check_file,
+};
 
 /// `kubectl kustomize DIR` with the pinned Kubernetes' kubectl (its kustomize), as documents.
 fn kustomize(dir: &Path) -> Vec<Value> {
@@ -189,14 +191,7 @@ fn another_organisations_settings_reach_every_place_and_install() {
 
     // Created on the real API server, as `kubectl apply -k` would (strict field validation).
     let server = KubeApiServer::start();
-    let mut crds: Vec<PathBuf> = std::fs::read_dir(cluster_cache().join("crds"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    crds.sort();
-    server.install_crds(&crds);
-    server.create_namespace("argo");
-    server.create_namespace("argo-events");
+    prepare_for_the_library(&server);
     for (key, doc) in &rendered {
         let (status, body) = server.apply(doc, None);
         assert!(status == 200 || status == 201, "{key}: {status} {body}");

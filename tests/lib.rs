@@ -47,6 +47,19 @@ pub fn manifests() -> Vec<(PathBuf, Value)> {
     docs
 }
 
+/// Prepares a fresh API server as installing Argo Workflows, Argo Events and Argo CD would: their
+/// CRDs (from cluster/build.sh's cache), and the namespaces `argo` and `argo-events`.
+pub fn prepare_for_the_library(server: &testkit::KubeApiServer) {
+    let mut crds: Vec<PathBuf> = std::fs::read_dir(testkit::cluster_cache().join("crds"))
+        .expect("CRDs: run `bash cluster/build.sh`")
+        .map(|e| e.unwrap().path())
+        .collect();
+    crds.sort();
+    server.install_crds(&crds);
+    server.create_namespace("argo");
+    server.create_namespace("argo-events");
+}
+
 /// A step's interface, from its own code.
 pub struct Step {
     pub name: &'static str,
