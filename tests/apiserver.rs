@@ -238,6 +238,7 @@ fn resource_manifest(template: &str, inputs: &[(&str, &str)]) -> Value {
         ("vault-addr", "https://vault.example:8200"),
         ("integration-bucket", "acme-integration"),
         ("database-backups", "gs://acme-integration-backups/nightly/"),
+        ("storage-emulator-host", ""),
     ] {
         text = text.replace(&format!("{{{{workflow.parameters.{name}}}}}"), value);
     }

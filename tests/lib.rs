@@ -237,3 +237,28 @@ pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
     }
     out
 }
+
+/// A double of the `terraform` CLI (a shell script, for busybox's sh): it does to the file system
+/// what Terraform does (`init` creates `.terraform/` and `.terraform.lock.hcl` in the working
+/// directory, `workspace` keeps workspaces under `terraform.tfstate.d/`, apply and destroy write
+/// the workspace's state) and logs each call to `$TERRAFORM_LOG` (default stdout). Terraform
+/// itself cannot be built here: its module's zip lacks the nested backend modules its go.mod
+/// replaces with local paths.
+pub const TERRAFORM_DOUBLE: &str = r#"#!/bin/sh
+set -eu
+echo "terraform $*" >> "${TERRAFORM_LOG:-/dev/stdout}"
+case "$1" in
+  init) mkdir -p .terraform && echo lock > .terraform.lock.hcl ;;
+  workspace)
+    case "$2" in
+      select)
+        if [ "$3" = "-or-create=true" ]; then mkdir -p "terraform.tfstate.d/$4"; echo "$4" > .terraform/environment
+        else echo "$3" > .terraform/environment; fi ;;
+      delete) rm -rf "terraform.tfstate.d/$3" ;;
+    esac ;;
+  apply|destroy)
+    ws=$(cat .terraform/environment)
+    [ "$ws" = "$TF_VAR_environment" ] || { echo "workspace $ws is not $TF_VAR_environment" >&2; exit 1; }
+    echo "$1 $TF_VAR_environment $TF_VAR_namespace" > "terraform.tfstate.d/$ws/terraform.tfstate" ;;
+esac
+"#;

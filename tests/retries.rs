@@ -83,3 +83,28 @@ fn wait_workflow_outlasts_the_child_and_fits_in_the_parent() {
         );
     }
 }
+
+/// Argo waits out a retry's backoff before it evaluates `retryStrategy.expression` (the same
+/// function: the backoff check returns before the expression is read), so the first pause delays
+/// every failure that is not retried, at each level of nesting. A step's exit 2 or 3 must fail its
+/// workflow at once: the first pause of every template retried only on exit 4 is at most 2 s
+/// (`make e2e` measures the whole: a failed restore-db to its parent workflow's end).
+#[test]
+fn a_failure_that_is_not_retried_is_not_held_back_by_a_backoff() {
+    let on_exit_4: Vec<(String, Value)> = retry_strategies()
+        .into_iter()
+        .filter(|(_, retry)| retry["expression"] == "asInt(lastRetry.exitCode) == 4")
+        .collect();
+    assert!(on_exit_4.len() >= 10, "{}", on_exit_4.len());
+    let slow: Vec<String> = on_exit_4
+        .into_iter()
+        .filter_map(|(at, retry)| {
+            let duration = retry["backoff"]["duration"].as_str().unwrap_or("0s");
+            let seconds: f64 = humantime::parse_duration(duration)
+                .unwrap_or_else(|e| panic!("{at}: backoff.duration {duration}: {e}"))
+                .as_secs_f64();
+            (seconds > 2.0).then(|| format!("{at}: {duration}"))
+        })
+        .collect();
+    assert!(slow.is_empty(), "a long first backoff: {slow:?}");
+}

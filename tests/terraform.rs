@@ -2,36 +2,15 @@
 //! securityContext), on a checkout written by another user with directories 0755 (what Argo's
 //! init container leaves: argo-workflows#11376, #14114), for two sandboxes from one module.
 //!
-//! `terraform` is a stand-in (a shell script) that does to the file system what Terraform does:
-//! `init` creates `.terraform/` and `.terraform.lock.hcl` in the working directory, `workspace`
-//! keeps workspaces under `terraform.tfstate.d/`, apply and destroy write the workspace's state.
-//! What is tested is the script and the permissions, which are real.
+//! `terraform` is [`TERRAFORM_DOUBLE`], a stand-in that does to the file system what Terraform
+//! does. What is tested is the script and the permissions, which are real.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use workspace_tests::manifests;
-
-const FAKE_TERRAFORM: &str = r#"#!/bin/sh
-set -eu
-echo "terraform $*" >> "$TERRAFORM_LOG"
-case "$1" in
-  init) mkdir -p .terraform && echo lock > .terraform.lock.hcl ;;
-  workspace)
-    case "$2" in
-      select)
-        if [ "$3" = "-or-create=true" ]; then mkdir -p "terraform.tfstate.d/$4"; echo "$4" > .terraform/environment
-        else echo "$3" > .terraform/environment; fi ;;
-      delete) rm -rf "terraform.tfstate.d/$3" ;;
-    esac ;;
-  apply|destroy)
-    ws=$(cat .terraform/environment)
-    [ "$ws" = "$TF_VAR_environment" ] || { echo "workspace $ws is not $TF_VAR_environment" >&2; exit 1; }
-    echo "$1 $TF_VAR_environment $TF_VAR_namespace" > "terraform.tfstate.d/$ws/terraform.tfstate" ;;
-esac
-"#;
+use workspace_tests::{manifests, TERRAFORM_DOUBLE};
 
 /// The template's container: (script, env with the inputs filled in).
 fn script(inputs: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
@@ -90,7 +69,7 @@ impl Pod {
         std::fs::write(module.join("main.tf"), "variable \"environment\" {}\n").unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("terraform"), FAKE_TERRAFORM).unwrap();
+        std::fs::write(bin.join("terraform"), TERRAFORM_DOUBLE).unwrap();
         for d in [dir.path(), &bin] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
         }

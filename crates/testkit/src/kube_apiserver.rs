@@ -279,6 +279,11 @@ impl KubeApiServer {
             .collect()
     }
 
+    /// The administrator's static bearer token (`system:masters`), e.g. for a TokenReview caller.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
     /// A kubeconfig file for the administrator (`system:masters`).
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.kubeconfig("admin", &self.admin_token)
@@ -318,32 +323,17 @@ impl KubeApiServer {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                format!("{}{path}", self.url()),
-            )
-            .bearer_auth(token.unwrap_or(&self.admin_token));
-        if let Some(body) = body {
-            let content_type = if method == "PATCH" {
-                "application/merge-patch+json"
-            } else {
-                "application/json"
-            };
-            request = request
-                .header("Content-Type", content_type)
-                .body(body.to_string());
+        self.client(token.unwrap_or(&self.admin_token))
+            .request(method, path, body)
+    }
+
+    /// A client of this API server that authenticates with `token`, for another thread.
+    pub fn client(&self, token: &str) -> ApiClient {
+        ApiClient {
+            http: self.http.clone(),
+            url: self.url(),
+            token: token.to_owned(),
         }
-        let response = request
-            .send()
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -611,4 +601,44 @@ fn make_certificates(dir: &Path) {
         "sa.key",
     ]);
     run(&["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+}
+
+/// A client of a [`KubeApiServer`] with one token; cheap to clone and usable from any thread.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::blocking::Client,
+    url: String,
+    token: String,
+}
+
+impl ApiClient {
+    /// (status, JSON body); a PATCH is a JSON merge patch.
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}{path}", self.url),
+            )
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            let content_type = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            request = request
+                .header("Content-Type", content_type)
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
 }

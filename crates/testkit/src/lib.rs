@@ -33,12 +33,12 @@ mod ssh;
 
 pub use fault::{FaultConfig, FaultCounts, FaultProxy};
 pub use gcs::FakeGcs;
-pub use git::GitServer;
+pub use git::{git_binary, GitServer};
 pub use github::{Fault, GitHubDouble, PullRequest};
 pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use kube::KubeApiDouble;
 pub use kube_apiserver::{
-    cluster_cache, cluster_tool, split_yaml, KubeApiServer, KubeApiServerOptions,
+    cluster_cache, cluster_tool, split_yaml, ApiClient, KubeApiServer, KubeApiServerOptions,
 };
 pub use node::{build_image, Node, PAUSE_IMAGE};
 pub use openbao::{OpenBao, TokenReviewDouble};

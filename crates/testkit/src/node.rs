@@ -11,6 +11,7 @@
 //! Requires root. Everything it changes on the host (the bridge, the iptables rules, kubelet's
 //! own chains, the kernel settings kubelet adjusts, cgroups, mounts) is undone when it is dropped.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -91,8 +92,11 @@ fn netns_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Builds an image FROM scratch holding `files` (source, path in the image), with `entrypoint`,
-/// as an OCI archive; buildah with storage of its own under `dir` (vfs: no overlay mount needed).
+/// Builds an image FROM scratch holding `files` (source, path in the image) and a world-writable
+/// `/tmp` (as images have: Argo's init container writes a resource template's manifest to
+/// /tmp/manifest.yaml in its own file system, argo-workflows workflow/executor/executor.go
+/// StageFiles), with `entrypoint`, as an OCI archive; buildah with storage of its own under `dir`
+/// (vfs: no overlay mount needed).
 pub fn build_image(dir: &Path, name: &str, files: &[(&Path, &str)], entrypoint: &str) -> PathBuf {
     let storage = dir.join("buildah");
     let root = format!("--root={}", storage.join("storage").display());
@@ -103,6 +107,23 @@ pub fn build_image(dir: &Path, name: &str, files: &[(&Path, &str)], entrypoint: 
         must("buildah", &all).trim().to_owned()
     };
     let container = buildah(&["from", "scratch"]);
+    // `buildah add` unpacks a local tar with its modes (1777 for /tmp).
+    let stage = dir.join("image-tmp");
+    std::fs::create_dir_all(stage.join("tmp")).expect("stage /tmp");
+    std::fs::set_permissions(stage.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod /tmp");
+    let tar = dir.join("image-tmp.tar");
+    must(
+        "tar",
+        &[
+            "-C",
+            stage.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            "tmp",
+        ],
+    );
+    buildah(&["add", &container, tar.to_str().unwrap(), "/"]);
     for (source, target) in files {
         buildah(&["copy", &container, source.to_str().unwrap(), target]);
     }

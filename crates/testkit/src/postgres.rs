@@ -211,6 +211,21 @@ impl Postgres {
         }
     }
 
+    /// Also accepts TCP connections from `cidr` (e.g. a pod network whose traffic is forwarded to
+    /// this loopback server), with the cluster's method (password or trust), and reloads.
+    pub fn allow_network(&self, cidr: &str) {
+        let method = if self.password.is_some() {
+            "scram-sha-256"
+        } else {
+            "trust"
+        };
+        let hba = self.data.join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        text.push_str(&format!("host all all {cidr} {method}\n"));
+        std::fs::write(&hba, text).expect("write pg_hba.conf");
+        assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
+    }
+
     /// Runs SQL with `psql` as the superuser and returns its unaligned output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let psql = find_binary("psql", std::slice::from_ref(&self.bindir), INSTALL_HINT);
