@@ -35,7 +35,7 @@ setup-ci:
 # kubelet, kube-scheduler) and Argo Workflows' controller and executor, built from their pinned
 # modules, run the step templates as pods of `make image`'s image. Needs root.
 e2e: setup-ci cluster-tools image
-	$(CARGO) test -p workspace-tests --test e2e -- --ignored
+	$(CARGO) test -p workspace-tests --test e2e -- --ignored --test-threads=1 --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
