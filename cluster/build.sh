@@ -12,6 +12,7 @@
 #       runtime (with Debian's runc and CNI plugins).
 # pause: the pods' sandbox process (cluster/pause), for a pause image built FROM scratch.
 # argo-workflows: Argo Workflows' controller and executor, argoexec (cluster/argo-workflows).
+# argo-events: Argo Events' controller, EventSource and Sensor (one binary, from its module).
 # argo: Argo Workflows' `argo` CLI, built from a copy of its module with an empty ui/dist/app (the
 #       CLI embeds the web UI's files, which the module zip lacks; lint needs none of them).
 # sensor-check: Argo Events' own filter and trigger-parameter code (cluster/sensor-check), run on
@@ -29,7 +30,7 @@ cache="${SANDBOX_STEPS_CACHE:-$HOME/.cache/sandbox-steps}/cluster"
 bin="$cache/bin"
 mkdir -p "$bin"
 tools=("$@")
-[ "${#tools[@]}" -gt 0 ] || tools=(argo kube sensor-check crds containerd pause argo-workflows)
+[ "${#tools[@]}" -gt 0 ] || tools=(argo kube sensor-check crds containerd pause argo-workflows argo-events)
 
 command -v go >/dev/null || { echo "cluster/build.sh: go not found (Go >= 1.26 and the module proxy are needed)" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
@@ -140,6 +141,27 @@ build_argo() {
     echo "cluster/build.sh: argo built in $(( $(date +%s) - start )) s" >&2
 }
 
+# Argo Events' one binary (controller, eventsource-service, sensor-service), built from a writable
+# copy of its module as argo is: the e2e runs its controller, EventSource and Sensors.
+build_argo_events() {
+    local key dir start module src
+    module="github.com/argoproj/argo-events@$ARGO_EVENTS_VERSION"
+    local flags="$ldflags -X github.com/argoproj/argo-events.version=$ARGO_EVENTS_VERSION"
+    key=$(echo "$module $flags $GOFLAGS $(go env GOVERSION)" | key_of -)
+    dir="$cache/argo-events-$key"
+    if [ -x "$dir/argo-events" ]; then install_tool argo-events "$dir"; return; fi
+    start=$(date +%s)
+    echo "cluster/build.sh: building argo-events (Argo Events $ARGO_EVENTS_VERSION controller, EventSource and Sensor; cold about 5 minutes)" >&2
+    src=$(module_dir "$module")
+    rm -rf "$dir.src" "$dir.tmp" && mkdir -p "$dir.tmp"
+    cp -r "$src" "$dir.src" && chmod -R u+w "$dir.src"
+    (cd "$dir.src" && go build -ldflags "$flags" -o "$dir.tmp/argo-events" ./cmd)
+    rm -rf "$dir.src"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    install_tool argo-events "$dir"
+    echo "cluster/build.sh: argo-events built in $(( $(date +%s) - start )) s" >&2
+}
+
 # module_dir MODULE@VERSION: the module's files, downloaded into Go's module cache when absent.
 module_dir() {
     local dir
@@ -182,8 +204,9 @@ for tool in "${tools[@]}"; do
         argo-workflows) build_argo_workflows ;;
         sensor-check) build_wrapper sensor-check "Argo Events $ARGO_EVENTS_VERSION's Sensor filters and trigger parameters" 2 ;;
         argo) build_argo ;;
+        argo-events) build_argo_events ;;
         crds) build_crds ;;
-        *) echo "cluster/build.sh: unknown tool $tool (argo, kube, sensor-check, crds, containerd, pause)" >&2; exit 2 ;;
+        *) echo "cluster/build.sh: unknown tool $tool (argo, kube, sensor-check, crds, containerd, pause, argo-workflows, argo-events)" >&2; exit 2 ;;
     esac
 done
 echo "$bin"

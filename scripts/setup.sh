@@ -17,13 +17,13 @@ say() { echo "setup: $*" >&2; }
 # libssl-dev and pkg-config (git2's https and ssh); for tests: openssh-server (sshd for the SSH git
 # tests), npm (webhook payloads); for CI: hyperfine (make bench), zlib1g-dev and binutils (the
 # static image build), buildah, openssl, ca-certificates, busybox-static (make e2e: the shell of
-# its Terraform double's image).
+# its Terraform double's image), nats-server (make e2e: Argo Events' bus).
 packages=(git postgresql libssl-dev pkg-config)
 [ "$profile" = demo ] || packages+=(openssh-server)
 # make e2e's one-node cluster: runc (containerd's runtime), the CNI plugins (the pods' bridge),
 # iptables (the pods' way to this machine's servers), buildah (its images).
 [ "$profile" = ci ] && packages+=(hyperfine zlib1g-dev binutils buildah openssl ca-certificates
-    runc containernetworking-plugins iptables iproute2 busybox-static)
+    runc containernetworking-plugins iptables iproute2 busybox-static nats-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

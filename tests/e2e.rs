@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::{
     build_image, cluster_tool, ApiClient, FakeGcs, GitHubDouble, GitServer, HttpResponse,
-    HttpServer, KubeApiServer, Node, OpenBao, Postgres, ServerProcess,
+    HttpServer, KubeApiServer, NatsServer, Node, OpenBao, Postgres, ServerProcess,
 };
 use workspace_tests::{
-    manifests, prepare_for_the_library, repo_root, sensor_workflows, TERRAFORM_DOUBLE,
+    manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows, TERRAFORM_DOUBLE,
 };
 
 /// The image the step templates name (they all name the same one; tests/image.rs checks it).
@@ -817,41 +817,29 @@ fn seconds_between(from: &Value, to: &Value) -> i64 {
     t(to) - t(from)
 }
 
-/// The lifecycle on real Argo: the Workflows the Sensors build from real `pull_request` payloads,
-/// submitted as their trigger does, create a pull request's sandbox from the servers of this
-/// machine (git, GCS, PostgreSQL, OpenBao) and delete it; faults: a transient failure retried, a
-/// permanent one reported at once, and create and delete of one pull request never overlapping.
+/// The lifecycle on real Argo: real `pull_request` payloads, signed with the webhook secret, POSTed
+/// to the library's EventSource; its Sensors submit create-sandbox, which makes a pull request's
+/// sandbox from the servers of this machine (git, GCS, PostgreSQL, OpenBao), and delete-sandbox,
+/// which removes it; faults: a transient failure retried, a permanent one reported at once, and
+/// create and delete of one pull request never overlapping.
 #[test]
 #[ignore = "make e2e: needs root and make image's archive"]
 fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     let cluster = Cluster::start();
     let platform = Platform::start(&cluster);
-    let (create_template, delete_template) =
-        (manifest("create-sandbox"), manifest("delete-sandbox"));
-    let settings = platform.settings();
-    let sensor = |pr: u64| {
-        let mut built = sensor_workflows(pr).into_iter();
-        let (_, create) = built.next().unwrap();
-        let (_, delete) = built.next().unwrap();
-        (
-            with_settings(create, &settings, &create_template),
-            with_settings(delete, &settings, &delete_template),
-        )
-    };
+    install_settings(&cluster.api, &platform.settings());
+    let events = ArgoEvents::start(&cluster);
 
-    // 1. The pull request is opened with the label: create-sandbox.
-    let (create, delete) = sensor(42);
-    let head_ref = create["spec"]["arguments"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "head-ref")
-        .and_then(|p| p["value"].as_str())
+    // 1. The pull request is opened with the label: GitHub's webhook reaches the EventSource,
+    // the create-sandbox Sensor submits create-sandbox.
+    let opened = sensor_event("create-sandbox-sensor", "opened", 42);
+    let head_ref = opened["body"]["pull_request"]["head"]["ref"]
+        .as_str()
         .unwrap()
         .to_owned();
     platform.github.add_pull(42, "open", &head_ref);
     let submitted = std::time::SystemTime::now();
-    let name = cluster.submit_as_sensor(&create);
+    let name = events.deliver(&cluster, "create-sandbox", &opened);
     let created = cluster.wait("argo", &name, Duration::from_secs(600));
     report(&name, &created);
     assert_eq!(
@@ -954,7 +942,8 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     platform
         .github
         .inject(&vec![testkit::Fault::Status(503); 7]);
-    let name = cluster.submit_as_sensor(&delete);
+    let closed = sensor_event("delete-sandbox-sensor", "closed", 42);
+    let name = events.deliver(&cluster, "delete-sandbox", &closed);
     let deleted = cluster.wait("argo", &name, Duration::from_secs(600));
     report(&name, &deleted);
     assert_eq!(
@@ -1002,14 +991,18 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     // 3. A permanent failure: PR 43's backups are missing, so restore-db exits 3; the workflow
     // fails without retrying it, reports to notify-url, and releases the mutex: the delete
     // submitted while the create ran waited for it, then ran.
-    let (create, delete) = sensor(43);
+    // Submitted as the Sensors' trigger does (`argo submit` of the Workflow Argo Events' code
+    // builds, with the Sensor's token), with one setting changed for this case.
+    let mut built = sensor_workflows(43).into_iter();
+    let (_, create) = built.next().unwrap();
+    let (_, delete) = built.next().unwrap();
     let create = with_settings(
         create,
         &[(
             "database-backups",
             "gs://acme-integration-backups/missing/".into(),
         )],
-        &create_template,
+        &manifest("create-sandbox"),
     );
     platform
         .github
@@ -1132,7 +1125,7 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     );
 
     eprintln!(
-        "cluster start-up {:.1} s; PR 42 from the Sensor's submission to the Application \
+        "cluster start-up {:.1} s; PR 42 from the webhook's delivery to the Application \
          committed: {:.1} s (workflow start to commit {app_committed} s), with {} documents and a \
          {} kB database backup (1,000 + 20,000 rows)",
         cluster.startup.as_secs_f64(),
@@ -1140,4 +1133,238 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         20,
         platform.backup_bytes / 1024
     );
+}
+
+const WEBHOOK_SECRET: &str = "e2e-webhook-secret";
+
+/// Argo Events on the cluster, from its module (cluster/build.sh): its controller as a pod (bound
+/// to cluster-admin: the test's controller, not the library's), the EventBus `default` on this
+/// machine's NATS (JetStream, TLS), and the library's EventSource and Sensors (installed with the
+/// other manifests), whose pods run an image of Argo Events' binary and our `argo` CLI (the
+/// Sensor's trigger runs `argo submit`).
+struct ArgoEvents {
+    _nats: NatsServer,
+    /// The github EventSource's pod address (no kube-proxy here: the Service has no endpoint
+    /// this machine can reach, the pod has).
+    webhook: String,
+}
+
+impl ArgoEvents {
+    fn start(cluster: &Cluster) -> ArgoEvents {
+        let started = Instant::now();
+        let api = &cluster.api;
+        let image = "sandbox-steps.local/argo-events:e2e";
+        let events_bin = std::fs::canonicalize(cluster_tool("argo-events")).unwrap();
+        let argo_bin = std::fs::canonicalize(cluster_tool("argo")).unwrap();
+        let archive = build_image(
+            cluster.node.dir(),
+            image,
+            &[(&events_bin, "/bin/argo-events"), (&argo_bin, "/bin/argo")],
+            "/bin/argo-events",
+        );
+        cluster.node.import_image(&archive, image);
+        let nats = NatsServer::start(&[Node::GATEWAY]);
+
+        let create = |path: &str, object: Value| {
+            let (status, body) = api.request("POST", path, Some(object), None);
+            assert_eq!(status, 201, "{path}: {body}");
+        };
+        create(
+            "/api/v1/namespaces/argo-events/secrets",
+            json!({"metadata": {"name": "sandbox-steps-github-webhook"},
+                   "stringData": {"secret": WEBHOOK_SECRET}}),
+        );
+        create(
+            "/apis/argoproj.io/v1alpha1/namespaces/argo-events/eventbus",
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "EventBus",
+                   "metadata": {"name": "default"},
+                   "spec": {"jetstreamExotic": {
+                       "url": format!("nats://{}:{}", Node::GATEWAY, nats.port())}}}),
+        );
+        // The controller's configuration must list the bus versions it could install, even for
+        // an exotic bus (argo-events pkg/reconciler/config.go).
+        create(
+            "/api/v1/namespaces/argo-events/configmaps",
+            json!({"metadata": {"name": "argo-events-controller-config"},
+                   "data": {"controller-config.yaml":
+                       "eventBus:\n  nats:\n    versions:\n      - version: 0.22.1\n  jetstream:\n    versions:\n      - version: latest\n"}}),
+        );
+        create(
+            "/api/v1/namespaces/argo-events/serviceaccounts",
+            json!({"metadata": {"name": "argo-events-controller"}}),
+        );
+        create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json!({"metadata": {"name": "e2e-argo-events-controller"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                               "name": "cluster-admin"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "argo-events-controller",
+                                 "namespace": "argo-events"}]}),
+        );
+        create(
+            "/api/v1/namespaces/argo-events/pods",
+            json!({"metadata": {"name": "argo-events-controller"},
+            "spec": {
+                "serviceAccountName": "argo-events-controller",
+                "containers": [{
+                    "name": "controller",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "args": ["controller", "--leader-election=false"],
+                    "env": [
+                        {"name": "ARGO_EVENTS_IMAGE", "value": image},
+                        // Pods pull Always unless told (pkg/shared/util/util.go).
+                        {"name": "IMAGE_PULL_POLICY", "value": "Never"},
+                    ],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/argo-events"}],
+                }],
+                "volumes": [{"name": "config", "configMap": {
+                    "name": "argo-events-controller-config"}}],
+            }}),
+        );
+
+        // Ready when the EventSource answers its health check and each Sensor subscribes.
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let webhook = loop {
+            let ready = running_pod_ip(api, "eventsource-name=github").filter(|ip| {
+                reqwest::blocking::get(format!("http://{ip}:12000/health"))
+                    .is_ok_and(|r| r.status().is_success())
+            });
+            let subscribed = ["create-sandbox", "delete-sandbox"].iter().all(|sensor| {
+                pod_log(cluster, &format!("sensor-name={sensor}"))
+                    .is_some_and(|log| log.contains("Subscribing to subject"))
+            });
+            if let (Some(ip), true) = (ready, subscribed) {
+                break format!("http://{ip}:12000/github");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Argo Events not ready in 240 s: {}\ncontroller: {:?}\n{}",
+                api.get("/api/v1/namespaces/argo-events/pods").1,
+                pod_log(cluster, "").map(|l| l.chars().rev().take(3000).collect::<String>()),
+                cluster.node.logs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        eprintln!("Argo Events up in {:.1} s", started.elapsed().as_secs_f64());
+        ArgoEvents {
+            _nats: nats,
+            webhook,
+        }
+    }
+
+    /// POSTs `event` (`{headers, body}`) as GitHub does, signed with the webhook secret; the
+    /// Workflow the Sensor `sensor` then submits.
+    fn deliver(&self, cluster: &Cluster, sensor: &str, event: &Value) -> String {
+        let selector = format!("events.argoproj.io/sensor={sensor}");
+        let before = workflows_labelled(&cluster.api, &selector);
+        let body = serde_json::to_vec(&event["body"]).unwrap();
+        let response = reqwest::blocking::Client::new()
+            .post(&self.webhook)
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", "pull_request")
+            .header("X-GitHub-Delivery", format!("e2e-{}", before.len()))
+            .header("X-Hub-Signature-256", signature(WEBHOOK_SECRET, &body))
+            .body(body)
+            .send()
+            .expect("POST the webhook");
+        assert_eq!(response.status().as_u16(), 200, "{:?}", response.text());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = workflows_labelled(&cluster.api, &selector);
+            if let Some(name) = now.iter().find(|n| !before.contains(n)) {
+                return name.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sensor {sensor} submitted nothing in 60 s: {:?}",
+                pod_log(cluster, &format!("sensor-name={sensor}"))
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`, GitHub's `X-Hub-Signature-256` (openssl computes it).
+fn signature(secret: &str, body: &[u8]) -> String {
+    use std::io::Write;
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    openssl.stdin.take().unwrap().write_all(body).unwrap();
+    let out = openssl.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256={}", text.trim().rsplit(' ').next().unwrap())
+}
+
+fn workflows_labelled(api: &KubeApiServer, selector: &str) -> Vec<String> {
+    let (_, list) = api.get(&format!(
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows?labelSelector={selector}"
+    ));
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The IP of the Running pod in argo-events matching `selector`.
+fn running_pod_ip(api: &KubeApiServer, selector: &str) -> Option<String> {
+    let (_, pods) = api.get(&format!(
+        "/api/v1/namespaces/argo-events/pods?labelSelector={selector}"
+    ));
+    pods["items"]
+        .as_array()?
+        .iter()
+        .find(|p| p["status"]["phase"] == "Running")
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+}
+
+/// The log of the first container of the pod in argo-events matching `selector` (the controller
+/// for an empty one), read from the kubelet's pod log directory.
+fn pod_log(cluster: &Cluster, selector: &str) -> Option<String> {
+    let (_, pods) = cluster.api.get(&format!(
+        "/api/v1/namespaces/argo-events/pods?labelSelector={selector}"
+    ));
+    let pod = pods["items"]
+        .as_array()?
+        .iter()
+        .find(|p| !selector.is_empty() || p["metadata"]["name"] == "argo-events-controller")?;
+    let (name, uid) = (
+        pod["metadata"]["name"].as_str()?,
+        pod["metadata"]["uid"].as_str()?,
+    );
+    let dir = cluster
+        .node
+        .dir()
+        .join(format!("pod-logs/argo-events_{name}_{uid}"));
+    let container = std::fs::read_dir(&dir).ok()?.flatten().next()?.path();
+    let mut text = String::new();
+    for file in std::fs::read_dir(container).ok()?.flatten() {
+        text.push_str(&std::fs::read_to_string(file.path()).unwrap_or_default());
+    }
+    Some(text)
+}
+
+/// What install/example's settings.yaml does: the platform's settings as the lifecycle
+/// templates' parameter defaults (the Sensors' Workflows pass only the pull request's values).
+fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
+    for template in ["create-sandbox", "delete-sandbox"] {
+        let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");
+        let (_, mut object) = api.get(&path);
+        for parameter in object["spec"]["arguments"]["parameters"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if let Some((_, value)) = settings.iter().find(|(n, _)| parameter["name"] == *n) {
+                parameter["value"] = json!(value);
+            }
+        }
+        let (status, body) = api.request("PUT", &path, Some(object), None);
+        assert_eq!(status, 200, "{template}: {body}");
+    }
 }

@@ -209,26 +209,33 @@ pub fn sensor_check_file(file: &Path, events: &[Value]) -> Vec<(bool, Vec<Value>
     results
 }
 
+/// The real `pull_request` event (npm `@octokit/webhooks-examples`, as [`pull_request_events`]
+/// gives it) with action `action` that fires Sensor `sensor`, renumbered to `pr_number`.
+pub fn sensor_event(sensor: &str, action: &str, pr_number: u64) -> Value {
+    let events = pull_request_events();
+    let results = sensor_check(sensor, &events);
+    let mut event = events
+        .iter()
+        .zip(&results)
+        .find(|(event, (fired, _))| *fired && event["body"]["action"] == action)
+        .map(|(event, _)| event.clone())
+        .unwrap_or_else(|| panic!("{sensor}: no {action} event fires it"));
+    event["body"]["pull_request"]["number"] = pr_number.into();
+    event["body"]["number"] = pr_number.into();
+    event
+}
+
 /// The Workflow each Sensor submits for a pull request numbered `pr_number` (opened with the
 /// label, for create-sandbox; closed, for delete-sandbox), as Argo Events builds it.
 pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
-    let events = pull_request_events();
     let mut out = Vec::new();
     for (sensor, wanted) in [
         ("create-sandbox-sensor", "opened"),
         ("delete-sandbox-sensor", "closed"),
     ] {
-        let results = sensor_check(sensor, &events);
-        let (_, workflows) = events
-            .iter()
-            .zip(&results)
-            .find(|(event, (fired, _))| *fired && event["body"]["action"] == wanted)
-            .map(|(event, _)| {
-                let mut event = event.clone();
-                event["body"]["pull_request"]["number"] = pr_number.into();
-                sensor_check(sensor, &[event]).remove(0)
-            })
-            .unwrap_or_else(|| panic!("{sensor}: no {wanted} event fires it"));
+        let event = sensor_event(sensor, wanted, pr_number);
+        let (fired, workflows) = sensor_check(sensor, &[event]).remove(0);
+        assert!(fired, "{sensor}: the renumbered event no longer fires it");
         assert_eq!(workflows.len(), 1, "{sensor}: one trigger");
         out.push((
             sensor.trim_end_matches("-sensor").to_owned(),

@@ -7,7 +7,8 @@
 //! - Authorization: RBAC, as on a real cluster; admission: the API server's default plugins,
 //!   ValidatingAdmissionPolicy among them.
 //! - The controller manager runs the controllers the library relies on: service-account tokens
-//!   (the agent's token Secret), service accounts, namespace deletion, garbage collection.
+//!   (the agent's token Secret), service accounts, namespace deletion, garbage collection, and
+//!   for the one-node cluster CA publishing, node lifecycle, Deployments and ReplicaSets.
 //! - An audit log of every request at `Metadata` level, for counting API calls.
 //!
 //! No kubelet or scheduler: pods are never run here (that is `make e2e`'s rig).
@@ -182,8 +183,9 @@ impl KubeApiServer {
             cmd.arg("kube-controller-manager")
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))
                 // What a one-node cluster needs too: each namespace's kube-root-ca.crt (pods'
-                // service-account volumes) and the node's not-ready taint lifted once Ready.
-                .arg("--controllers=serviceaccount-token,serviceaccount,namespace,garbage-collector-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller")
+                // service-account volumes), the node's not-ready taint lifted once Ready, and
+                // Deployments' pods (Argo Events runs its EventSources and Sensors as Deployments).
+                .arg("--controllers=serviceaccount-token,serviceaccount,namespace,garbage-collector-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,deployment-controller,replicaset-controller")
                 .arg(format!("--service-account-private-key-file={}", p("sa.key")))
                 .arg(format!("--root-ca-file={}", p("ca.crt")))
                 .args(["--leader-elect=false", "--secure-port=0", "--v=1"]);

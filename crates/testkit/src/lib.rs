@@ -25,6 +25,7 @@ mod github;
 mod http;
 mod kube;
 mod kube_apiserver;
+mod nats;
 mod node;
 mod openbao;
 mod postgres;
@@ -40,6 +41,7 @@ pub use kube::KubeApiDouble;
 pub use kube_apiserver::{
     cluster_cache, cluster_tool, split_yaml, ApiClient, KubeApiServer, KubeApiServerOptions,
 };
+pub use nats::NatsServer;
 pub use node::{build_image, Node, PAUSE_IMAGE};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
