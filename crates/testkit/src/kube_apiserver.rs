@@ -426,9 +426,12 @@ impl KubeApiServer {
         )
     }
 
-    /// Installs CustomResourceDefinitions from YAML files and waits until each is Established.
+    /// Installs CustomResourceDefinitions from YAML files and waits until each is Established and
+    /// its kind is in discovery (which lags behind Established: a lookup right after it can get
+    /// 404 for the group version).
     pub fn install_crds(&self, files: &[PathBuf]) {
         let mut names = Vec::new();
+        let mut discovered = Vec::new();
         for file in files {
             let text =
                 std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -436,6 +439,14 @@ impl KubeApiServer {
                 let (status, body) = self.apply(&doc, None);
                 assert!(status < 300, "{}: {status} {body}", file.display());
                 names.push(doc["metadata"]["name"].as_str().unwrap().to_owned());
+                let group = doc["spec"]["group"].as_str().unwrap_or_default();
+                let kind = doc["spec"]["names"]["kind"].as_str().unwrap_or_default();
+                for version in doc["spec"]["versions"].as_array().into_iter().flatten() {
+                    if version["served"] == true {
+                        let version = version["name"].as_str().unwrap_or_default();
+                        discovered.push((format!("{group}/{version}"), kind.to_owned()));
+                    }
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -456,7 +467,23 @@ impl KubeApiServer {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // New resources appear in discovery a moment after Established.
+        for (group_version, kind) in discovered {
+            loop {
+                let (status, list) = self.get(&format!("/apis/{group_version}"));
+                let listed = status == 200
+                    && list["resources"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["kind"] == kind.as_str()));
+                if listed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{kind} not in discovery of {group_version}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.resources.lock().unwrap().clear();
     }
 
