@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use testkit::{cluster_tool, KubeApiServer};
-use workspace_tests::{manifests, prepare_for_the_library, sensor_workflows};
+use workspace_tests::{manifests, prepare_for_the_library, sensor_workflows, submit_as_sensor};
 
 /// One API server for the tests of this file, with the CRDs and the library installed.
 fn cluster() -> &'static KubeApiServer {
@@ -463,33 +463,14 @@ fn base64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// What the Sensor's `argoWorkflow` trigger does: the Argo CLI, with the Sensor's service-account
-/// token, validates the Workflow against the ClusterWorkflowTemplates on the server and submits it
-/// (argo-events pkg/sensors/triggers/argo-workflow: `argo -n argo submit <file>`).
+/// The Sensors' Workflows pass what their `argoWorkflow` trigger runs (`submit_as_sensor`: the
+/// Argo CLI with the Sensor account's token validates them against the ClusterWorkflowTemplates
+/// on the server and submits them).
 #[test]
 fn the_sensors_submissions_pass_the_argo_cli_as_the_sensor_account() {
     let server = cluster();
-    let token = server.service_account_token("argo-events", "sandbox-steps-sensor");
-    let kubeconfig = server.kubeconfig("sensor", &token);
-    let dir = tempfile::tempdir().unwrap();
     for (sensor, workflow) in sensor_workflows(1_000_000) {
-        let file = dir.path().join(format!("{sensor}.yaml"));
-        std::fs::write(&file, serde_yaml::to_string(&workflow).unwrap()).unwrap();
-        let out = Command::new(cluster_tool("argo"))
-            .args(["-n", "argo", "submit", "-o", "name"])
-            .arg(&file)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env_remove("KUBECONFIG")
-            .env("ARGO_NAMESPACE", "argo")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(
-            out.status.success(),
-            "{sensor}: argo submit: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = submit_as_sensor(server, &workflow);
         let (status, created) = server.get(&format!(
             "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows/{stdout}"
         ));

@@ -16,7 +16,8 @@ use testkit::{
     HttpServer, KubeApiServer, NatsServer, Node, OpenBao, Postgres, ServerProcess,
 };
 use workspace_tests::{
-    manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows, TERRAFORM_DOUBLE,
+    manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows,
+    submit_as_sensor, TERRAFORM_DOUBLE,
 };
 
 /// The image the step templates name (they all name the same one; tests/image.rs checks it).
@@ -138,34 +139,6 @@ impl Cluster {
         ));
         assert_eq!(status, 200, "{namespace}/{name}: {workflow}");
         workflow
-    }
-
-    /// What the Sensor's argoWorkflow trigger does with the Workflow it built: `argo submit` with
-    /// the Sensor's service-account token (argo-events pkg/sensors/triggers/argo-workflow); the
-    /// submitted Workflow's name.
-    fn submit_as_sensor(&self, workflow: &Value) -> String {
-        let token = self
-            .api
-            .service_account_token("argo-events", "sandbox-steps-sensor");
-        let kubeconfig = self.api.kubeconfig("sensor", &token);
-        let file = self.node.dir().join("submitted.yaml");
-        std::fs::write(&file, serde_yaml::to_string(workflow).unwrap()).unwrap();
-        let out = Command::new(cluster_tool("argo"))
-            .args(["-n", "argo", "submit", "-o", "name"])
-            .arg(&file)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env_remove("KUBECONFIG")
-            .env("ARGO_NAMESPACE", "argo")
-            .output()
-            .unwrap();
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(
-            out.status.success(),
-            "argo submit: {name}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        name
     }
 }
 
@@ -471,16 +444,13 @@ fn git_show(git: &GitServer, repo: &str, refname: &str, path: &str) -> Option<St
 
 /// The Pod nodes of a finished workflow as (step name, seconds from pod start to end, exit code).
 fn pod_times(workflow: &Value) -> Vec<(String, i64, String)> {
-    let time = |v: &Value| {
-        v.as_str()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|t| t.as_secs() as i64)
-    };
     pods(workflow)
         .iter()
         .map(|n| {
-            let seconds = match (time(&n["startedAt"]), time(&n["finishedAt"])) {
+            let seconds = match (
+                epoch_seconds(&n["startedAt"]),
+                epoch_seconds(&n["finishedAt"]),
+            ) {
                 (Some(a), Some(b)) => b - a,
                 _ => -1,
             };
@@ -806,15 +776,15 @@ fn report(title: &str, workflow: &Value) {
     }
 }
 
+/// An Argo timestamp (RFC 3339, whole seconds) as seconds since the epoch.
+fn epoch_seconds(time: &Value) -> Option<i64> {
+    let time = humantime::parse_rfc3339(time.as_str()?).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
 fn seconds_between(from: &Value, to: &Value) -> i64 {
-    let t = |v: &Value| {
-        humantime::parse_rfc3339(v.as_str().unwrap())
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-    };
-    t(to) - t(from)
+    let at = |v: &Value| epoch_seconds(v).unwrap_or_else(|| panic!("not a time: {v}"));
+    at(to) - at(from)
 }
 
 /// The lifecycle on real Argo: real `pull_request` payloads, signed with the webhook secret, POSTed
@@ -1009,13 +979,13 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         .add_pull(43, "open", "feature/broken-backup");
     // Someone opened a pull request from the sandbox's branch: delete keeps the branch.
     platform.github.add_pull(99, "open", "sbx-pr-43");
-    let create_name = cluster.submit_as_sensor(&create);
+    let create_name = submit_as_sensor(&cluster.api, &create);
     let deadline = Instant::now() + Duration::from_secs(120);
     while cluster.workflow("argo", &create_name)["status"]["phase"] != "Running" {
         assert!(Instant::now() < deadline, "{create_name} never ran");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let delete_name = cluster.submit_as_sensor(&delete);
+    let delete_name = submit_as_sensor(&cluster.api, &delete);
     let mut delete_waited = false;
     let failed = loop {
         let workflow = cluster.workflow("argo", &create_name);

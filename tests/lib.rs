@@ -245,6 +245,34 @@ pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
     out
 }
 
+/// What a Sensor's argoWorkflow trigger does with the Workflow it built: the Argo CLI, with the
+/// Sensor's service-account token, validates it against the ClusterWorkflowTemplates on the
+/// server and submits it (argo-events pkg/sensors/triggers/argo-workflow: `argo -n argo submit
+/// <file>`); the submitted Workflow's name.
+pub fn submit_as_sensor(server: &testkit::KubeApiServer, workflow: &Value) -> String {
+    let token = server.service_account_token("argo-events", "sandbox-steps-sensor");
+    let kubeconfig = server.kubeconfig("sensor", &token);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workflow.yaml");
+    std::fs::write(&file, serde_yaml::to_string(workflow).unwrap()).unwrap();
+    let out = std::process::Command::new(testkit::cluster_tool("argo"))
+        .args(["-n", "argo", "submit", "-o", "name"])
+        .arg(&file)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env("ARGO_NAMESPACE", "argo")
+        .output()
+        .expect("run argo");
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "argo submit: {name}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    name
+}
+
 /// A double of the `terraform` CLI (a shell script, for busybox's sh): it does to the file system
 /// what Terraform does (`init` creates `.terraform/` and `.terraform.lock.hcl` in the working
 /// directory, `workspace` keeps workspaces under `terraform.tfstate.d/`, apply and destroy write
