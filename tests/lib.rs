@@ -127,6 +127,7 @@ pub fn steps() -> Vec<Step> {
             restore_db::Args::command(),
             restore_db::OUTPUTS,
         ),
+        step(drop_db::NAME, drop_db::Args::command(), drop_db::OUTPUTS),
     ]
 }
 

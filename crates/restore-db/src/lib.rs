@@ -9,7 +9,6 @@
 //! after a crash drops the leftover and starts again.
 
 mod backup;
-mod database;
 mod dump;
 mod load;
 mod owner;
@@ -17,22 +16,21 @@ mod restore;
 mod statement;
 
 use std::ffi::OsString;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use gcs::{Gcs, Location};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use step_kit::{CommonArgs, Context, SecretRef, StepArgs, StepError, VaultFlags};
 
 pub use backup::{timestamp_in_name, BACKUP_SUFFIXES};
-pub use database::RESTORING_SUFFIX;
+pub use pg_admin::RESTORING_SUFFIX;
 
 use crate::backup::Backup;
-use crate::database::{check_database, check_identifier, quoted, Admin};
 use crate::owner::{Endpoint, SecretPath};
 use crate::restore::{Libpq, Provenance, Restorer};
+use pg_admin::{check_database, check_identifier, check_owner_role, quoted, Admin, AdminUrl};
 
 pub const NAME: &str = "restore-db";
 
@@ -185,92 +183,26 @@ struct Plan {
     owner: String,
 }
 
-fn admin_options(url: &str) -> Result<(PgConnectOptions, Libpq), StepError> {
-    let refused = || {
-        StepError::invalid(
-            "--admin-url: not a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (the value is not \
-             shown: it holds a password)",
-        )
-    };
-    let parsed = url::Url::parse(url).map_err(|_| refused())?;
-    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-        return Err(refused());
-    }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|_| refused())?
-        .application_name("restore-db")
-        // Never log statements: they may carry a role's password verifier.
-        .disable_statement_logging();
-    let mut without_password = parsed;
-    let _ = without_password.set_password(None);
-    Ok((
-        options,
-        Libpq {
-            url: without_password,
-        },
-    ))
-}
-
 fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
     let prefix = &args.sandbox_prefix;
-    check_identifier("--sandbox-prefix", prefix, 30)?;
-    if prefix.len() < 2 {
-        return Err(StepError::invalid(
-            "--sandbox-prefix: at least 2 characters (it is what keeps restore-db away from \
-             other databases)",
-        ));
-    }
-    let (admin, libpq) = admin_options(admin_url)?;
-    let admin_database = admin
-        .get_database()
-        .unwrap_or(admin.get_username())
-        .to_owned();
-    check_database("--database", &args.database, prefix, &admin_database)?;
+    pg_admin::check_sandbox_prefix(prefix)?;
+    let admin_url = AdminUrl::parse(admin_url, NAME)?;
+    let admin_database = admin_url.database().to_owned();
+    let verb = "restore into";
+    check_database("--database", &args.database, prefix, &admin_database, verb)?;
     if let Some(template) = &args.template_db {
-        check_database("--template-db", template, prefix, &admin_database)?;
+        check_database("--template-db", template, prefix, &admin_database, verb)?;
         if template == &args.database {
             return Err(StepError::precondition(format!(
                 "--template-db {template} is --database: the template must be a database of its \
                  own"
             )));
         }
+        // The template's objects belong to a role named after it.
+        check_owner_role("--template-db", template, prefix, admin_url.user())?;
     }
     let owner = args.owner.clone().unwrap_or_else(|| args.database.clone());
-    check_identifier("--owner", &owner, 63)?;
-    if !owner.starts_with(prefix.as_str()) {
-        return Err(StepError::precondition(format!(
-            "--owner {owner}: not under --sandbox-prefix {prefix}; a sandbox's owner is a role of \
-             the sandbox naming scheme, never another"
-        )));
-    }
-    // Role names SQL reads as something else (`GRANT ... TO current_user` would not mean the role).
-    const RESERVED_ROLES: &[&str] = &[
-        "current_user",
-        "current_role",
-        "session_user",
-        "user",
-        "public",
-        "none",
-        "all",
-    ];
-    for role in [Some(owner.as_str()), args.template_db.as_deref()]
-        .into_iter()
-        .flatten()
-    {
-        if RESERVED_ROLES.contains(&role) {
-            return Err(StepError::precondition(format!(
-                "{role}: a role name SQL reads as a keyword ({}); name the sandbox's role \
-                 otherwise",
-                RESERVED_ROLES.join(", ")
-            )));
-        }
-    }
-    if owner.starts_with("pg_") || owner == "postgres" || owner == admin.get_username() {
-        return Err(StepError::precondition(format!(
-            "--owner {owner}: a role the server or the admin needs; a sandbox gets a role of its \
-             own"
-        )));
-    }
+    check_owner_role("--owner", &owner, prefix, admin_url.user())?;
     if args.template_db.as_deref() == Some(owner.as_str()) {
         return Err(StepError::precondition(format!(
             "--owner {owner}: the template's own role (objects in --template-db belong to a role \
@@ -296,8 +228,10 @@ fn check_flags(args: &Args, admin_url: &str) -> Result<Plan, StepError> {
         check_identifier("--extensions-as-admin", name, 63)?;
     }
     Ok(Plan {
-        admin,
-        libpq,
+        libpq: Libpq {
+            url: admin_url.without_password,
+        },
+        admin: admin_url.options,
         owner,
     })
 }
@@ -550,7 +484,7 @@ async fn clone_template(
     let new_owner = quoted(owner);
     let mut conn = sqlx::postgres::PgConnection::connect_with(&admin.options_for(temp))
         .await
-        .map_err(|e| database::sql_error("connect to the copy", e))?;
+        .map_err(|e| pg_admin::sql_error("connect to the copy", e))?;
     let result = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "REASSIGN OWNED BY {} TO {new_owner}",
         quoted(template)
@@ -560,7 +494,7 @@ async fn clone_template(
     let _ = sqlx::Connection::close(conn).await;
     if let Err(e) = result {
         let _ = admin.drop_database(temp).await;
-        return Err(database::sql_error(
+        return Err(pg_admin::sql_error(
             "hand the copy's objects to its owner",
             e,
         ));
@@ -588,27 +522,18 @@ mod tests {
     }
 
     #[test]
-    fn admin_urls_are_checked_without_showing_them() {
-        let (options, libpq) =
-            admin_options("postgres://admin:s%40cret@db.internal:6432/postgres?sslmode=require")
-                .unwrap();
-        assert_eq!(options.get_host(), "db.internal");
-        assert_eq!(options.get_port(), 6432);
+    fn libpq_urls_keep_the_admin_urls_server_without_its_password() {
+        let admin = AdminUrl::parse(
+            "postgres://admin:s%40cret@db.internal:6432/postgres?sslmode=require",
+            NAME,
+        )
+        .unwrap();
+        let libpq = Libpq {
+            url: admin.without_password,
+        };
         assert_eq!(
             libpq.url_for("sbx_pr_42", "sbx_pr_42_restoring"),
             "postgres://sbx_pr_42@db.internal:6432/sbx_pr_42_restoring?sslmode=require"
         );
-        assert!(!libpq.url.as_str().contains("cret"));
-        for bad in [
-            "mysql://a:hunter2@x/y",
-            "hunter2",
-            "postgres://a:hunter2@[x/y",
-        ] {
-            let Err(err) = admin_options(bad) else {
-                panic!("accepted")
-            };
-            assert_eq!(err.exit_code(), 2);
-            assert!(!err.to_string().contains("hunter2"), "{err}");
-        }
     }
 }

@@ -10,8 +10,8 @@ use base64::Engine;
 use serde_json::Value;
 use step_kit::{escape_untrusted, retry, vault_error, Context, Secret, StepError, VaultFlags};
 
-use crate::database::{literal, quoted, Admin};
 use crate::restore::Login;
+use pg_admin::{literal, quoted, Admin, ROLE_MARKER};
 
 /// `vault:<mount>/<path>`: where the owner's credentials are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,10 +149,6 @@ fn password_of(
         ))),
     }
 }
-
-/// The comment that marks a role restore-db created for a sandbox: only such a role is ever
-/// reused (its password set, its objects' owner), never a role that was there before.
-pub const ROLE_MARKER: &str = "sandbox-steps: owner of a sandbox database";
 
 /// Makes sure the owner role exists, marked, with no rights beyond its own objects, and returns
 /// how the restore logs in as it: the secret's password with `--owner-secret` (written once: a

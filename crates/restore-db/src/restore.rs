@@ -14,9 +14,9 @@ use step_kit::StepError;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::backup::Backup;
-use crate::database::{self, Admin};
 use crate::dump::{DumpError, DumpReader};
 use crate::load::{AdminExtensions, Counters, LoadError, Loaded, Loader};
+use pg_admin::{self, Admin};
 
 /// What was restored into a database, kept as its comment: the backup and generation identify
 /// it (a template is reused while they match), the counts answer a later `--if-exists skip`.
@@ -384,7 +384,7 @@ async fn count_tables_and_rows(options: &PgConnectOptions) -> Result<Loaded, Ste
     use sqlx::Row;
     let mut conn = sqlx::postgres::PgConnection::connect_with(options)
         .await
-        .map_err(|e| database::sql_error("connect to count the rows", e))?;
+        .map_err(|e| pg_admin::sql_error("connect to count the rows", e))?;
     let row = sqlx::query(
         "SELECT count(*)::bigint, coalesce(sum((xpath('/row/n/text()', query_to_xml(format( \
          'SELECT count(*) AS n FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text \
@@ -393,7 +393,7 @@ async fn count_tables_and_rows(options: &PgConnectOptions) -> Result<Loaded, Ste
     )
     .fetch_one(&mut conn)
     .await
-    .map_err(|e| database::sql_error("count the rows", e))?;
+    .map_err(|e| pg_admin::sql_error("count the rows", e))?;
     let _ = sqlx::Connection::close(conn).await;
     Ok(Loaded {
         tables: row.get::<i64, _>(0) as u64,

@@ -20,6 +20,7 @@ const STEPS: &[(&str, Step)] = &[
     (purge_secrets::NAME, |argv| purge_secrets::run(argv)),
     (copy_bucket::NAME, |argv| copy_bucket::run(argv)),
     (restore_db::NAME, |argv| restore_db::run(argv)),
+    (drop_db::NAME, |argv| drop_db::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    drop_db::run(std::env::args_os()).into()
+}
