@@ -146,6 +146,17 @@ fn check_placeholder(
         "{cwt}/{}: {{{{{expr}}}}}",
         template["name"].as_str().unwrap_or("spec")
     );
+    // An expression (`{{=...}}`, expr-lang): each reference in it is checked as a placeholder.
+    if let Some(expression) = expr.strip_prefix('=') {
+        let references = expression_references(expression);
+        if references.is_empty() {
+            problems.push(format!("{at}: an expression without references"));
+        }
+        for reference in references {
+            check_placeholder(lib, cwt, template, tasks, &reference, problems);
+        }
+        return;
+    }
     let parts: Vec<&str> = expr.split('.').collect();
     match parts.as_slice() {
         ["workflow", "parameters", name] => {
@@ -172,6 +183,48 @@ fn check_placeholder(
         ["workflow", "name" | "namespace" | "status" | "failures"] => {}
         _ => problems.push(format!("{at}: an expression this test does not know")),
     }
+}
+
+/// The references of an expr-lang expression (`tasks['a-b'].outputs.parameters.x`,
+/// `workflow.parameters['y']`), in dotted form (`tasks.a-b.outputs.parameters.x`).
+fn expression_references(expression: &str) -> Vec<String> {
+    let dotted = expression.replace("['", ".").replace("']", "");
+    let mut references = Vec::new();
+    let mut rest = dotted.as_str();
+    while let Some(start) = ["tasks.", "steps.", "workflow.", "inputs."]
+        .iter()
+        .filter_map(|root| rest.find(root))
+        .min()
+    {
+        let preceded_by_name = rest[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            .unwrap_or(tail.len());
+        if !preceded_by_name {
+            references.push(tail[..end].to_owned());
+        }
+        rest = &tail[end.max(1)..];
+    }
+    references
+}
+
+#[test]
+fn references_are_found_in_expressions() {
+    assert_eq!(
+        expression_references(
+            "tasks['module-branch'].outputs.parameters.existed == 'true' ? \
+             tasks.validate.outputs.parameters.branch : workflow.parameters['base-branch']"
+        ),
+        [
+            "tasks.module-branch.outputs.parameters.existed",
+            "tasks.validate.outputs.parameters.branch",
+            "workflow.parameters.base-branch"
+        ]
+    );
 }
 
 /// A Workflow manifest the library creates (child workflow, Sensor trigger) calls an existing

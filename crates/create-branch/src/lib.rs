@@ -14,7 +14,7 @@ use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 pub const NAME: &str = "create-branch";
 
 /// The files this step writes in `--outputs-dir`.
-pub const OUTPUTS: &[&str] = &["commit", "created"];
+pub const OUTPUTS: &[&str] = &["commit", "created", "existed"];
 
 const EXAMPLE: &str = "\
 Example:
@@ -150,14 +150,14 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     let old = match &current {
         Some(commit) if *commit == target => {
             tracing::info!("{ref_name} is already at {target} ({from_ref}): nothing to do");
-            return write_outputs(&ctx, commit, false);
+            return write_outputs(&ctx, commit, false, true);
         }
         Some(commit) if !args.reset => {
             tracing::info!(
                 "{ref_name} already exists at {commit}; {from_ref} is at {target}: not moved \
                  (--reset moves it)"
             );
-            return write_outputs(&ctx, commit, false);
+            return write_outputs(&ctx, commit, false, true);
         }
         Some(commit) => commit.clone(),
         None => ZERO_ID.to_owned(),
@@ -168,7 +168,12 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             "dry run: would {verb} {ref_name} at {target} ({from_ref}) on {}",
             &remote.url()
         );
-        return write_outputs(&ctx, current.as_deref().unwrap_or(&target), false);
+        return write_outputs(
+            &ctx,
+            current.as_deref().unwrap_or(&target),
+            false,
+            current.is_some(),
+        );
     }
 
     let update = RefUpdate {
@@ -179,7 +184,7 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     match remote.update_ref(&update, &from_ref).await? {
         None => {
             tracing::info!("{verb}d {ref_name} at {target} ({from_ref})");
-            write_outputs(&ctx, &target, true)
+            write_outputs(&ctx, &target, true, current.is_some())
         }
         Some(reason) => {
             // Refused: either a race lost (another run created or moved it: converge on what is
@@ -188,7 +193,7 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             match now.branch(&args.branch) {
                 Some(commit) if commit == target || (old == ZERO_ID && !args.reset) => {
                     tracing::info!("{ref_name} was {verb}d concurrently, now at {commit}");
-                    write_outputs(&ctx, commit, false)
+                    write_outputs(&ctx, commit, false, true)
                 }
                 None if old == ZERO_ID => Err(StepError::precondition(format!(
                     "the remote refused to create {ref_name} at {target}: {reason}"
@@ -201,8 +206,15 @@ async fn create_branch(args: Args, ctx: Context) -> Result<(), StepError> {
     }
 }
 
-fn write_outputs(ctx: &Context, commit: &str, created: bool) -> Result<(), StepError> {
+/// `existed`: the branch was there when this run looked (or appeared while it ran).
+fn write_outputs(
+    ctx: &Context,
+    commit: &str,
+    created: bool,
+    existed: bool,
+) -> Result<(), StepError> {
+    let flag = |b: bool| if b { "true" } else { "false" };
     ctx.outputs.set("commit", commit)?;
-    ctx.outputs
-        .set("created", if created { "true" } else { "false" })
+    ctx.outputs.set("created", flag(created))?;
+    ctx.outputs.set("existed", flag(existed))
 }

@@ -50,6 +50,7 @@ fn creates_the_branch_then_converges_on_re_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "true");
+    assert_eq!(read(dir.path(), "existed"), "false");
     assert_eq!(read(dir.path(), "commit"), main);
     assert_eq!(
         server.rev_parse("infra", "refs/heads/sbx-pr-42"),
@@ -75,6 +76,7 @@ fn creates_the_branch_then_converges_on_re_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "false");
+    assert_eq!(read(dir.path(), "existed"), "true");
     assert_eq!(read(dir.path(), "commit"), main);
 }
 
@@ -194,7 +196,19 @@ fn dry_run_creates_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
     assert_eq!(read(dir.path(), "created"), "false");
+    assert_eq!(read(dir.path(), "existed"), "false");
     assert_eq!(server.rev_parse("infra", "refs/heads/sbx-pr-9"), None);
+
+    // The probe delete-sandbox makes of it: an existing branch is reported so, left as it is.
+    let main = server.rev_parse("infra", "refs/heads/main").unwrap();
+    server.update_ref("infra", "refs/heads/sbx-pr-9", &main);
+    let out = step(dir.path())
+        .args(["--repo", &url, "--branch", "sbx-pr-9", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+    assert_eq!(read(dir.path(), "existed"), "true");
+    assert_eq!(read(dir.path(), "created"), "false");
 }
 
 #[test]

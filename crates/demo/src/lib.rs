@@ -45,9 +45,9 @@ pub struct AfterDelete {
     pub application: bool,
     pub namespaces: Vec<String>,
     pub secrets: usize,
-    /// Sandbox databases still on the server: dropping them (with the sandbox's instance) is
-    /// Terraform destroy's, which the runner does not run.
+    /// Sandbox databases and roles still on the server (drop-db removes them).
     pub databases: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 fn repo_root() -> PathBuf {
@@ -384,6 +384,14 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             .lines()
             .map(str::to_owned)
             .collect(),
+        roles: pg
+            .psql(
+                "postgres",
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sbx\\_%' ORDER BY 1",
+            )
+            .lines()
+            .map(str::to_owned)
+            .collect(),
     };
     report.skipped = runner.state.lock().unwrap().skipped.clone();
     say("\n== After delete-sandbox");
@@ -396,9 +404,9 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         report.after_delete.secrets,
     ));
     say(&format!(
-        "left for the skipped Terraform destroy (the sandbox's instance, buckets and databases): \
-         buckets acme-sbx-pr-42, acme-sbx-pr-43; databases {:?}",
-        report.after_delete.databases
+        "databases left: {:?}; roles left: {:?} (drop-db); left for the skipped Terraform \
+         destroy: buckets acme-sbx-pr-42, acme-sbx-pr-43",
+        report.after_delete.databases, report.after_delete.roles
     ));
     say(&format!("\nNot run here ({}):", report.skipped.len()));
     for s in &report.skipped {

@@ -100,6 +100,9 @@ impl Scope {
     }
 
     fn lookup(&self, expr: &str) -> Result<String, String> {
+        if let Some(expression) = expr.strip_prefix('=') {
+            return self.evaluate(expression);
+        }
         let parts: Vec<&str> = expr.split('.').collect();
         let found = match parts.as_slice() {
             ["workflow", "parameters", name] => self.workflow.get(*name),
@@ -113,6 +116,28 @@ impl Scope {
         found
             .cloned()
             .ok_or_else(|| format!("{{{{{expr}}}}} has no value here"))
+    }
+}
+
+impl Scope {
+    /// An Argo expression (`{{=...}}`), in the one form the library uses:
+    /// `REFERENCE == 'TEXT' ? REFERENCE : REFERENCE` (`tasks['a-b']` spelled with brackets).
+    fn evaluate(&self, expression: &str) -> Result<String, String> {
+        let unknown = || format!("{{{{={expression}}}}}: not a form this runner evaluates");
+        let (condition, branches) = expression.split_once('?').ok_or_else(unknown)?;
+        let (then, otherwise) = branches.split_once(':').ok_or_else(unknown)?;
+        let (left, right) = condition.split_once("==").ok_or_else(unknown)?;
+        let value =
+            |reference: &str| self.lookup(&reference.trim().replace("['", ".").replace("']", ""));
+        let text = right
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|t| t.strip_suffix('\''));
+        if value(left)? == text.ok_or_else(unknown)? {
+            value(then)
+        } else {
+            value(otherwise)
+        }
     }
 }
 
@@ -742,6 +767,28 @@ pub(crate) fn wrap_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expressions_of_the_library() {
+        let scope = Scope {
+            workflow: BTreeMap::from([("base-branch".into(), "main".into())]),
+            inputs: BTreeMap::new(),
+            tasks: BTreeMap::from([
+                (
+                    "module-branch".into(),
+                    BTreeMap::from([("existed".into(), "false".into())]),
+                ),
+                (
+                    "validate".into(),
+                    BTreeMap::from([("branch".into(), "sbx-pr-42".into())]),
+                ),
+            ]),
+        };
+        let text = "{{=tasks['module-branch'].outputs.parameters.existed == 'true' ? \
+                    tasks.validate.outputs.parameters.branch : workflow.parameters['base-branch']}}";
+        assert_eq!(scope.substitute(text), Ok("main".into()));
+        assert!(scope.substitute("{{=1 + 1}}").is_err());
+    }
 
     #[test]
     fn depends_forms() {

@@ -117,6 +117,15 @@ impl GitServer {
     pub fn rev_parse(&self, name: &str, refname: &str) -> Option<String> {
         rev_parse_in(&self.repo_path(name), refname)
     }
+
+    /// Points `refname` of repository `name` at `commit` (creating it), on the server's side.
+    pub fn update_ref(&self, name: &str, refname: &str, commit: &str) {
+        git(
+            &["update-ref", refname, commit],
+            Some(&self.repo_path(name)),
+            &[],
+        );
+    }
 }
 
 /// Creates a bare repository at `bare` whose `main` holds one commit with `files`.
