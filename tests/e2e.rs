@@ -957,6 +957,22 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         404,
         "the sandbox's secrets are purged"
     );
+    assert_eq!(
+        platform.postgres.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'sbx\\_pr\\_42%'"
+        ),
+        "0",
+        "drop-db dropped the sandbox's database"
+    );
+    assert_eq!(
+        platform.postgres.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'sbx_pr_42'"
+        ),
+        "0",
+        "drop-db dropped its owner role"
+    );
 
     // 3. A permanent failure: PR 43's backups are missing, so restore-db exits 3; the workflow
     // fails without retrying it, reports to notify-url, and releases the mutex: the delete
@@ -1092,6 +1108,75 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
             .rev_parse("infra", "refs/heads/sbx-pr-43")
             .is_some(),
         "the branch an open pull request uses is kept"
+    );
+
+    // 4. What a crash or a lost webhook leaves: PR 44's database and owner role (as restore-db
+    // makes them) and its secret, without its branch, namespace or Application. One
+    // delete-sandbox removes the rest, Terraform reading its module from main; a second one
+    // finds nothing to remove.
+    platform.postgres.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE sbx_pr_44 LOGIN; COMMENT ON ROLE sbx_pr_44 IS '{}'; \
+             GRANT sbx_pr_44 TO sandbox_admin",
+            pg_admin::ROLE_MARKER
+        ),
+    );
+    platform
+        .postgres
+        .psql("postgres", "CREATE DATABASE sbx_pr_44 OWNER sbx_pr_44");
+    platform.bao.api(
+        "POST",
+        "secret/data/sandboxes/sbx-pr-44/db",
+        Some(json!({"data": {"username": "sbx_pr_44"}})),
+    );
+    let (_, delete_44) = sensor_workflows(44).into_iter().nth(1).unwrap();
+    let mut converge_seconds = Vec::new();
+    for run in ["first", "second"] {
+        let name = submit_as_sensor(&cluster.api, &delete_44);
+        let done = cluster.wait("argo", &name, Duration::from_secs(600));
+        report(&name, &done);
+        assert_eq!(
+            done["status"]["phase"], "Succeeded",
+            "{run} delete of the leftovers: {}",
+            done["status"]
+        );
+        assert_eq!(
+            output(node(&done, "module-branch"), "existed"),
+            "false",
+            "{run}"
+        );
+        converge_seconds.push(seconds_between(
+            &done["status"]["startedAt"],
+            &done["status"]["finishedAt"],
+        ));
+        assert_eq!(
+            platform.postgres.psql(
+                "postgres",
+                "SELECT (SELECT count(*) FROM pg_database WHERE datname = 'sbx_pr_44') + \
+                 (SELECT count(*) FROM pg_roles WHERE rolname = 'sbx_pr_44')"
+            ),
+            "0",
+            "{run}: database and role dropped"
+        );
+        assert_eq!(
+            platform
+                .bao
+                .status("GET", "secret/metadata/sandboxes/sbx-pr-44/db"),
+            404,
+            "{run}: secret purged"
+        );
+        assert_eq!(cluster.api.get("/api/v1/namespaces/apps-sbx-pr-44").0, 404);
+        assert_eq!(
+            platform.git.rev_parse("infra", "refs/heads/sbx-pr-44"),
+            None,
+            "{run}: no branch made"
+        );
+    }
+    eprintln!(
+        "delete-sandbox from leftovers (database, role, secret; no branch, namespace or \
+         Application): {} s; again, with nothing left: {} s",
+        converge_seconds[0], converge_seconds[1]
     );
 
     eprintln!(
