@@ -5,9 +5,7 @@ use std::ffi::OsString;
 
 use clap::Parser;
 use git_remote::{GitFlags, RefUpdate, Transport, ZERO_ID};
-use step_kit::{escape_untrusted, CommonArgs, Context, SecretRef, StepArgs, StepError};
-
-mod github;
+use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
 pub const NAME: &str = "cleanup-branch";
 
@@ -49,17 +47,9 @@ pub struct Args {
     #[command(flatten)]
     pub protection: git_remote::ProtectedBranches,
 
-    /// The GitHub repository (owner/name) whose open pull requests keep the branch alive.
-    #[arg(long, value_name = "OWNER/NAME")]
-    pub github_repo: Option<String>,
-
-    /// The GitHub API token, as a reference (needed with --github-repo).
-    #[arg(long, value_name = "SECRET_REF")]
-    pub github_token: Option<SecretRef>,
-
-    /// The GitHub REST API (GitHub Enterprise: https://HOST/api/v3).
-    #[arg(long, value_name = "URL", default_value = "https://api.github.com")]
-    pub github_api_url: String,
+    /// With --github-repo, an open pull request whose head is the branch keeps it.
+    #[command(flatten)]
+    pub github: github::GitHubFlags,
 
     /// Log what would happen, delete nothing (outputs: deleted=false, reason=dry-run).
     #[arg(long)]
@@ -95,9 +85,7 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
             escape_untrusted(&args.sandbox_prefix)
         ))
     })?;
-    if args.github_repo.is_some() && args.github_token.is_none() {
-        return Err(StepError::invalid("--github-repo needs --github-token"));
-    }
+    args.github.check()?;
     if !args.branch.starts_with(&args.sandbox_prefix) {
         return Err(StepError::precondition(format!(
             "--branch {branch} does not start with the sandbox prefix {}: refusing to delete it",
@@ -128,15 +116,11 @@ async fn cleanup_branch(args: Args, ctx: Context) -> Result<(), StepError> {
         return write_outputs(&ctx, false, "absent");
     };
 
-    if let (Some(repo), Some(token)) = (&args.github_repo, &args.github_token) {
-        let token = token.resolve("--github-token", &args.git.vault).await?;
-        let gh = github::GitHub::new(
-            &args.github_api_url,
-            repo,
-            token,
-            ctx.retry_policy(),
-            ctx.deadline,
-        )?;
+    let github = args
+        .github
+        .connect(&args.git.vault, ctx.retry_policy(), ctx.deadline)
+        .await?;
+    if let Some(gh) = github {
         let open = gh.open_pulls_with_head(&args.branch).await?;
         if let Some(number) = open.iter().min() {
             tracing::info!("branch {branch} kept: open pull request #{number} uses it");

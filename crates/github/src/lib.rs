@@ -1,11 +1,66 @@
-//! The one GitHub call cleanup-branch makes: the open pull requests whose head is a branch,
-//! following `Link` pagination, waiting out rate limits within the step's deadline.
+//! The GitHub REST calls of the steps: the open pull requests whose head is a branch
+//! (cleanup-branch) and one pull request by number (sweep-sandboxes), following `Link`
+//! pagination and waiting out rate limits (primary: `x-ratelimit-reset`; secondary:
+//! `retry-after`) within the step's deadline; 5xx and network errors retried, then exit 4;
+//! 401/403 exit 3 with a hint; the token never shown. The flags naming the repository, the token
+//! and the API are defined here once ([`GitHubFlags`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use step_kit::{error_chain, redact_url, retry, ErrorKind, RetryPolicy, Secret, StepError};
+use step_kit::{
+    error_chain, redact_url, retry, ErrorKind, RetryPolicy, Secret, SecretRef, StepError,
+    VaultFlags,
+};
 use tokio::time::Instant;
+
+/// The GitHub flags of a step.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GitHubFlags {
+    /// The GitHub repository (owner/name) of the pull requests.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub github_repo: Option<String>,
+
+    /// The GitHub API token, as a reference: env:NAME, file:/path or vault:<mount>/<path>#<key>
+    /// (needed with --github-repo; read access to pull requests is enough).
+    #[arg(long, value_name = "SECRET_REF")]
+    pub github_token: Option<SecretRef>,
+
+    /// The GitHub REST API (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, value_name = "URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+}
+
+impl GitHubFlags {
+    /// Checks the flags without a network call: `--github-repo` needs `--github-token`.
+    pub fn check(&self) -> Result<(), StepError> {
+        if self.github_repo.is_some() && self.github_token.is_none() {
+            return Err(StepError::invalid("--github-repo needs --github-token"));
+        }
+        if let Some(repo) = &self.github_repo {
+            split_repository(repo)?;
+        }
+        check_api_url(&self.github_api_url)
+    }
+
+    /// The client, when `--github-repo` is given (the token resolved, Vault references through
+    /// `vault`).
+    pub async fn connect(
+        &self,
+        vault: &VaultFlags,
+        policy: RetryPolicy,
+        deadline: Instant,
+    ) -> Result<Option<GitHub>, StepError> {
+        self.check()?;
+        let (Some(repo), Some(token)) = (&self.github_repo, &self.github_token) else {
+            return Ok(None);
+        };
+        let token = token.resolve("--github-token", vault).await?;
+        GitHub::new(&self.github_api_url, repo, token, policy, deadline).map(Some)
+    }
+}
 
 pub struct GitHub {
     api: String,
@@ -15,21 +70,87 @@ pub struct GitHub {
     client: reqwest::Client,
     policy: RetryPolicy,
     deadline: Instant,
+    requests: AtomicU64,
+}
+
+/// A pull request, as the sweep reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub open: bool,
+    pub labels: Vec<String>,
+    /// GitHub moves it on pushes, comments, labels and reviews: the last activity.
+    pub updated_at: SystemTime,
+    pub head_ref: String,
 }
 
 #[derive(Deserialize)]
-struct Pull {
+struct PullJson {
+    number: u64,
+    state: String,
+    #[serde(default)]
+    labels: Vec<LabelJson>,
+    updated_at: String,
+    head: HeadJson,
+}
+
+#[derive(Deserialize)]
+struct LabelJson {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct HeadJson {
+    #[serde(rename = "ref")]
+    ref_name: String,
+}
+
+#[derive(Deserialize)]
+struct NumberJson {
     number: u64,
 }
 
-/// One answer: a page (numbers, next page URL), or "rate limited, wait this long".
-enum Answer {
-    Page(Vec<u64>, Option<String>),
+/// One answer: the body and the next page's URL, "not found", or "rate limited, wait this long".
+enum Answer<T> {
+    Found(T, Option<String>),
+    NotFound,
     RateLimited(Duration),
 }
 
 /// GitHub asks for at least a minute when a secondary limit gives no `retry-after`.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+fn split_repository(repository: &str) -> Result<(&str, &str), StepError> {
+    let (owner, name) = repository
+        .split_once('/')
+        .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| {
+            StepError::invalid(format!(
+                "--github-repo {}: expected owner/name",
+                step_kit::escape_untrusted(repository)
+            ))
+        })?;
+    let valid = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !valid(owner) || !valid(name) {
+        return Err(StepError::invalid(format!(
+            "--github-repo {}: owner and name hold only a-z A-Z 0-9 - _ .",
+            step_kit::escape_untrusted(repository)
+        )));
+    }
+    Ok((owner, name))
+}
+
+fn check_api_url(api: &str) -> Result<(), StepError> {
+    let api_url = url::Url::parse(api)
+        .map_err(|e| StepError::invalid(format!("--github-api-url {}: {e}", redact_url(api))))?;
+    if !matches!(api_url.scheme(), "https" | "http") {
+        return Err(StepError::invalid("--github-api-url must be http(s)"));
+    }
+    Ok(())
+}
 
 impl GitHub {
     pub fn new(
@@ -39,31 +160,8 @@ impl GitHub {
         policy: RetryPolicy,
         deadline: Instant,
     ) -> Result<GitHub, StepError> {
-        let (owner, name) = repository
-            .split_once('/')
-            .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| {
-                StepError::invalid(format!(
-                    "--github-repo {}: expected owner/name",
-                    step_kit::escape_untrusted(repository)
-                ))
-            })?;
-        let valid = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        if !valid(owner) || !valid(name) {
-            return Err(StepError::invalid(format!(
-                "--github-repo {}: owner and name hold only a-z A-Z 0-9 - _ .",
-                step_kit::escape_untrusted(repository)
-            )));
-        }
-        let api_url = url::Url::parse(api).map_err(|e| {
-            StepError::invalid(format!("--github-api-url {}: {e}", redact_url(api)))
-        })?;
-        if !matches!(api_url.scheme(), "https" | "http") {
-            return Err(StepError::invalid("--github-api-url must be http(s)"));
-        }
+        let (owner, name) = split_repository(repository)?;
+        check_api_url(api)?;
         step_kit::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -79,7 +177,18 @@ impl GitHub {
             client,
             policy,
             deadline,
+            requests: AtomicU64::new(0),
         })
+    }
+
+    /// `owner/name`.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+
+    /// HTTP requests sent so far (retries and rate-limited ones included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Numbers of the open pull requests whose head is `branch` of this repository.
@@ -96,21 +205,78 @@ impl GitHub {
         .to_string();
         let mut numbers = Vec::new();
         loop {
-            let answer = retry(
-                &self.policy,
-                "GitHub pull request listing",
-                is_transient,
-                || self.get(&url),
-            )
+            let Some((page, next)) = self
+                .get::<Vec<NumberJson>>(&url, "GitHub pull request listing", false)
+                .await?
+            else {
+                unreachable!("a listing's 404 is an error");
+            };
+            numbers.extend(page.into_iter().map(|p| p.number));
+            match next {
+                Some(next) => url = next,
+                None => return Ok(numbers),
+            }
+        }
+    }
+
+    /// Whether the repository is visible with the token (GitHub answers 404 for a private one
+    /// the token may not read).
+    pub async fn repository_visible(&self) -> Result<bool, StepError> {
+        #[derive(Deserialize)]
+        struct RepositoryJson {
+            #[allow(dead_code)]
+            full_name: String,
+        }
+        let url = format!("{}/repos/{}/{}", self.api, self.owner, self.name);
+        Ok(self
+            .get::<RepositoryJson>(&url, "GitHub repository", true)
+            .await?
+            .is_some())
+    }
+
+    /// Pull request `number`, or None when GitHub has none of that number (404).
+    pub async fn pull(&self, number: u64) -> Result<Option<PullRequest>, StepError> {
+        let url = format!(
+            "{}/repos/{}/{}/pulls/{number}",
+            self.api, self.owner, self.name
+        );
+        let Some((pull, _)) = self
+            .get::<PullJson>(&url, "GitHub pull request", true)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let updated_at = humantime::parse_rfc3339(&pull.updated_at).map_err(|e| {
+            StepError::transient(format!(
+                "GitHub API: pull request #{number}'s updated_at {:?}: {e}",
+                pull.updated_at
+            ))
+        })?;
+        Ok(Some(PullRequest {
+            number: pull.number,
+            open: pull.state == "open",
+            labels: pull.labels.into_iter().map(|l| l.name).collect(),
+            updated_at,
+            head_ref: pull.head.ref_name,
+        }))
+    }
+
+    /// GETs `url`, retrying transient failures and waiting out rate limits; None for a 404 when
+    /// `absent_is_none`.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+        absent_is_none: bool,
+    ) -> Result<Option<(T, Option<String>)>, StepError> {
+        loop {
+            let answer = retry(&self.policy, what, is_transient, || {
+                self.get_once::<T>(url, absent_is_none)
+            })
             .await?;
             match answer {
-                Answer::Page(page, next) => {
-                    numbers.extend(page);
-                    match next {
-                        Some(next) => url = next,
-                        None => return Ok(numbers),
-                    }
-                }
+                Answer::Found(body, next) => return Ok(Some((body, next))),
+                Answer::NotFound => return Ok(None),
                 Answer::RateLimited(wait) => {
                     if Instant::now() + wait > self.deadline {
                         return Err(StepError::transient(format!(
@@ -125,7 +291,12 @@ impl GitHub {
         }
     }
 
-    async fn get(&self, url: &str) -> Result<Answer, StepError> {
+    async fn get_once<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        absent_is_none: bool,
+    ) -> Result<Answer<T>, StepError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .client
             .get(url)
@@ -180,6 +351,7 @@ impl GitHub {
                     StepError::precondition("GitHub denied the request (HTTP 403)").with_hint(hint),
                 )
             }
+            404 if absent_is_none => return Ok(Answer::NotFound),
             404 => {
                 return Err(StepError::precondition(format!(
                     "GitHub repository {}/{} not found, or not visible with --github-token",
@@ -194,16 +366,13 @@ impl GitHub {
             }
         }
         let next = header("link").and_then(|link| next_link(&link));
-        let pulls: Vec<Pull> = response.json().await.map_err(|e| {
+        let body: T = response.json().await.map_err(|e| {
             StepError::transient(format!(
                 "GitHub API: unreadable answer: {}",
                 error_chain(&e)
             ))
         })?;
-        Ok(Answer::Page(
-            pulls.into_iter().map(|p| p.number).collect(),
-            next,
-        ))
+        Ok(Answer::Found(body, next))
     }
 }
 
@@ -240,5 +409,20 @@ mod tests {
             Some("https://api.github.com/repositories/1/pulls?page=2")
         );
         assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn repositories_are_owner_slash_name() {
+        assert!(split_repository("acme/platform").is_ok());
+        for bad in [
+            "acme",
+            "acme/",
+            "/x",
+            "a/b/c",
+            "acme/plat form",
+            "acme/;rm -rf /",
+        ] {
+            assert_eq!(split_repository(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! A GitHub REST API double for what the steps use: `GET /repos/{owner}/{repo}/pulls` with
-//! `state`, `head`, `per_page` and `page`, the `Link` header for pagination, bearer-token auth
+//! A GitHub REST API double for what the steps use: `GET /repos/{owner}/{repo}` (the
+//! repository), `GET /repos/{owner}/{repo}/pulls/{number}` (one pull request: state, labels,
+//! `updated_at`, head), `GET /repos/{owner}/{repo}/pulls` with `state`, `head`, `per_page` and
+//! `page`, the `Link` header for pagination, bearer-token auth
 //! (401 `Bad credentials` otherwise), and the rate-limit headers. Faults can be scripted: server
 //! errors, and rate limits answered as GitHub does (403 with `x-ratelimit-remaining: 0` and
 //! `x-ratelimit-reset`, or 429 with `retry-after`). It is a double: no GitHub can run here.
@@ -20,6 +22,9 @@ pub struct PullRequest {
     pub state: String,
     /// The head branch, in the repository itself (`owner:branch` is its label).
     pub head_ref: String,
+    pub labels: Vec<String>,
+    /// The last activity, seconds since the epoch (GitHub's `updated_at`).
+    pub updated_at: u64,
 }
 
 /// A scripted answer served before the normal ones.
@@ -64,11 +69,26 @@ impl GitHubDouble {
         self.http.url()
     }
 
+    /// Adds a pull request, updated now, without labels.
     pub fn add_pull(&self, number: u64, state: &str, head_ref: &str) {
+        self.add_pull_with(number, state, head_ref, &[], now());
+    }
+
+    /// Adds a pull request with its labels and last activity (seconds since the epoch).
+    pub fn add_pull_with(
+        &self,
+        number: u64,
+        state: &str,
+        head_ref: &str,
+        labels: &[&str],
+        updated_at: u64,
+    ) {
         self.state.lock().unwrap().pulls.push(PullRequest {
             number,
             state: state.to_owned(),
             head_ref: head_ref.to_owned(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            updated_at,
         });
     }
 
@@ -117,6 +137,38 @@ fn with_rate_headers(response: HttpResponse, remaining: u64, reset: u64) -> Http
         .header("x-ratelimit-reset", &reset.to_string())
         .header("x-ratelimit-resource", "core")
         .header("x-github-api-version-selected", "2022-11-28")
+}
+
+/// A pull request as GitHub's REST API shows it (the fields the steps read, and their
+/// neighbours).
+fn pull_json(p: &PullRequest, owner: &str, name: &str) -> Value {
+    let time = |secs: u64| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .to_string()
+    };
+    json!({
+        "id": 1_000_000 + p.number,
+        "number": p.number,
+        "state": p.state,
+        "title": format!("Pull request {}", p.number),
+        "html_url": format!("https://github.com/{owner}/{name}/pull/{}", p.number),
+        "labels": p.labels.iter().enumerate().map(|(i, l)| json!({
+            "id": 100 + i,
+            "name": l,
+            "color": "ededed",
+            "default": false,
+        })).collect::<Vec<_>>(),
+        "created_at": time(p.updated_at.saturating_sub(86_400)),
+        "updated_at": time(p.updated_at),
+        "closed_at": if p.state == "closed" { Value::String(time(p.updated_at)) } else { Value::Null },
+        "head": {
+            "label": format!("{owner}:{}", p.head_ref),
+            "ref": p.head_ref,
+            "sha": "0123456789abcdef0123456789abcdef01234567",
+            "repo": { "full_name": format!("{owner}/{name}") },
+        },
+        "base": { "label": format!("{owner}:main"), "ref": "main" },
+    })
 }
 
 fn serve(
@@ -168,7 +220,42 @@ fn serve(
         }
         None => {}
     }
-    let pulls_path = format!("/repos/{owner}/{name}/pulls");
+    let repo_path = format!("/repos/{owner}/{name}");
+    let pulls_path = format!("{repo_path}/pulls");
+    if req.method == "GET" && req.path == repo_path {
+        return with_rate_headers(
+            HttpResponse::json(
+                200,
+                &json!({
+                    "id": 1,
+                    "name": name,
+                    "full_name": format!("{owner}/{name}"),
+                    "private": true,
+                    "default_branch": "main",
+                    "html_url": format!("https://github.com/{owner}/{name}"),
+                }),
+            ),
+            4999,
+            reset,
+        );
+    }
+    if let Some(number) = req
+        .path
+        .strip_prefix(&format!("{pulls_path}/"))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        if req.method != "GET" {
+            return with_rate_headers(error(404, "Not Found"), 4000, reset);
+        }
+        return match state.pulls.iter().find(|p| p.number == number) {
+            Some(pull) => with_rate_headers(
+                HttpResponse::json(200, &pull_json(pull, owner, name)),
+                4999,
+                reset,
+            ),
+            None => with_rate_headers(error(404, "Not Found"), 4999, reset),
+        };
+    }
     if req.method != "GET" || req.path != pulls_path {
         return with_rate_headers(error(404, "Not Found"), 4000, reset);
     }
@@ -200,22 +287,7 @@ fn serve(
         .iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|p| {
-            json!({
-                "id": 1_000_000 + p.number,
-                "number": p.number,
-                "state": p.state,
-                "title": format!("Pull request {}", p.number),
-                "html_url": format!("https://github.com/{owner}/{name}/pull/{}", p.number),
-                "head": {
-                    "label": format!("{owner}:{}", p.head_ref),
-                    "ref": p.head_ref,
-                    "sha": "0123456789abcdef0123456789abcdef01234567",
-                    "repo": { "full_name": format!("{owner}/{name}") },
-                },
-                "base": { "label": format!("{owner}:main"), "ref": "main" },
-            })
-        })
+        .map(|p| pull_json(p, owner, name))
         .collect();
     let mut response =
         with_rate_headers(HttpResponse::json(200, &Value::Array(items)), 4999, reset);
