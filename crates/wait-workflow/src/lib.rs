@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -53,10 +52,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = step_kit::parse_duration)]
     pub poll_interval: Duration,
 
-    /// A kubeconfig file; without it, the usual kubeconfig (`~/.kube/config`) when there is one,
-    /// else the pod's service account (in a cluster). Its variable is the usual `KUBECONFIG`.
-    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: kube_access::KubeFlags,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -72,25 +69,6 @@ impl StepArgs for Args {
 /// Runs the step with `argv` (the first item is the program name); returns the exit code.
 pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
     step_kit::run_from(NAME, argv, wait_workflow)
-}
-
-async fn client(args: &Args) -> Result<kube::Client, StepError> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| StepError::invalid(format!("--kubeconfig {}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|e| StepError::invalid(format!("--kubeconfig {}: {e}", path.display())))?
-        }
-        None => kube::Config::infer().await.map_err(|e| {
-            StepError::precondition(format!(
-                "no Kubernetes configuration: not in a cluster and no kubeconfig ({e})"
-            ))
-        })?,
-    };
-    kube::Client::try_from(config)
-        .map_err(|e| StepError::unexpected(format!("cannot build the Kubernetes client: {e}")))
 }
 
 /// What the step tells about a Workflow when it changes.
@@ -198,22 +176,14 @@ fn write_outputs(ctx: &Context, status: &Value, failed: &[Value]) -> Result<(), 
 
 /// Maps an API error: 401/403 are preconditions with the RBAC hint; the rest is transient.
 fn api_error(args: &Args, e: kube::Error) -> StepError {
-    match &e {
-        kube::Error::Api(status) if status.code == 401 => StepError::precondition(format!(
-            "the Kubernetes API refused the credentials (401): {}",
-            status.message
-        ))
-        .with_hint("check the kubeconfig or the pod's service-account token"),
-        kube::Error::Api(status) if status.code == 403 => StepError::precondition(format!(
-            "the Kubernetes API forbade reading the workflow (403): {}",
-            status.message
-        ))
-        .with_hint(format!(
+    kube_access::api_error(
+        e,
+        "reading the workflow",
+        &format!(
             "grant get, list and watch on workflows.argoproj.io in namespace {}",
             args.namespace
-        )),
-        _ => StepError::transient(format!("Kubernetes API: {}", step_kit::error_chain(&e))),
-    }
+        ),
+    )
 }
 
 fn is_access_refused(e: &StepError) -> bool {
@@ -275,7 +245,7 @@ async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
             StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(value)))
         })?;
     }
-    let client = client(&args).await?;
+    let client = args.kube.client().await?;
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
         "workflows",
