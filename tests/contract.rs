@@ -12,7 +12,7 @@ fn sample(parameter: &str) -> &'static str {
         "branch" | "target-revision" => "sbx-pr-42",
         "pr-number" => "42",
         "head-ref" => "feature/JIRA-123",
-        "repository" => "acme/platform",
+        "repository" | "github-repo" => "acme/platform",
         "name" => "sbx-pr-42",
         "namespace" | "dest-namespace" => "apps-sbx-pr-42",
         "path" => "apps/sandboxes",

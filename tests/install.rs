@@ -84,6 +84,7 @@ const SETTINGS: &[(&str, &str)] = &[
         "https://git.initech.example/platform/gitops.git",
     ),
     ("bucket-prefix", "initech-"),
+    ("gcs-project", "initech-previews"),
     ("base-domain", "preview.initech.example"),
     ("vault-addr", "https://vault.initech.example:8200"),
     ("integration-bucket", "initech-integration"),
@@ -163,6 +164,17 @@ fn another_organisations_settings_reach_every_place_and_install() {
         ] {
             assert_eq!(param(template, key), setting(key), "{template} {key}");
         }
+    }
+    assert_eq!(param("sweep", "repository"), setting("repository"));
+    assert_eq!(param("sweep", "repository-name"), "billing-api");
+    for key in [
+        "infra-repo",
+        "apps-repo",
+        "bucket-prefix",
+        "vault-addr",
+        "gcs-project",
+    ] {
+        assert_eq!(param("sweep", key), setting(key), "sweep {key}");
     }
     for template in ["create-sandbox", "sandbox-infra"] {
         for key in ["integration-bucket", "database-backups"] {

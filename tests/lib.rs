@@ -128,6 +128,11 @@ pub fn steps() -> Vec<Step> {
             restore_db::OUTPUTS,
         ),
         step(drop_db::NAME, drop_db::Args::command(), drop_db::OUTPUTS),
+        step(
+            sweep_sandboxes::NAME,
+            sweep_sandboxes::Args::command(),
+            sweep_sandboxes::OUTPUTS,
+        ),
     ]
 }
 

@@ -92,7 +92,17 @@ struct Call {
     target: (String, String),
     arguments: Vec<String>,
     text: String,
+    /// The `withParam` the call loops over (`{{item.X}}` comes from it).
+    with_param: Option<String>,
 }
+
+/// The keys of the items in JSON-list outputs that workflows loop over with `withParam`, by
+/// (step template, output); `crates/sweep-sandboxes/tests/` checks the step writes them.
+const ITEM_KEYS: &[(&str, &str, &[&str])] = &[(
+    "sweep-sandboxes",
+    "deletes",
+    &["pr-number", "head-ref", "environment", "action", "reason"],
+)];
 
 fn calls(cwt: &str, template: &Value) -> Vec<Call> {
     let mut items: Vec<&Value> = template["dag"]["tasks"]
@@ -127,6 +137,7 @@ fn calls(cwt: &str, template: &Value) -> Vec<Call> {
                     .map(|p| p["name"].as_str().unwrap().to_owned())
                     .collect(),
                 text: format!("{} {}", item["arguments"], item["when"]),
+                with_param: item["withParam"].as_str().map(str::to_owned),
             }
         })
         .collect()
@@ -182,6 +193,47 @@ fn check_placeholder(
         },
         ["workflow", "name" | "namespace" | "status" | "failures"] => {}
         _ => problems.push(format!("{at}: an expression this test does not know")),
+    }
+}
+
+/// `{{item.KEY}}` in a call: the call loops (`withParam`) over a list output whose items have KEY.
+fn check_item(
+    call: &Call,
+    tasks: &BTreeMap<String, (String, String)>,
+    key: &str,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(with_param) = &call.with_param else {
+        problems.push(format!("{at}: {{{{item.{key}}}}} without withParam"));
+        return;
+    };
+    let source = placeholders(with_param);
+    let parts: Vec<&str> = source
+        .first()
+        .map(|s| s.split('.').collect())
+        .unwrap_or_default();
+    let ["tasks" | "steps", task, "outputs", "parameters", output] = parts.as_slice() else {
+        problems.push(format!(
+            "{at}: withParam {with_param} is not a step's output"
+        ));
+        return;
+    };
+    let Some((_, template)) = tasks.get(*task) else {
+        problems.push(format!("{at}: withParam names no step {task}"));
+        return;
+    };
+    match ITEM_KEYS
+        .iter()
+        .find(|(t, o, _)| t == template && o == output)
+    {
+        None => problems.push(format!(
+            "{at}: the items of {template}'s {output} are not described in ITEM_KEYS"
+        )),
+        Some((_, _, keys)) if !keys.contains(&key) => problems.push(format!(
+            "{at}: the items of {template}'s {output} have no key {key} ({keys:?})"
+        )),
+        Some(_) => {}
     }
 }
 
@@ -303,6 +355,13 @@ fn every_call_reaches_a_template_with_the_inputs_it_needs() {
                     }
                 }
                 for expr in placeholders(&call.text) {
+                    if let Some(key) = expr.strip_prefix("item.") {
+                        check_item(call, &tasks, key, &at, &mut problems);
+                        continue;
+                    }
+                    check_placeholder(&lib, cwt, template, &tasks, &expr, &mut problems);
+                }
+                for expr in call.with_param.iter().flat_map(|p| placeholders(p)) {
                     check_placeholder(&lib, cwt, template, &tasks, &expr, &mut problems);
                 }
             }

@@ -155,10 +155,13 @@ impl Runner {
             }
         }
         for file in files {
-            let doc: Value =
-                serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            if doc["kind"] == "ClusterWorkflowTemplate" {
-                templates.insert(doc["metadata"]["name"].as_str().unwrap().to_owned(), doc);
+            let text = std::fs::read_to_string(&file).unwrap();
+            // A file may hold several documents (workflows/sweep.yaml: with its CronWorkflow).
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let doc: Value = serde::Deserialize::deserialize(document).unwrap();
+                if doc["kind"] == "ClusterWorkflowTemplate" {
+                    templates.insert(doc["metadata"]["name"].as_str().unwrap().to_owned(), doc);
+                }
             }
         }
         Runner {

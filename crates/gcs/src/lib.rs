@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use gcloud_storage::client::{Client, ClientConfig};
 use gcloud_storage::http::buckets::get::GetBucketRequest;
+use gcloud_storage::http::buckets::list::ListBucketsRequest;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
@@ -184,6 +185,46 @@ impl Gcs {
     /// The JSON API's endpoint (Google's, or the emulator's).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The names of `project`'s buckets that start with `prefix`, in name order, a page of up
+    /// to 1,000 at a time.
+    pub async fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        policy: &RetryPolicy,
+    ) -> Result<Vec<String>, Error> {
+        let what = format!("list the buckets of project {project}");
+        let mut names = Vec::new();
+        let mut page_token = None;
+        loop {
+            let request = ListBucketsRequest {
+                project: project.to_owned(),
+                prefix: Some(prefix.to_owned()).filter(|p| !p.is_empty()),
+                page_token: page_token.clone(),
+                max_results: Some(1000),
+                ..Default::default()
+            };
+            let page = retry(policy, &what, Error::is_transient, || async {
+                self.client
+                    .list_buckets(&request)
+                    .await
+                    .map_err(|e| Error::from_http(&what, &e))
+            })
+            .await?;
+            names.extend(
+                page.items
+                    .into_iter()
+                    .map(|b| b.name)
+                    .filter(|n| n.starts_with(prefix)),
+            );
+            page_token = page.next_page_token.filter(|t| !t.is_empty());
+            if page_token.is_none() {
+                names.sort();
+                return Ok(names);
+            }
+        }
     }
 
     /// Checks that `bucket` exists and is readable: [`ErrorClass::NotFound`] when it does not.

@@ -137,6 +137,27 @@ impl Checkout {
         Ok(Some(blob.content().to_vec()))
     }
 
+    /// The names of the files directly in directory `path` of the tip's tree (empty when the
+    /// directory is absent), in name order.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, StepError> {
+        let tree = self.tip_tree()?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("read the tree", e)),
+        };
+        let dir = self.repo.find_tree(entry.id()).map_err(|e| {
+            StepError::precondition(format!("{path} is not a directory: {}", e.message()))
+        })?;
+        let mut names: Vec<String> = dir
+            .iter()
+            .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
+            .filter_map(|e| e.name().ok().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn tip_tree(&self) -> Result<git2::Tree<'_>, StepError> {
         self.repo
             .find_commit(self.tip)

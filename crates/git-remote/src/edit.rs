@@ -140,6 +140,26 @@ pub async fn read_branch_file(
     .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
 }
 
+/// The names of the files in directory `path` of `branch` of `repo` (empty when absent),
+/// fetched with depth 1 into a temp dir.
+pub async fn list_branch_dir(
+    repo: &str,
+    branch: &str,
+    path: &str,
+    git: &GitFlags,
+    ctx: &Context,
+) -> Result<Vec<String>, StepError> {
+    let auth = git.auth(repo).await?;
+    let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
+    let cancel = ctx.cancel.clone();
+    step_kit::doing(format!("listing {path} of {branch} in {repo}"));
+    tokio::task::spawn_blocking(move || {
+        Checkout::fetch(&repo, &branch, auth, None, cancel)?.list_dir(&path)
+    })
+    .await
+    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+}
+
 /// `old` to `new` as a unified diff (`/dev/null` for a new file), for dry runs.
 fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
     let (old_text, new_text) = (

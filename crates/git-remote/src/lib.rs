@@ -18,7 +18,7 @@ mod smart_http;
 mod transport;
 
 pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
-pub use edit::{edit_file, read_branch_file, FileEdit};
+pub use edit::{edit_file, list_branch_dir, read_branch_file, FileEdit};
 pub use git2::Oid;
 pub use transport::{is_ssh_url, CommitFlags, GitFlags, ProtectedBranches, Transport};
 

@@ -21,6 +21,7 @@ const STEPS: &[(&str, Step)] = &[
     (copy_bucket::NAME, |argv| copy_bucket::run(argv)),
     (restore_db::NAME, |argv| restore_db::run(argv)),
     (drop_db::NAME, |argv| drop_db::run(argv)),
+    (sweep_sandboxes::NAME, |argv| sweep_sandboxes::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    sweep_sandboxes::run(std::env::args_os()).into()
+}
