@@ -66,6 +66,14 @@ impl Cluster {
             None,
         );
         assert_eq!(status, 201, "{body}");
+        // The sweep's schedule is not the tests': they run the sweep themselves.
+        let (status, body) = api.request(
+            "PATCH",
+            "/apis/argoproj.io/v1alpha1/namespaces/argo/cronworkflows/sandbox-sweep",
+            Some(json!({"spec": {"suspend": true}})),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
 
         let node = Node::start(&api);
         node.import_image(&archive, &steps_image());
@@ -601,13 +609,15 @@ impl Platform {
                 "disable_local_ca_jwt": true,
             })),
         );
-        let (policy, role) = readme_vault_setup();
-        bao.api(
-            "PUT",
-            "sys/policies/acl/sandbox-steps",
-            Some(json!({ "policy": policy })),
-        );
-        bao.api("POST", "auth/kubernetes/role/sandbox-steps", Some(role));
+        for name in ["sandbox-steps", "sandbox-sweep"] {
+            let (policy, role) = readme_vault_setup(name);
+            bao.api(
+                "PUT",
+                &format!("sys/policies/acl/{name}"),
+                Some(json!({ "policy": policy })),
+            );
+            bao.api("POST", &format!("auth/kubernetes/role/{name}"), Some(role));
+        }
 
         // README step 2: the Secrets of the workflows' namespace, and those a sandbox's
         // namespace gets from the platform's policy.
@@ -628,6 +638,14 @@ impl Platform {
             Node::GATEWAY,
             postgres.port()
         );
+        // README step 2: the sweep lists the sandboxes' databases from the workflows' namespace.
+        let (status, body) = api.request(
+            "POST",
+            "/api/v1/namespaces/argo/secrets",
+            Some(json!({"metadata": {"name": "sandbox-steps-db-admin"}, "stringData": {"url": admin_url}})),
+            None,
+        );
+        assert_eq!(status, 201, "{body}");
         let secrets = SecretCopier::start(
             api.client(api.admin_token()),
             vec![
@@ -669,10 +687,10 @@ impl Platform {
 
 /// workflow-templates/README step 3, as a user types it: the Vault policy's HCL and the role's
 /// settings.
-fn readme_vault_setup() -> (String, Value) {
+fn readme_vault_setup(name: &str) -> (String, Value) {
     let readme = std::fs::read_to_string(repo_root().join("workflow-templates/README.md")).unwrap();
     let start = readme
-        .find("vault policy write sandbox-steps - <<'HCL'\n")
+        .find(&format!("vault policy write {name} - <<'HCL'\n"))
         .expect("README: the Vault policy");
     let body = &readme[start..];
     let body = &body[body.find('\n').unwrap() + 1..];
@@ -681,7 +699,7 @@ fn readme_vault_setup() -> (String, Value) {
         .map(|l| format!("{}\n", l.trim()))
         .collect();
     let role_start = readme
-        .find("vault write auth/kubernetes/role/sandbox-steps")
+        .find(&format!("vault write auth/kubernetes/role/{name} "))
         .expect("README: the Vault role");
     let role_text = readme[role_start..]
         .split("```")
@@ -1179,6 +1197,155 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         converge_seconds[0], converge_seconds[1]
     );
 
+    // 5. The sweep, with apply set: PR 45's closed webhook was lost (its sandbox's branch,
+    // namespace, database, role and secret are left), PR 46's sandbox has been inactive for 100 h
+    // (past the 72 h TTL), PR 47's is active. The sweep deletes the first two through
+    // delete-sandbox, keeps the third, keeps sandbox 43's branch (the head of the open #99: only
+    // it is left), and leaves a name that only looks like a sandbox's.
+    // The buckets of 42 and 43 go with Terraform destroy, which its double does not do.
+    for pr in [42, 43] {
+        platform.gcs.delete_bucket(&format!("acme-sbx-pr-{pr}"));
+    }
+    let main = platform.git.rev_parse("infra", "refs/heads/main").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for pr in [45u64, 46, 47] {
+        platform
+            .git
+            .update_ref("infra", &format!("refs/heads/sbx-pr-{pr}"), &main);
+        platform.postgres.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE sbx_pr_{pr} LOGIN; COMMENT ON ROLE sbx_pr_{pr} IS '{}'; \
+                 GRANT sbx_pr_{pr} TO sandbox_admin",
+                pg_admin::ROLE_MARKER
+            ),
+        );
+        platform.postgres.psql(
+            "postgres",
+            &format!("CREATE DATABASE sbx_pr_{pr} OWNER sbx_pr_{pr}"),
+        );
+        platform.bao.api(
+            "POST",
+            &format!("secret/data/sandboxes/sbx-pr-{pr}/db"),
+            Some(json!({"data": {"username": format!("sbx_pr_{pr}")}})),
+        );
+    }
+    cluster.api.create_namespace("apps-sbx-pr-45");
+    platform
+        .postgres
+        .psql("postgres", "CREATE DATABASE sbx_pr_045");
+    let labelled = ["create-sandbox"];
+    platform
+        .github
+        .add_pull_with(45, "closed", "feature/lost-webhook", &labelled, now - 3600);
+    platform
+        .github
+        .add_pull_with(46, "open", "feature/forgotten", &labelled, now - 100 * 3600);
+    platform
+        .github
+        .add_pull_with(47, "open", "feature/active", &labelled, now - 600);
+    let sweep = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "sweep-", "namespace": "argo"},
+        "spec": {
+            "workflowTemplateRef": {"name": "sweep", "clusterScope": true},
+            "arguments": {"parameters": [
+                {"name": "apply", "value": "true"},
+                {"name": "gcs-project", "value": "e2e"},
+            ]},
+        },
+    });
+    let (status, created) = cluster.api.request(
+        "POST",
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
+        Some(sweep),
+        None,
+    );
+    assert_eq!(status, 201, "{created}");
+    let sweep_name = created["metadata"]["name"].as_str().unwrap().to_owned();
+    let swept = cluster.wait("argo", &sweep_name, Duration::from_secs(900));
+    report(&sweep_name, &swept);
+    assert_eq!(swept["status"]["phase"], "Succeeded", "{}", swept["status"]);
+    let decide = node(&swept, "decide");
+    let summary = output(decide, "summary");
+    eprintln!("the sweep decided: {summary}");
+    assert_eq!(summary, "4 sandboxes: 2 keep, 1 expire, 1 orphan");
+    let deletes: Vec<Value> = serde_json::from_str(&output(decide, "deletes")).unwrap();
+    let deleted: Vec<&str> = deletes
+        .iter()
+        .map(|d| d["environment"].as_str().unwrap())
+        .collect();
+    assert!(
+        deleted.contains(&"sbx-pr-45") && deleted.contains(&"sbx-pr-46"),
+        "{deletes:?}"
+    );
+    assert!(!deleted.contains(&"sbx-pr-47"), "{deletes:?}");
+    for pr in [45, 46] {
+        assert_eq!(
+            platform.postgres.psql(
+                "postgres",
+                &format!(
+                    "SELECT (SELECT count(*) FROM pg_database WHERE datname = 'sbx_pr_{pr}') + \
+                     (SELECT count(*) FROM pg_roles WHERE rolname = 'sbx_pr_{pr}')"
+                )
+            ),
+            "0",
+            "sbx-pr-{pr}: database and role dropped"
+        );
+        assert_eq!(
+            platform
+                .bao
+                .status("GET", &format!("secret/metadata/sandboxes/sbx-pr-{pr}/db")),
+            404
+        );
+        assert_eq!(
+            platform
+                .git
+                .rev_parse("infra", &format!("refs/heads/sbx-pr-{pr}")),
+            None
+        );
+        assert_eq!(
+            cluster
+                .api
+                .get(&format!("/api/v1/namespaces/apps-sbx-pr-{pr}"))
+                .0,
+            404
+        );
+    }
+    assert!(platform
+        .git
+        .rev_parse("infra", "refs/heads/sbx-pr-47")
+        .is_some());
+    assert_eq!(
+        platform.postgres.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname IN ('sbx_pr_47', 'sbx_pr_045')"
+        ),
+        "2",
+        "the active sandbox and the lookalike are left alone"
+    );
+    let delete_workflows = workflows_labelled(
+        &cluster.api,
+        &format!("sandbox-steps.io/swept-by={sweep_name}"),
+    );
+    assert_eq!(
+        delete_workflows.len(),
+        deletes.len(),
+        "{delete_workflows:?}"
+    );
+    eprintln!(
+        "the sweep with apply: {} s for {} deletions ({summary})",
+        seconds_between(
+            &swept["status"]["startedAt"],
+            &swept["status"]["finishedAt"]
+        ),
+        deletes.len()
+    );
+
     eprintln!(
         "cluster start-up {:.1} s; PR 42 from the webhook's delivery to the Application \
          committed: {:.1} s (workflow start to commit {app_committed} s), with {} documents and a \
@@ -1408,7 +1575,7 @@ fn pod_log(cluster: &Cluster, selector: &str) -> Option<String> {
 /// What install/example's settings.yaml does: the platform's settings as the lifecycle
 /// templates' parameter defaults (the Sensors' Workflows pass only the pull request's values).
 fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
-    for template in ["create-sandbox", "delete-sandbox"] {
+    for template in ["create-sandbox", "delete-sandbox", "sweep"] {
         let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");
         let (_, mut object) = api.get(&path);
         for parameter in object["spec"]["arguments"]["parameters"]

@@ -101,7 +101,7 @@ struct Call {
 const ITEM_KEYS: &[(&str, &str, &[&str])] = &[(
     "sweep-sandboxes",
     "deletes",
-    &["pr-number", "head-ref", "environment", "action", "reason"],
+    &["pr-number", "environment", "action", "reason"],
 )];
 
 fn calls(cwt: &str, template: &Value) -> Vec<Call> {

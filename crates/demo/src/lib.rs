@@ -35,7 +35,19 @@ pub struct Report {
     pub database: BTreeMap<String, String>,
     pub orders_read_as_owner: String,
     pub after_delete: AfterDelete,
+    pub sweep: SweepReport,
     pub skipped: Vec<String>,
+}
+
+/// What the sweep found and removed: sandbox 44 (its pull request closed, the webhook lost) and
+/// 45 (inactive for 100 h, past the 72 h TTL).
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    pub summary: String,
+    /// The environments it deleted.
+    pub deleted: Vec<String>,
+    /// What is left of sandboxes 44 and 45 afterwards (branches, Application files, databases).
+    pub left: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -393,7 +405,6 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             .map(str::to_owned)
             .collect(),
     };
-    report.skipped = runner.state.lock().unwrap().skipped.clone();
     say("\n== After delete-sandbox");
     say(&format!(
         "branch sbx-pr-42: {}; branch sbx-pr-43 (#99 open on it): {}; Application sbx-pr-42: {}; namespaces left: {:?}; secrets left: {}",
@@ -408,6 +419,101 @@ pub fn run(verbose: bool) -> Result<Report, String> {
          destroy: buckets acme-sbx-pr-42, acme-sbx-pr-43",
         report.after_delete.databases, report.after_delete.roles
     ));
+    // The sweep: sandbox 44's pull request is closed but its webhook was lost; 45's has been
+    // inactive for 100 hours (past the 72 h TTL). The installation's settings are the templates'
+    // defaults (the sweep's delete-sandbox Workflows get them so).
+    for pr in [42, 43] {
+        gcs.delete_bucket(&format!("acme-sbx-pr-{pr}"));
+    }
+    say("  (deleted buckets acme-sbx-pr-42, acme-sbx-pr-43, as the skipped Terraform destroy would)");
+    let hours_ago = |h: u64| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() - h * 3600)
+            .unwrap_or_default()
+    };
+    github.add_pull_with(
+        44,
+        "open",
+        "feature/JIRA-44-cart",
+        &["create-sandbox"],
+        hours_ago(1),
+    );
+    github.add_pull_with(
+        45,
+        "open",
+        "feature/JIRA-45-export",
+        &["create-sandbox"],
+        hours_ago(100),
+    );
+    for (pr, head) in [(44, "feature/JIRA-44-cart"), (45, "feature/JIRA-45-export")] {
+        say(&format!(
+            "\n== create-sandbox for acme/platform#{pr} ({head})"
+        ));
+        gcs.create_bucket(&format!("acme-sbx-pr-{pr}"));
+        runner.run_workflow("create-sandbox", None, &parameters(pr, head), "argo")?;
+    }
+    github.set_pull_state(44, "closed");
+    runner.install_settings(&parameters(0, ""));
+    say(
+        "\n== sweep (apply: true): #44 was closed and its webhook lost; #45 has been inactive for 100 h \
+         (ttl 72 h); namespaces are not taken stock of here (this runner keeps them itself)",
+    );
+    runner.run_workflow(
+        "sweep",
+        None,
+        &BTreeMap::from([
+            ("apply".to_owned(), "true".to_owned()),
+            ("gcs-project".to_owned(), "demo".to_owned()),
+            (
+                "inventory".to_owned(),
+                "branches,applications,databases,buckets,secrets".to_owned(),
+            ),
+        ]),
+        "argo",
+    )?;
+    let decided = runner.state.lock().unwrap().first_outputs_of("decide");
+    report.sweep.summary = decided.get("summary").cloned().unwrap_or_default();
+    let deletes: Vec<serde_json::Value> =
+        serde_json::from_str(decided.get("deletes").map_or("[]", String::as_str))
+            .map_err(|e| e.to_string())?;
+    report.sweep.deleted = deletes
+        .iter()
+        .filter_map(|d| d["environment"].as_str().map(str::to_owned))
+        .collect();
+    for pr in [44, 45] {
+        if git(
+            &git_server,
+            "infra",
+            &["rev-parse", "--verify", &format!("sbx-pr-{pr}")],
+        )
+        .0
+        {
+            report.sweep.left.push(format!("branch sbx-pr-{pr}"));
+        }
+        if git(
+            &git_server,
+            "gitops",
+            &["show", &format!("main:apps/sandboxes/sbx-pr-{pr}.yaml")],
+        )
+        .0
+        {
+            report.sweep.left.push(format!("Application sbx-pr-{pr}"));
+        }
+        let database = pg.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = 'sbx_pr_{pr}'"),
+        );
+        if database != "0" {
+            report.sweep.left.push(format!("database sbx_pr_{pr}"));
+        }
+    }
+    say(&format!(
+        "the sweep decided: {}; deleted {:?}; left of them: {:?}",
+        report.sweep.summary, report.sweep.deleted, report.sweep.left
+    ));
+
+    report.skipped = runner.state.lock().unwrap().skipped.clone();
     say(&format!("\nNot run here ({}):", report.skipped.len()));
     for s in &report.skipped {
         say(&format!("  {s}"));

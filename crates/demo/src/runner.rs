@@ -80,6 +80,8 @@ struct Scope {
     workflow: BTreeMap<String, String>,
     inputs: BTreeMap<String, String>,
     tasks: BTreeMap<String, BTreeMap<String, String>>,
+    /// The current item of a `withParam` loop.
+    item: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -111,6 +113,7 @@ impl Scope {
             ["tasks" | "steps", task, "outputs", "parameters", name] => {
                 self.tasks.get(*task).and_then(|o| o.get(*name))
             }
+            ["item", key] => self.item.get(*key),
             _ => None,
         };
         found
@@ -169,6 +172,23 @@ impl Runner {
             env,
             state: Mutex::default(),
             verbose: true,
+        }
+    }
+
+    /// Sets the platform's settings as every ClusterWorkflowTemplate's parameter defaults, as an
+    /// installation does (install/example): a Workflow a template creates (the sweep's
+    /// delete-sandbox) gets them without passing them.
+    pub fn install_settings(&mut self, settings: &BTreeMap<String, String>) {
+        for cwt in self.templates.values_mut() {
+            for p in cwt["spec"]["arguments"]["parameters"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(value) = p["name"].as_str().and_then(|n| settings.get(n)) {
+                    p["value"] = Value::String(value.clone());
+                }
+            }
         }
     }
 
@@ -417,7 +437,29 @@ impl Runner {
                         continue;
                     }
                 }
-                runnable.push((name, self.call_scope(&scope, step, cwt)?));
+                match step["withParam"].as_str() {
+                    // One call per item of the JSON list, named as Argo names them: name(0), ...
+                    Some(list) => {
+                        let list = scope.substitute(list)?;
+                        let items: Vec<Value> = serde_json::from_str(&list)
+                            .map_err(|e| format!("{path}/{name}: withParam {list:?}: {e}"))?;
+                        for (i, item) in items.iter().enumerate() {
+                            let mut item_scope = scope.clone();
+                            item_scope.item = item
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .map(|(k, v)| {
+                                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                                    (k.clone(), v)
+                                })
+                                .collect();
+                            let call = self.call_scope(&item_scope, step, cwt)?;
+                            runnable.push((format!("{name}({i})"), call));
+                        }
+                    }
+                    None => runnable.push((name.to_owned(), self.call_scope(&scope, step, cwt)?)),
+                }
             }
             let results: Vec<(&str, StepResult)> = std::thread::scope(|threads| {
                 let handles: Vec<_> = runnable
@@ -425,7 +467,7 @@ impl Runner {
                     .map(|(name, (c, t, s))| {
                         let step_path = format!("{path}/{name}");
                         (
-                            *name,
+                            name.as_str(),
                             threads.spawn(move || self.run_template(c, t, s, &step_path)),
                         )
                     })
@@ -654,11 +696,19 @@ impl Runner {
         if self.verbose {
             let shown: Vec<String> = outputs
                 .iter()
-                .map(|(k, v)| format!("{k}={}", v.trim()))
+                .map(|(k, v)| format!("{k}={}", readable(v.trim())))
                 .collect();
             let head = format!("  {:<PATH_WIDTH$} {:>6.2}s ", record.path, record.seconds);
-            let text = wrap(head, &words(&record.status), " ", INDENT);
-            println!("{}", wrap(text, &shown, "  ", INDENT));
+            let mut text = wrap(head, &words(&record.status), " ", INDENT);
+            for item in &shown {
+                // An output longer than a line (a JSON list) wraps at its own spaces.
+                text = if item.chars().count() > WIDTH - INDENT {
+                    wrap(text, &words(item), " ", INDENT)
+                } else {
+                    wrap(text, std::slice::from_ref(item), "  ", INDENT)
+                };
+            }
+            println!("{text}");
         }
         self.state.lock().unwrap().log.push(record);
     }
@@ -701,6 +751,33 @@ fn eval_depends(expr: &str, done: &BTreeMap<String, &'static str>) -> Option<boo
     } else {
         None
     }
+}
+
+/// An output as the demo shows it: a JSON list of objects (sweep-sandboxes' `deletes`) as
+/// `[{key: value, ...}, ...]` with spaces, so that it wraps; any other value as it is.
+fn readable(value: &str) -> String {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(value) else {
+        return value.to_owned();
+    };
+    let items: Vec<String> = items
+        .iter()
+        .map(|item| match item.as_object() {
+            Some(fields) => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: {}",
+                            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", fields.join(", "))
+            }
+            None => item.to_string(),
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// A `when` after substitution, for the forms the library uses: `'a' != 'b' && 'c' != ''`.
@@ -776,6 +853,7 @@ mod tests {
         let scope = Scope {
             workflow: BTreeMap::from([("base-branch".into(), "main".into())]),
             inputs: BTreeMap::new(),
+            item: BTreeMap::new(),
             tasks: BTreeMap::from([
                 (
                     "module-branch".into(),

@@ -56,6 +56,12 @@ fn the_whole_lifecycle_runs_locally() {
     // drop-db: the sandboxes' databases and their owner roles are gone.
     assert!(after.databases.is_empty(), "{:?}", after.databases);
     assert!(after.roles.is_empty(), "{:?}", after.roles);
+    // The sweep: the sandbox whose closed webhook was lost and the expired one are removed; 43's
+    // branch, the head of the open #99, is kept.
+    let sweep = &report.sweep;
+    assert_eq!(sweep.deleted, ["sbx-pr-44", "sbx-pr-45"], "{sweep:?}");
+    assert!(sweep.left.is_empty(), "{sweep:?}");
+    assert_eq!(sweep.summary, "3 sandboxes: 1 keep, 1 expire, 1 orphan");
     // The Terraform template is named as not run, never pretended.
     assert!(
         report

@@ -39,7 +39,7 @@ Example:
   # SANDBOX    PR   ACTION  FOUND                                  REASON
   # sbx-pr-42  #42  keep    branch application namespace database  active 2h ago
   # sbx-pr-51  #51  orphan  database role                          pull request closed
-  # outputs: deletes=[{\"pr-number\":\"51\",\"head-ref\":\"feature/x\",...}] warnings=[] sandboxes=2
+  # outputs: deletes=[{\"pr-number\":\"51\",\"environment\":\"sbx-pr-51\",...}] warnings=[] sandboxes=2
   #          summary=\"2 sandboxes: 1 keep, 1 orphan\" github-requests=3
 
 Exit codes: 0 decided (whatever the decisions); 2 invalid flags, or a backend listed in
@@ -286,7 +286,6 @@ struct Row {
     pr: u64,
     environment: String,
     found: Vec<&'static str>,
-    head_ref: String,
     decision: Decision,
 }
 
@@ -356,10 +355,6 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
         let pull = github.pull(*pr).await?;
         progress.advance(1, 0);
         let environment = scheme.environment(*pr);
-        let head_ref = pull
-            .as_ref()
-            .map(|p| p.head_ref.clone())
-            .unwrap_or_else(|| environment.clone());
         let pull = match pull {
             None => Pull::Missing,
             Some(p) => Pull::Found {
@@ -368,12 +363,27 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
                 updated_at: p.updated_at,
             },
         };
+        let mut decision = decide(found, &pull, &policy, now);
+        // Only the branch is left, and an open pull request has it as its head (CI bumping an
+        // image there): cleanup-branch keeps such a branch, so deleting would change nothing,
+        // every sweep again. One more request, only for these.
+        if decision.action.deletes() && found.iter().all(|r| *r == Resource::Branch) {
+            if let Some(other) = github.open_pulls_with_head(&environment).await?.first() {
+                decision = Decision {
+                    action: Action::Keep,
+                    reason: format!(
+                        "{}; only its branch is left, the head of open pull request #{other}",
+                        decision.reason
+                    ),
+                    expires_at: None,
+                };
+            }
+        }
         rows.push(Row {
             pr: *pr,
             environment,
             found: found.iter().map(|r| r.name()).collect(),
-            head_ref,
-            decision: decide(found, &pull, &policy, now),
+            decision,
         });
     }
 
@@ -384,7 +394,6 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
         .map(|r| {
             json!({
                 "pr-number": r.pr.to_string(),
-                "head-ref": r.head_ref,
                 "environment": r.environment,
                 "action": r.decision.action.name(),
                 "reason": r.decision.reason,

@@ -308,8 +308,16 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         secrets: false,
     };
     let mut fleet = BTreeMap::new();
-    for pr in 1..=50 {
+    for pr in 1..=51 {
         let has = match pr {
+            51 => Has {
+                application: false,
+                namespace: false,
+                database: false,
+                bucket: false,
+                secrets: false,
+                ..ALL
+            },
             39..=42 => half,
             43..=45 => Has {
                 database: false,
@@ -349,9 +357,14 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
                 .add_pull_with(pr, "closed", &head, &labelled, t - 2 * HOUR),
             43..=45 => {} // no pull request of that number
             46..=47 => world.github.add_pull_with(pr, "open", &head, &[], t - HOUR),
+            51 => world
+                .github
+                .add_pull_with(pr, "closed", &head, &labelled, t - HOUR),
             _ => unreachable!(),
         }
     }
+    // A pull request whose head is sandbox 51's branch (CI bumping an image there).
+    world.github.add_pull(99, "open", "sbx-pr-51");
 
     let run = world.sweep(&[]).ok();
     let deletes = run.json("deletes");
@@ -364,13 +377,13 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         "{}",
         run.text
     );
-    assert_eq!(run.outputs["sandboxes"], "50");
+    assert_eq!(run.outputs["sandboxes"], "51");
     assert_eq!(
         run.outputs["summary"],
-        "50 sandboxes: 26 keep, 5 warn, 5 expire, 14 orphan"
+        "51 sandboxes: 27 keep, 5 warn, 5 expire, 14 orphan"
     );
-    // One request for the repository, one per sandbox.
-    assert_eq!(run.outputs["github-requests"], "51");
+    // One request for the repository, one per sandbox, one for the branch left alone.
+    assert_eq!(run.outputs["github-requests"], "53");
     // The reasons, as the table shows them.
     let line = |pr: u64| {
         run.text
@@ -417,8 +430,8 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         "{}",
         line(49)
     );
-    // Each delete names the pull request's head branch, or the environment when there is no
-    // pull request.
+    // Each delete names the pull request and the environment, never the head branch (its
+    // author's text; Argo shows the items in node names).
     let delete_of = |pr: u64| {
         deletes
             .iter()
@@ -436,10 +449,8 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         .collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["pr-number", "head-ref", "environment", "action", "reason"])
+        BTreeSet::from(["pr-number", "environment", "action", "reason"])
     );
-    assert_eq!(delete_of(35)["head-ref"], "feature/pr-35");
-    assert_eq!(delete_of(44)["head-ref"], "sbx-pr-44");
     assert_eq!(delete_of(44)["environment"], "sbx-pr-44");
     // The lookalikes are reported and left out.
     for name in [

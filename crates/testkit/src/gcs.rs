@@ -96,6 +96,24 @@ impl FakeGcs {
         assert!(status.is_success(), "create bucket {name}: {status}");
     }
 
+    /// Deletes a bucket and every object in it, through the JSON API.
+    pub fn delete_bucket(&self, name: &str) {
+        let client = reqwest::blocking::Client::new();
+        for object in self.list(name, "") {
+            let url = reqwest::Url::parse(&format!("{}/storage/v1/b/{name}/o/", self.endpoint()))
+                .and_then(|u| u.join(&object.replace('%', "%25").replace('/', "%2F")))
+                .expect("object URL");
+            let status = client.delete(url).send().expect("delete object").status();
+            assert!(status.is_success(), "delete {name}/{object}: {status}");
+        }
+        let status = client
+            .delete(format!("{}/storage/v1/b/{name}", self.endpoint()))
+            .send()
+            .expect("delete bucket")
+            .status();
+        assert!(status.is_success(), "delete bucket {name}: {status}");
+    }
+
     /// Uploads one object (simple media upload) and returns its JSON metadata.
     pub fn put_object(
         &self,
