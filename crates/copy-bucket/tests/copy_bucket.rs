@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{FakeGcs, FaultConfig, FaultProxy};
+use testkit::{FakeGcs, FaultConfig, FaultProxy, StepRun};
 
 const SRC: &str = "src-bucket";
 const DST: &str = "dst-bucket";
@@ -21,43 +21,15 @@ fn step(endpoint: &str, outputs: &Path) -> Command {
     cmd
 }
 
-struct Run {
-    code: Option<i32>,
-    outputs: BTreeMap<String, u64>,
-    text: String,
+/// A count output (copied, skipped, deleted, bytes).
+fn count(run: &StepRun, name: &str) -> u64 {
+    run.output(name).parse().unwrap()
 }
 
-impl Run {
-    fn output(&self, name: &str) -> u64 {
-        *self
-            .outputs
-            .get(name)
-            .unwrap_or_else(|| panic!("no output {name}: {}", self.text))
-    }
-}
-
-fn copy(endpoint: &str, args: &[&str]) -> Run {
+fn copy(endpoint: &str, args: &[&str]) -> StepRun {
     let dir = tempfile::tempdir().unwrap();
     let out = step(endpoint, dir.path()).args(args).output().unwrap();
-    finish(out, dir.path())
-}
-
-fn finish(out: Output, dir: &Path) -> Run {
-    let mut outputs = BTreeMap::new();
-    for name in copy_bucket::OUTPUTS {
-        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-            outputs.insert(name.to_string(), text.parse().unwrap());
-        }
-    }
-    Run {
-        code: out.status.code(),
-        outputs,
-        text: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    StepRun::read(&out, dir.path(), copy_bucket::OUTPUTS)
 }
 
 fn buckets(server: &FakeGcs) {
@@ -149,13 +121,13 @@ fn copies_every_kind_of_object_with_its_metadata_then_a_re_run_skips_them() {
         ],
     );
     assert_eq!(first.code, Some(0), "{}", first.text);
-    assert_eq!(first.output("copied"), 8, "{}", first.text);
-    assert_eq!(first.output("skipped"), 0);
-    assert_eq!(first.output("deleted"), 0);
+    assert_eq!(count(&first, "copied"), 8, "{}", first.text);
+    assert_eq!(count(&first, "skipped"), 0);
+    assert_eq!(count(&first, "deleted"), 0);
     let total_bytes: u64 = (0..6).filter(|i| *i != 5).map(|i| 100 + i).sum::<u64>()
         + b"not really gzip".len() as u64
         + (20 << 20);
-    assert_eq!(first.output("bytes"), total_bytes);
+    assert_eq!(count(&first, "bytes"), total_bytes);
     assert_eq!(
         checksums(&server, DST, "sbx-pr-42/docs/"),
         checksums(&server, SRC, "docs/")
@@ -185,9 +157,9 @@ fn copies_every_kind_of_object_with_its_metadata_then_a_re_run_skips_them() {
         ],
     );
     assert_eq!(again.code, Some(0), "{}", again.text);
-    assert_eq!(again.output("copied"), 0, "{}", again.text);
-    assert_eq!(again.output("skipped"), 8);
-    assert_eq!(again.output("bytes"), 0);
+    assert_eq!(count(&again, "copied"), 0, "{}", again.text);
+    assert_eq!(count(&again, "skipped"), 8);
+    assert_eq!(count(&again, "bytes"), 0);
 }
 
 #[test]
@@ -205,16 +177,16 @@ fn an_empty_source_copies_nothing_and_one_object_copies_one() {
     assert_eq!(
         empty.outputs,
         BTreeMap::from([
-            ("bytes".into(), 0),
-            ("copied".into(), 0),
-            ("deleted".into(), 0),
-            ("skipped".into(), 0)
+            ("bytes".into(), "0".into()),
+            ("copied".into(), "0".into()),
+            ("deleted".into(), "0".into()),
+            ("skipped".into(), "0".into())
         ])
     );
     server.put_object(SRC, "only.txt", "text/plain", b"one");
     let one = copy(&server.endpoint(), &args);
     assert_eq!(one.code, Some(0), "{}", one.text);
-    assert_eq!(one.output("copied"), 1);
+    assert_eq!(count(&one, "copied"), 1);
     assert_eq!(server.list(DST, ""), ["copy/only.txt"]);
 }
 
@@ -245,7 +217,7 @@ fn the_same_bucket_under_a_disjoint_prefix_leaves_the_source_untouched() {
         ],
     );
     assert_eq!(run.code, Some(0), "{}", run.text);
-    assert_eq!((run.output("copied"), run.output("deleted")), (2, 1));
+    assert_eq!((count(&run, "copied"), count(&run, "deleted")), (2, 1));
     assert_eq!(checksums(&server, SRC, "integration/"), source_before);
     assert_eq!(
         checksums(&server, SRC, "sandboxes/sbx-pr-42/"),
@@ -303,8 +275,8 @@ fn five_thousand_objects_across_pages() {
     );
     let copied_in = started.elapsed();
     assert_eq!(run.code, Some(0), "{}", run.text);
-    assert_eq!(run.output("copied"), 4001, "{}", run.text);
-    assert_eq!(run.output("skipped"), 999);
+    assert_eq!(count(&run, "copied"), 4001, "{}", run.text);
+    assert_eq!(count(&run, "skipped"), 999);
     assert_eq!(
         checksums(&server, DST, "docs/"),
         checksums(&server, SRC, "docs/")
@@ -359,8 +331,8 @@ fn include_exclude_dry_run_and_delete_extraneous() {
         before,
         "a dry run writes nothing"
     );
-    assert_eq!(plan.output("copied"), 3, "{}", plan.text);
-    assert_eq!(plan.output("deleted"), 1);
+    assert_eq!(count(&plan, "copied"), 3, "{}", plan.text);
+    assert_eq!(count(&plan, "deleted"), 1);
     for listed in [
         "would copy",
         "in/a.pdf",
@@ -374,9 +346,9 @@ fn include_exclude_dry_run_and_delete_extraneous() {
 
     let run = copy(&server.endpoint(), &args);
     assert_eq!(run.code, Some(0), "{}", run.text);
-    assert_eq!(run.output("copied"), 3);
-    assert_eq!(run.output("deleted"), 1);
-    assert_eq!(run.output("skipped"), 0);
+    assert_eq!(count(&run, "copied"), 3);
+    assert_eq!(count(&run, "deleted"), 1);
+    assert_eq!(count(&run, "skipped"), 0);
     let mut names = server.list(DST, "");
     names.sort();
     assert_eq!(
@@ -451,8 +423,8 @@ fn a_run_killed_midway_resumes_copying_only_what_is_missing() {
 
     let resumed = copy(&server.endpoint(), &args);
     assert_eq!(resumed.code, Some(0), "{}", resumed.text);
-    assert_eq!(resumed.output("copied"), 600 - present, "{}", resumed.text);
-    assert_eq!(resumed.output("skipped"), present);
+    assert_eq!(count(&resumed, "copied"), 600 - present, "{}", resumed.text);
+    assert_eq!(count(&resumed, "skipped"), present);
     assert_eq!(
         checksums(&server, DST, "docs/"),
         checksums(&server, SRC, "docs/")
@@ -482,8 +454,8 @@ fn injected_faults_are_retried_and_every_checksum_matches() {
         ],
     );
     assert_eq!(run.code, Some(0), "{}", run.text);
-    assert_eq!(run.output("copied"), 300, "{}", run.text);
-    assert_eq!(run.output("deleted"), 20);
+    assert_eq!(count(&run, "copied"), 300, "{}", run.text);
+    assert_eq!(count(&run, "deleted"), 20);
     assert_eq!(
         checksums(&server, DST, "docs/"),
         checksums(&server, SRC, "docs/")
@@ -515,7 +487,7 @@ fn objects_failing_after_retries_exit_4_listing_them_and_the_rest_is_copied() {
         &["--source", "gs://src-bucket", "--dest", "gs://dst-bucket"],
     );
     assert_eq!(run.code, Some(4), "{}", run.text);
-    assert_eq!(run.output("copied"), 3);
+    assert_eq!(count(&run, "copied"), 3);
     assert!(run.text.contains("2 objects failed"), "{}", run.text);
     assert!(
         run.text.contains("bad-1") && run.text.contains("bad-2"),

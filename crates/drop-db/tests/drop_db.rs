@@ -2,12 +2,10 @@
 //! way restore-db makes them (the role marked with pg_admin::ROLE_MARKER, the database owned by
 //! it), dropped; everything that is not a sandbox's refused before anything changes.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::Postgres;
+use testkit::{Postgres, StepRun};
 
 const PASSWORD: &str = "adm1n-s3cret-pw";
 
@@ -66,7 +64,7 @@ impl World {
             .collect()
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    fn run(&self, args: &[&str]) -> StepRun {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_drop-db"))
             .env_clear()
@@ -77,7 +75,7 @@ impl World {
             .args(args)
             .output()
             .unwrap();
-        Run::read(out, dir.path())
+        StepRun::read(&out, dir.path(), drop_db::OUTPUTS).hiding(&[PASSWORD])
     }
 
     /// A session connected to `database` until it is killed.
@@ -108,46 +106,6 @@ impl World {
     }
 }
 
-struct Run {
-    code: Option<i32>,
-    outputs: BTreeMap<String, String>,
-    text: String,
-}
-
-impl Run {
-    fn read(out: Output, dir: &Path) -> Run {
-        let mut outputs = BTreeMap::new();
-        for name in drop_db::OUTPUTS {
-            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-                outputs.insert(name.to_string(), text);
-            }
-        }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !text.contains(PASSWORD),
-            "the admin's password shown: {text}"
-        );
-        Run {
-            code: out.status.code(),
-            outputs,
-            text,
-        }
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "{}", self.text);
-        self
-    }
-
-    fn out(&self, name: &str) -> &str {
-        self.outputs.get(name).map(String::as_str).unwrap_or("")
-    }
-}
-
 #[test]
 fn drops_the_database_a_restores_leftover_and_the_role_closing_sessions() {
     let w = World::start();
@@ -161,10 +119,10 @@ fn drops_the_database_a_restores_leftover_and_the_role_closing_sessions() {
     let mut session = w.session("sbx_pr_42");
 
     let run = w.run(&["--database", "sbx_pr_42"]).ok();
-    assert_eq!(run.out("database"), "sbx_pr_42");
-    assert_eq!(run.out("dropped"), "true");
-    assert_eq!(run.out("role-dropped"), "true");
-    assert_eq!(run.out("connections"), "1", "{}", run.text);
+    assert_eq!(run.output("database"), "sbx_pr_42");
+    assert_eq!(run.output("dropped"), "true");
+    assert_eq!(run.output("role-dropped"), "true");
+    assert_eq!(run.output("connections"), "1", "{}", run.text);
     assert_eq!(w.databases(), ["sbx_pr_7"]);
     assert_eq!(w.roles(), ["sbx_pr_7"]);
     let _ = session.kill();
@@ -172,15 +130,15 @@ fn drops_the_database_a_restores_leftover_and_the_role_closing_sessions() {
 
     // A re-run finds nothing and says so.
     let again = w.run(&["--database", "sbx_pr_42"]).ok();
-    assert_eq!(again.out("dropped"), "false");
-    assert_eq!(again.out("role-dropped"), "false");
+    assert_eq!(again.output("dropped"), "false");
+    assert_eq!(again.output("role-dropped"), "false");
     assert!(again.text.contains("nothing to drop"), "{}", again.text);
 
     // A crash after the database but before the role: the re-run drops the role.
     w.pg.psql("postgres", "DROP DATABASE sbx_pr_7");
     let rest = w.run(&["--database", "sbx_pr_7"]).ok();
-    assert_eq!(rest.out("dropped"), "false");
-    assert_eq!(rest.out("role-dropped"), "true");
+    assert_eq!(rest.output("dropped"), "false");
+    assert_eq!(rest.output("role-dropped"), "true");
     assert!(w.roles().is_empty());
 }
 
@@ -189,8 +147,8 @@ fn dry_run_shows_what_it_would_drop_and_changes_nothing() {
     let w = World::start();
     w.sandbox("sbx_pr_42");
     let run = w.run(&["--database", "sbx_pr_42", "--dry-run"]).ok();
-    assert_eq!(run.out("dropped"), "false");
-    assert_eq!(run.out("role-dropped"), "false");
+    assert_eq!(run.output("dropped"), "false");
+    assert_eq!(run.output("role-dropped"), "false");
     assert!(
         run.text
             .contains("would drop database sbx_pr_42 (owner sbx_pr_42, "),
@@ -322,7 +280,7 @@ fn a_role_still_owning_objects_elsewhere_is_exit_3_with_the_way_out() {
     assert_eq!(w.databases(), ["sbx_pr_9"]);
     w.pg.psql("sbx_pr_9", "DROP OWNED BY sbx_pr_8");
     let rest = w.run(&["--database", "sbx_pr_8"]).ok();
-    assert_eq!(rest.out("role-dropped"), "true");
+    assert_eq!(rest.output("role-dropped"), "true");
     assert_eq!(w.roles(), ["sbx_pr_9"]);
 }
 
@@ -351,6 +309,6 @@ fn an_unreachable_server_is_exit_4() {
         ])
         .output()
         .unwrap();
-    let run = Run::read(out, dir.path());
+    let run = StepRun::read(&out, dir.path(), drop_db::OUTPUTS).hiding(&[PASSWORD]);
     assert_eq!(run.code, Some(4), "{}", run.text);
 }

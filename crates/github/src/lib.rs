@@ -73,7 +73,8 @@ pub struct GitHub {
     requests: AtomicU64,
 }
 
-/// A pull request, as the sweep reads it.
+/// A pull request, as the sweep reads it (its head branch is never needed: the sweep names
+/// sandboxes by number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     pub number: u64,
@@ -81,7 +82,6 @@ pub struct PullRequest {
     pub labels: Vec<String>,
     /// GitHub moves it on pushes, comments, labels and reviews: the last activity.
     pub updated_at: SystemTime,
-    pub head_ref: String,
 }
 
 #[derive(Deserialize)]
@@ -91,18 +91,11 @@ struct PullJson {
     #[serde(default)]
     labels: Vec<LabelJson>,
     updated_at: String,
-    head: HeadJson,
 }
 
 #[derive(Deserialize)]
 struct LabelJson {
     name: String,
-}
-
-#[derive(Deserialize)]
-struct HeadJson {
-    #[serde(rename = "ref")]
-    ref_name: String,
 }
 
 #[derive(Deserialize)]
@@ -257,7 +250,6 @@ impl GitHub {
             open: pull.state == "open",
             labels: pull.labels.into_iter().map(|l| l.name).collect(),
             updated_at,
-            head_ref: pull.head.ref_name,
         }))
     }
 

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use testkit::{gzip, FakeGcs, OpenBao, Postgres};
+use testkit::{gzip, FakeGcs, OpenBao, Postgres, StepRun};
 
 const BUCKET: &str = "acme-backups";
 const SOURCE: &str = "integration";
@@ -65,17 +65,17 @@ impl World {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    fn run(&self, args: &[&str]) -> StepRun {
         self.run_with(args, |_| {})
     }
 
-    fn run_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Run {
+    fn run_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> StepRun {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = self.step(dir.path());
         cmd.args(args);
         adjust(&mut cmd);
         let out = cmd.output().unwrap();
-        Run::read(out, dir.path())
+        StepRun::read(&out, dir.path(), restore_db::OUTPUTS)
     }
 
     fn databases(&self) -> Vec<String> {
@@ -167,43 +167,6 @@ impl World {
             pg.psql(database, "SELECT count(*) FROM public.customer_totals"),
             "4"
         );
-    }
-}
-
-struct Run {
-    code: Option<i32>,
-    outputs: BTreeMap<String, String>,
-    text: String,
-}
-
-impl Run {
-    fn read(out: Output, dir: &Path) -> Run {
-        let mut outputs = BTreeMap::new();
-        for name in restore_db::OUTPUTS {
-            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-                outputs.insert(name.to_string(), text);
-            }
-        }
-        Run {
-            code: out.status.code(),
-            outputs,
-            text: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "{}", self.text);
-        self
-    }
-
-    fn output(&self, name: &str) -> &str {
-        self.outputs
-            .get(name)
-            .unwrap_or_else(|| panic!("no output {name}: {}", self.text))
     }
 }
 

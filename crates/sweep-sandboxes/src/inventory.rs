@@ -162,25 +162,15 @@ pub async fn buckets(
         .storage_emulator_host
         .clone()
         .filter(|h| !h.trim().is_empty());
-    let gcs = gcs::Gcs::connect(&settings).await.map_err(gcs_error)?;
+    let gcs = gcs::Gcs::connect(&settings).await?;
     let prefix = format!("{}{}", scheme.bucket_prefix, scheme.environment_prefix);
     let names = gcs
         .list_buckets(project, &prefix, &ctx.retry_policy())
-        .await
-        .map_err(gcs_error)?;
+        .await?;
     inventory.add("bucket", Resource::Bucket, names, |n| {
         scheme.pr_of_bucket(n)
     });
     Ok(())
-}
-
-fn gcs_error(e: gcs::Error) -> StepError {
-    let kind = if e.is_transient() {
-        step_kit::ErrorKind::Transient
-    } else {
-        step_kit::ErrorKind::Precondition
-    };
-    StepError::new(kind, e.to_string())
 }
 
 /// The sandboxes' folders (or secrets) directly under the Vault root (`sandboxes/sbx-pr-42/`).

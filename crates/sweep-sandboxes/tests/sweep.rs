@@ -4,12 +4,11 @@
 //! (buckets), OpenBao (the sandboxes' Vault folders) and the GitHub double (pull requests).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiServer, OpenBao, Postgres};
+use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiServer, OpenBao, Postgres, StepRun};
 
 const GIT_TOKEN: &str = "sweep-git-token";
 const GITHUB_TOKEN: &str = "sweep-github-token";
@@ -169,7 +168,7 @@ impl World {
         }
     }
 
-    fn sweep(&self, extra: &[&str]) -> Run {
+    fn sweep(&self, extra: &[&str]) -> StepRun {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = self.api.admin_kubeconfig();
         let repo: &[&str] = if extra.contains(&"--github-repo") {
@@ -217,7 +216,7 @@ impl World {
             .args(extra)
             .output()
             .unwrap();
-        Run::read(&out, dir.path())
+        StepRun::read(&out, dir.path(), sweep_sandboxes::OUTPUTS).hiding(&[GIT_TOKEN, GITHUB_TOKEN])
     }
 }
 
@@ -239,43 +238,9 @@ fn update_refs(git: &GitServer, name: &str, commands: &str) {
     assert!(child.wait().unwrap().success());
 }
 
-struct Run {
-    code: Option<i32>,
-    outputs: BTreeMap<String, String>,
-    text: String,
-}
-
-impl Run {
-    fn read(out: &std::process::Output, dir: &Path) -> Run {
-        let mut outputs = BTreeMap::new();
-        for name in sweep_sandboxes::OUTPUTS {
-            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-                outputs.insert(name.to_string(), text);
-            }
-        }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for secret in [GIT_TOKEN, GITHUB_TOKEN] {
-            assert!(!text.contains(secret), "a token shown: {text}");
-        }
-        Run {
-            code: out.status.code(),
-            outputs,
-            text,
-        }
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "{}", self.text);
-        self
-    }
-
-    fn json(&self, name: &str) -> Vec<Value> {
-        serde_json::from_str(&self.outputs[name]).unwrap()
-    }
+/// A JSON-list output of the run.
+fn json(run: &StepRun, name: &str) -> Vec<Value> {
+    serde_json::from_str(run.output(name)).unwrap()
 }
 
 /// The pull request numbers of a JSON list, by action.
@@ -367,12 +332,12 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
     world.github.add_pull(99, "open", "sbx-pr-51");
 
     let run = world.sweep(&[]).ok();
-    let deletes = run.json("deletes");
+    let deletes = json(&run, "deletes");
     let decided = by_action(&deletes);
     assert_eq!(decided["expire"], (26..=30).collect(), "{}", run.text);
     assert_eq!(decided["orphan"], (34..=47).collect(), "{}", run.text);
     assert_eq!(
-        by_action(&run.json("warnings"))["warn"],
+        by_action(&json(&run, "warnings"))["warn"],
         (21..=25).collect(),
         "{}",
         run.text
@@ -493,7 +458,7 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
 
     // Only some backends: what is found changes, the decisions of what is found do not.
     let partial = world.sweep(&["--inventory", "databases,secrets"]).ok();
-    let decided = by_action(&partial.json("deletes"));
+    let decided = by_action(&json(&partial, "deletes"));
     assert_eq!(decided["orphan"], (34..=42).chain(46..=47).collect());
 }
 

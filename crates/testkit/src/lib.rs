@@ -31,6 +31,7 @@ mod openbao;
 mod postgres;
 mod process;
 mod ssh;
+mod step_run;
 
 pub use fault::{FaultConfig, FaultCounts, FaultProxy};
 pub use gcs::FakeGcs;
@@ -47,3 +48,4 @@ pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{at_exit, find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};
 pub use ssh::SshGitServer;
+pub use step_run::StepRun;
