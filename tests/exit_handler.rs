@@ -2,7 +2,8 @@
 //! nodes. Argo sets `{{workflow.failures}}` in exit handlers to the JSON list of the failed nodes
 //! (`{displayName, message, templateName, phase, podName, finishedAt}`) already quoted as a string
 //! literal (`strconv.Quote`, argo-workflows v4 workflow/controller/operator.go), and splices it into
-//! the body as text: placed as a JSON value, it is a string holding that list.
+//! the body as text: placed as a JSON value, it is a string holding that list. The card's report
+//! (report-status `--failures`) gets the same quoted text and reads the list out of it.
 
 use serde_json::{json, Value};
 use workspace_tests::manifests;
@@ -15,6 +16,7 @@ fn the_failure_report_is_json_with_the_failed_nodes() {
         "podName": "create-sandbox-pr-42-abcde-patch-kustomize-1", "finishedAt": "2026-11-30T19:00:00Z",
     }]);
     let mut checked = 0;
+    let mut reported = 0;
     for (file, doc) in manifests() {
         if doc["kind"] != "ClusterWorkflowTemplate" || doc["spec"]["onExit"].is_null() {
             continue;
@@ -24,6 +26,21 @@ fn the_failure_report_is_json_with_the_failed_nodes() {
         let handler = templates.iter().find(|t| t["name"] == on_exit).unwrap();
         let groups = handler["steps"].as_array().unwrap();
         for step in groups.iter().flat_map(|group| group.as_array().unwrap()) {
+            // The card (report-status): Argo's quoted list reaches --failures, which reads it.
+            let is_report = step["template"] == "report-to-pr"
+                || step["templateRef"]["template"] == "report-to-pr";
+            if is_report {
+                let arguments = step["arguments"]["parameters"].as_array().unwrap();
+                let failures_argument = arguments.iter().find(|p| p["name"] == "failures").unwrap();
+                assert_eq!(failures_argument["value"], "{{workflow.failures}}");
+                let as_argo_passes_it = serde_json::to_string(&failures.to_string()).unwrap();
+                let read = report_status::parse_failures(&as_argo_passes_it);
+                assert_eq!(read.len(), 1);
+                assert_eq!(read[0].step, "kustomize");
+                assert_eq!(read[0].message, failures[0]["message"]);
+                reported += 1;
+                continue;
+            }
             let called = templates
                 .iter()
                 .find(|t| t["name"] == step["template"])
@@ -57,4 +74,8 @@ fn the_failure_report_is_json_with_the_failed_nodes() {
         }
     }
     assert_eq!(checked, 2, "create-sandbox and delete-sandbox");
+    assert_eq!(
+        reported, 2,
+        "create-sandbox and delete-sandbox tell the pull request"
+    );
 }

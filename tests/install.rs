@@ -92,6 +92,9 @@ const SETTINGS: &[(&str, &str)] = &[
         "database-backups",
         "gs://initech-integration-backups/nightly/",
     ),
+    ("argo-ui-url", "https://workflows.initech.example"),
+    ("argocd-ui-url", "https://cd.initech.example"),
+    ("argocd-namespace", "gitops"),
 ];
 
 #[test]
@@ -175,6 +178,19 @@ fn another_organisations_settings_reach_every_place_and_install() {
         "gcs-project",
     ] {
         assert_eq!(param("sweep", key), setting(key), "sweep {key}");
+    }
+    for template in ["create-sandbox", "delete-sandbox"] {
+        for key in ["argo-ui-url", "argocd-ui-url"] {
+            assert_eq!(param(template, key), setting(key), "{template} {key}");
+        }
+    }
+    assert_eq!(
+        param("create-sandbox", "argocd-namespace"),
+        setting("argocd-namespace")
+    );
+    for kind in ["Role", "RoleBinding"] {
+        let key = format!("{kind} gitops/sandbox-steps-argocd-apps");
+        assert!(rendered.contains_key(&key), "no {key}");
     }
     for template in ["create-sandbox", "sandbox-infra"] {
         for key in ["integration-bucket", "database-backups"] {

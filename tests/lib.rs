@@ -133,6 +133,16 @@ pub fn steps() -> Vec<Step> {
             sweep_sandboxes::Args::command(),
             sweep_sandboxes::OUTPUTS,
         ),
+        step(
+            report_status::NAME,
+            report_status::Args::command(),
+            report_status::OUTPUTS,
+        ),
+        step(
+            wait_argocd_app::NAME,
+            wait_argocd_app::Args::command(),
+            wait_argocd_app::OUTPUTS,
+        ),
     ]
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiDouble, OpenBao, Postgres};
 
 use runner::{Environment, Runner};
@@ -36,6 +36,12 @@ pub struct Report {
     pub orders_read_as_owner: String,
     pub after_delete: AfterDelete,
     pub sweep: SweepReport,
+    /// Pull request 42's card (report-status): the states it showed, in order, one comment
+    /// throughout; its Markdown when the sandbox was ready, and at the end.
+    pub card_states: Vec<String>,
+    pub card_comments: usize,
+    pub card_when_ready: String,
+    pub card_at_end: String,
     pub skipped: Vec<String>,
 }
 
@@ -260,6 +266,8 @@ pub fn run(verbose: bool) -> Result<Report, String> {
                 "database-backups".to_owned(),
                 "gs://acme-integration-backups/nightly/".to_owned(),
             ),
+            // No Argo CD runs here to sync the committed Application: nothing to wait for.
+            ("wait-healthy".to_owned(), "false".to_owned()),
         ])
     };
 
@@ -284,6 +292,10 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         );
         say(&format!("  (seeded secret/sandboxes/sbx-pr-{pr}/app/api-key, as the skipped Terraform apply would)"));
     }
+
+    report.card_when_ready = card_of(&github, 42);
+    say("\n== The card on acme/platform#42 (report-status), once ready:");
+    say_block(verbose, &report.card_when_ready);
 
     report.created_branch = git(
         &git_server,
@@ -513,6 +525,38 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         report.sweep.summary, report.sweep.deleted, report.sweep.left
     ));
 
+    report.card_at_end = card_of(&github, 42);
+    report.card_comments = github
+        .comments(42)
+        .iter()
+        .filter(|c| c.body.contains("sandbox-steps:card"))
+        .count();
+    // Every state the card showed, from what report-status wrote (created, then edited).
+    for request in github.requests() {
+        let writes_card = (request.method == "POST" || request.method == "PATCH")
+            && request.path.contains("/comments");
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let text = body["body"].as_str().unwrap_or_default();
+        if !writes_card || !text.contains("card pr=42 ") {
+            continue;
+        }
+        let state = text
+            .split("Sandbox `sbx-pr-42`: ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap_or("?")
+            .to_owned();
+        if report.card_states.last() != Some(&state) {
+            report.card_states.push(state);
+        }
+    }
+    say(&format!(
+        "\n== The card on acme/platform#42: {} comment, states {}; at the end:",
+        report.card_comments,
+        report.card_states.join(" → ")
+    ));
+    say_block(verbose, &report.card_at_end);
+
     report.skipped = runner.state.lock().unwrap().skipped.clone();
     say(&format!("\nNot run here ({}):", report.skipped.len()));
     for s in &report.skipped {
@@ -569,6 +613,30 @@ fn nightly_backups(pg: &Postgres, gcs: &FakeGcs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Pull request `pr`'s card, without its hidden marker line.
+fn card_of(github: &GitHubDouble, pr: u64) -> String {
+    github
+        .comments(pr)
+        .iter()
+        .find(|c| c.body.contains("sandbox-steps:card"))
+        .map(|c| {
+            c.body
+                .split_once('\n')
+                .map_or("", |(_, rest)| rest)
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// A block of text (the card's Markdown), indented, as it is.
+fn say_block(verbose: bool, text: &str) {
+    if verbose {
+        for line in text.lines() {
+            println!("    {line}");
+        }
+    }
 }
 
 /// One query through `psql` with a connection URL (the owner's, from Vault).

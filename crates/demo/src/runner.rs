@@ -242,6 +242,27 @@ impl Runner {
                 "Failed"
             };
             exit_scope.workflow.insert("@status".into(), status.into());
+            // As Argo sets it: the failed nodes as a JSON list, quoted as a string literal
+            // (argo-workflows v4 workflow/controller/operator.go), only when some failed.
+            let failures: Vec<Value> = self
+                .state
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .filter(|r| r.path.starts_with(&format!("{run_name}/")))
+                .filter_map(|r| {
+                    let message = r.status.strip_prefix("Failed: ")?;
+                    let node = r.path.rsplit('/').next().unwrap_or_default();
+                    Some(json!({"displayName": node, "message": message, "phase": "Failed"}))
+                })
+                .collect();
+            if !failures.is_empty() {
+                let list = Value::Array(failures).to_string();
+                exit_scope
+                    .workflow
+                    .insert("@failures".into(), serde_json::to_string(&list).unwrap());
+            }
             self.run_template(name, exit, &exit_scope, &format!("{run_name}/onExit"))?;
         }
         result
@@ -376,6 +397,26 @@ impl Runner {
                         let name = task["name"].as_str().unwrap().to_owned();
                         let mut task_scope = scope.clone();
                         task_scope.tasks = outputs.lock().unwrap().clone();
+                        let skip = task["when"]
+                            .as_str()
+                            .map(|when| task_scope.substitute(when).and_then(|w| eval_when(&w)));
+                        match skip {
+                            Some(Ok(false)) => {
+                                self.note(
+                                    &format!("{path}/{name}"),
+                                    "Skipped",
+                                    "its condition (when) is false",
+                                );
+                                status.lock().unwrap().insert(name, "Skipped");
+                                return;
+                            }
+                            Some(Err(e)) => {
+                                self.note(&format!("{path}/{name}"), "Failed", &e);
+                                status.lock().unwrap().insert(name, "Failed");
+                                return;
+                            }
+                            _ => {}
+                        }
                         let result =
                             self.call_scope(&task_scope, task, cwt)
                                 .and_then(|(c, t, s)| {
@@ -397,8 +438,16 @@ impl Runner {
         }
         // A failed task fails the DAG unless a task depends on its failure.
         let done = status.into_inner().unwrap();
+        // A failed task fails the DAG unless it may (continueOn: {failed: true}) or a task depends
+        // on its failure.
+        let may_fail = |name: &str| {
+            tasks
+                .iter()
+                .any(|t| t["name"] == name && t["continueOn"]["failed"] == true)
+        };
         let unhandled = done.iter().find(|(name, state)| {
             **state == "Failed"
+                && !may_fail(name)
                 && !tasks.iter().any(|t| {
                     t["depends"]
                         .as_str()
@@ -728,7 +777,9 @@ impl Runner {
 }
 
 /// Argo's `depends` for the forms the library uses: `a`, `a && b`, `a || b`, `a.Succeeded`,
-/// `a.Failed`. `None` while a task it names has not finished.
+/// `a.Failed`. A bare `a` holds when `a` succeeded or was skipped (its `when` false), as Argo
+/// expands it (`a.Succeeded || a.Skipped || a.Daemoned`). `None` while a task it names has not
+/// finished.
 fn eval_depends(expr: &str, done: &BTreeMap<String, &'static str>) -> Option<bool> {
     if expr.trim().is_empty() {
         return Some(true);
@@ -736,9 +787,11 @@ fn eval_depends(expr: &str, done: &BTreeMap<String, &'static str>) -> Option<boo
     let any = expr.split("||").map(|alternative| {
         let all = alternative.split("&&").map(|term| {
             let term = term.trim();
-            let (task, want) = term.split_once('.').unwrap_or((term, "Succeeded"));
-            let state = done.get(task)?;
-            Some(*state == want)
+            let state = done.get(term.split_once('.').map_or(term, |(task, _)| task))?;
+            Some(match term.split_once('.') {
+                Some((_, want)) => *state == want,
+                None => matches!(*state, "Succeeded" | "Skipped"),
+            })
         });
         all.collect::<Option<Vec<bool>>>()
             .map(|v| v.into_iter().all(|b| b))

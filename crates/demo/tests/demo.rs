@@ -62,6 +62,26 @@ fn the_whole_lifecycle_runs_locally() {
     assert_eq!(sweep.deleted, ["sbx-pr-44", "sbx-pr-45"], "{sweep:?}");
     assert!(sweep.left.is_empty(), "{sweep:?}");
     assert_eq!(sweep.summary, "3 sandboxes: 1 keep, 1 expire, 1 orphan");
+    // Pull request 42's card: one comment from creating to deleted, ready with its URL.
+    assert_eq!(
+        report.card_states,
+        ["creating", "ready", "deleting", "deleted"],
+        "{}",
+        report.card_at_end
+    );
+    assert_eq!(report.card_comments, 1);
+    assert!(
+        report.card_when_ready.contains(
+            "[https://sbx-pr-42.sandbox.acme.dev/](<https://sbx-pr-42.sandbox.acme.dev/>)"
+        ),
+        "{}",
+        report.card_when_ready
+    );
+    assert!(
+        report.card_at_end.contains(": deleted"),
+        "{}",
+        report.card_at_end
+    );
     // The Terraform template is named as not run, never pretended.
     assert!(
         report

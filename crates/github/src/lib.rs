@@ -1,22 +1,33 @@
-//! The GitHub REST calls of the steps: the open pull requests whose head is a branch
-//! (cleanup-branch) and one pull request by number (sweep-sandboxes), following `Link`
-//! pagination and waiting out rate limits (primary: `x-ratelimit-reset`; secondary:
-//! `retry-after`) within the step's deadline; 5xx and network errors retried, then exit 4;
-//! 401/403 exit 3 with a hint; the token never shown. The flags naming the repository, the token
-//! and the API are defined here once ([`GitHubFlags`]).
+//! The GitHub REST calls of the steps: pull requests by head branch and by number (cleanup-branch,
+//! sweep-sandboxes), and what report-status keeps on a pull request (its comments, deployments and
+//! commit statuses: [`status`]). Every call follows `Link` pagination, waits out rate limits
+//! (primary: `x-ratelimit-reset`; secondary: `retry-after`) within the step's deadline, retries 5xx
+//! and network errors, then exits 4; 401/403 exit 3 with the permission the call needs; the token
+//! never shown. The flags naming the repository and the credentials (a token, or a GitHub App's id
+//! and private key: [`app`]) and the API are defined here once ([`GitHubFlags`]).
+
+mod app;
+mod status;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::Value;
 use step_kit::{
-    error_chain, redact_url, retry, ErrorKind, RetryPolicy, Secret, SecretRef, StepError,
-    VaultFlags,
+    error_chain, escape_untrusted, redact_url, retry, ErrorKind, RetryPolicy, Secret, SecretRef,
+    StepError, VaultFlags,
 };
 use tokio::time::Instant;
 
-/// The GitHub flags of a step.
+pub use status::{
+    Comment, CommitState, CommitStatus, Deployment, DeploymentState, DeploymentStatus,
+    NewDeployment,
+};
+
+/// The GitHub flags of a step: the repository, and either a token or a GitHub App.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GitHubFlags {
     /// The GitHub repository (owner/name) of the pull requests.
@@ -24,9 +35,22 @@ pub struct GitHubFlags {
     pub github_repo: Option<String>,
 
     /// The GitHub API token, as a reference: env:NAME, file:/path or vault:<mount>/<path>#<key>
-    /// (needed with --github-repo; read access to pull requests is enough).
+    /// (with --github-repo, unless a GitHub App is given).
     #[arg(long, value_name = "SECRET_REF")]
     pub github_token: Option<SecretRef>,
+
+    /// Instead of a token: the GitHub App's id; the step signs in as the App's installation on
+    /// --github-repo (needs --github-app-key). With it, --github-token is not used.
+    #[arg(long, value_name = "ID")]
+    pub github_app_id: Option<u64>,
+
+    /// The GitHub App's private key (PEM), as a secret reference (used with --github-app-id).
+    #[arg(long, value_name = "SECRET_REF")]
+    pub github_app_key: Option<SecretRef>,
+
+    /// The App's installation id; without it, the installation on --github-repo is looked up.
+    #[arg(long, value_name = "ID")]
+    pub github_app_installation_id: Option<u64>,
 
     /// The GitHub REST API (GitHub Enterprise: https://HOST/api/v3).
     #[arg(long, value_name = "URL", default_value = "https://api.github.com")]
@@ -34,10 +58,16 @@ pub struct GitHubFlags {
 }
 
 impl GitHubFlags {
-    /// Checks the flags without a network call: `--github-repo` needs `--github-token`.
+    /// Checks the flags without a network call: `--github-repo` needs a token or an App.
     pub fn check(&self) -> Result<(), StepError> {
-        if self.github_repo.is_some() && self.github_token.is_none() {
-            return Err(StepError::invalid("--github-repo needs --github-token"));
+        if self.github_app_id.is_some() && self.github_app_key.is_none() {
+            return Err(StepError::invalid("--github-app-id needs --github-app-key"));
+        }
+        if self.github_repo.is_some() && self.github_token.is_none() && self.github_app_id.is_none()
+        {
+            return Err(StepError::invalid(
+                "--github-repo needs --github-token, or --github-app-id and --github-app-key",
+            ));
         }
         if let Some(repo) = &self.github_repo {
             split_repository(repo)?;
@@ -46,7 +76,7 @@ impl GitHubFlags {
     }
 
     /// The client, when `--github-repo` is given (the token resolved, Vault references through
-    /// `vault`).
+    /// `vault`; for an App, an installation token minted).
     pub async fn connect(
         &self,
         vault: &VaultFlags,
@@ -54,11 +84,29 @@ impl GitHubFlags {
         deadline: Instant,
     ) -> Result<Option<GitHub>, StepError> {
         self.check()?;
-        let (Some(repo), Some(token)) = (&self.github_repo, &self.github_token) else {
+        let Some(repo) = &self.github_repo else {
             return Ok(None);
         };
-        let token = token.resolve("--github-token", vault).await?;
-        GitHub::new(&self.github_api_url, repo, token, policy, deadline).map(Some)
+        let mut github = GitHub::new(
+            &self.github_api_url,
+            repo,
+            Secret::new(String::new()),
+            policy,
+            deadline,
+        )?;
+        // The App when one is named: a template passes its default token reference along.
+        match (self.github_app_id, &self.github_app_key, &self.github_token) {
+            (Some(app_id), Some(key), _) => {
+                let key = key.resolve("--github-app-key", vault).await?;
+                let app = app::App::new(app_id, &key)?;
+                github
+                    .sign_in_as_installation(app, self.github_app_installation_id)
+                    .await?;
+            }
+            (None, _, Some(token)) => github.token = token.resolve("--github-token", vault).await?,
+            _ => unreachable!("checked: a repository comes with a token or an App"),
+        }
+        Ok(Some(github))
     }
 }
 
@@ -67,14 +115,16 @@ pub struct GitHub {
     owner: String,
     name: String,
     token: Secret,
+    /// The App's slug when signed in as an App installation (its comments' author is
+    /// `<slug>[bot]`).
+    app_slug: Option<String>,
     client: reqwest::Client,
     policy: RetryPolicy,
     deadline: Instant,
     requests: AtomicU64,
 }
 
-/// A pull request, as the sweep reads it (its head branch is never needed: the sweep names
-/// sandboxes by number).
+/// A pull request, as the steps read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     pub number: u64,
@@ -82,6 +132,10 @@ pub struct PullRequest {
     pub labels: Vec<String>,
     /// GitHub moves it on pushes, comments, labels and reviews: the last activity.
     pub updated_at: SystemTime,
+    /// The head commit.
+    pub head_sha: String,
+    /// The head branch (untrusted text: escape it wherever it is shown).
+    pub head_ref: String,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +145,14 @@ struct PullJson {
     #[serde(default)]
     labels: Vec<LabelJson>,
     updated_at: String,
+    head: HeadJson,
+}
+
+#[derive(Deserialize)]
+struct HeadJson {
+    sha: String,
+    #[serde(rename = "ref")]
+    ref_name: String,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +164,18 @@ struct LabelJson {
 struct NumberJson {
     number: u64,
 }
+
+/// What a call is, for its log lines and errors: its name and the permission it needs.
+#[derive(Clone, Copy)]
+struct Call {
+    what: &'static str,
+    permission: &'static str,
+}
+
+const READ_PULLS: Call = Call {
+    what: "GitHub pull request",
+    permission: "pull requests: read",
+};
 
 /// One answer: the body and the next page's URL, "not found", or "rate limited, wait this long".
 enum Answer<T> {
@@ -120,7 +194,7 @@ fn split_repository(repository: &str) -> Result<(&str, &str), StepError> {
         .ok_or_else(|| {
             StepError::invalid(format!(
                 "--github-repo {}: expected owner/name",
-                step_kit::escape_untrusted(repository)
+                escape_untrusted(repository)
             ))
         })?;
     let valid = |s: &str| {
@@ -130,7 +204,7 @@ fn split_repository(repository: &str) -> Result<(&str, &str), StepError> {
     if !valid(owner) || !valid(name) {
         return Err(StepError::invalid(format!(
             "--github-repo {}: owner and name hold only a-z A-Z 0-9 - _ .",
-            step_kit::escape_untrusted(repository)
+            escape_untrusted(repository)
         )));
     }
     Ok((owner, name))
@@ -167,6 +241,7 @@ impl GitHub {
             owner: owner.to_owned(),
             name: name.to_owned(),
             token,
+            app_slug: None,
             client,
             policy,
             deadline,
@@ -184,32 +259,24 @@ impl GitHub {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// `{api}/repos/{owner}/{name}{rest}`.
+    fn repo_url(&self, rest: &str) -> String {
+        format!("{}/repos/{}/{}{rest}", self.api, self.owner, self.name)
+    }
+
     /// Numbers of the open pull requests whose head is `branch` of this repository.
     pub async fn open_pulls_with_head(&self, branch: &str) -> Result<Vec<u64>, StepError> {
-        let mut url = reqwest::Url::parse_with_params(
-            &format!("{}/repos/{}/{}/pulls", self.api, self.owner, self.name),
+        let url = reqwest::Url::parse_with_params(
+            &self.repo_url("/pulls"),
             &[
                 ("state", "open"),
                 ("head", &format!("{}:{branch}", self.owner)),
                 ("per_page", "100"),
             ],
         )
-        .map_err(|e| StepError::invalid(format!("--github-api-url: {e}")))?
-        .to_string();
-        let mut numbers = Vec::new();
-        loop {
-            let Some((page, next)) = self
-                .get::<Vec<NumberJson>>(&url, "GitHub pull request listing", false)
-                .await?
-            else {
-                unreachable!("a listing's 404 is an error");
-            };
-            numbers.extend(page.into_iter().map(|p| p.number));
-            match next {
-                Some(next) => url = next,
-                None => return Ok(numbers),
-            }
-        }
+        .map_err(|e| StepError::invalid(format!("--github-api-url: {e}")))?;
+        let pages: Vec<NumberJson> = self.get_all(url.as_str(), READ_PULLS).await?;
+        Ok(pages.into_iter().map(|p| p.number).collect())
     }
 
     /// Whether the repository is visible with the token (GitHub answers 404 for a private one
@@ -220,23 +287,20 @@ impl GitHub {
             #[allow(dead_code)]
             full_name: String,
         }
-        let url = format!("{}/repos/{}/{}", self.api, self.owner, self.name);
+        let call = Call {
+            what: "GitHub repository",
+            permission: "metadata: read",
+        };
         Ok(self
-            .get::<RepositoryJson>(&url, "GitHub repository", true)
+            .get_optional::<RepositoryJson>(&self.repo_url(""), call)
             .await?
             .is_some())
     }
 
     /// Pull request `number`, or None when GitHub has none of that number (404).
     pub async fn pull(&self, number: u64) -> Result<Option<PullRequest>, StepError> {
-        let url = format!(
-            "{}/repos/{}/{}/pulls/{number}",
-            self.api, self.owner, self.name
-        );
-        let Some((pull, _)) = self
-            .get::<PullJson>(&url, "GitHub pull request", true)
-            .await?
-        else {
+        let url = self.repo_url(&format!("/pulls/{number}"));
+        let Some(pull) = self.get_optional::<PullJson>(&url, READ_PULLS).await? else {
             return Ok(None);
         };
         let updated_at = humantime::parse_rfc3339(&pull.updated_at).map_err(|e| {
@@ -250,20 +314,86 @@ impl GitHub {
             open: pull.state == "open",
             labels: pull.labels.into_iter().map(|l| l.name).collect(),
             updated_at,
+            head_sha: pull.head.sha,
+            head_ref: pull.head.ref_name,
         }))
     }
 
-    /// GETs `url`, retrying transient failures and waiting out rate limits; None for a 404 when
-    /// `absent_is_none`.
-    async fn get<T: DeserializeOwned>(
+    /// GETs one resource; None for a 404.
+    async fn get_optional<T: DeserializeOwned>(
         &self,
         url: &str,
-        what: &str,
+        call: Call,
+    ) -> Result<Option<T>, StepError> {
+        Ok(self
+            .send::<T>(Method::GET, url, None, call, true)
+            .await?
+            .map(|(body, _)| body))
+    }
+
+    /// GETs every page of a listing (a 404 is an error).
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        call: Call,
+    ) -> Result<Vec<T>, StepError> {
+        let mut url = first.to_owned();
+        let mut items = Vec::new();
+        loop {
+            let (page, next) = self
+                .send::<Vec<T>>(Method::GET, &url, None, call, false)
+                .await?
+                .expect("a listing's 404 is an error");
+            items.extend(page);
+            match next {
+                Some(next) => url = next,
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// Sends a request with a JSON body (POST, PATCH) and reads the answer.
+    async fn write<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: &Value,
+        call: Call,
+    ) -> Result<T, StepError> {
+        Ok(self
+            .send::<T>(method, url, Some(body), call, false)
+            .await?
+            .expect("a write's 404 is an error")
+            .0)
+    }
+
+    /// Sends a request with the installation or user token, retrying transient failures and
+    /// waiting out rate limits; None for a 404 when `absent_is_none`.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        call: Call,
+        absent_is_none: bool,
+    ) -> Result<Option<(T, Option<String>)>, StepError> {
+        self.send_as(&self.token, method, url, body, call, absent_is_none)
+            .await
+    }
+
+    /// [`Self::send`] with another bearer credential (the App's JWT).
+    async fn send_as<T: DeserializeOwned>(
+        &self,
+        bearer: &Secret,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        call: Call,
         absent_is_none: bool,
     ) -> Result<Option<(T, Option<String>)>, StepError> {
         loop {
-            let answer = retry(&self.policy, what, is_transient, || {
-                self.get_once::<T>(url, absent_is_none)
+            let answer = retry(&self.policy, call.what, is_transient, || {
+                self.send_once::<T>(bearer, method.clone(), url, body, call, absent_is_none)
             })
             .await?;
             match answer {
@@ -283,23 +413,28 @@ impl GitHub {
         }
     }
 
-    async fn get_once<T: DeserializeOwned>(
+    async fn send_once<T: DeserializeOwned>(
         &self,
+        bearer: &Secret,
+        method: Method,
         url: &str,
+        body: Option<&Value>,
+        call: Call,
         absent_is_none: bool,
     ) -> Result<Answer<T>, StepError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self
+        let mut request = self
             .client
-            .get(url)
-            .bearer_auth(self.token.expose())
+            .request(method, url)
+            .bearer_auth(bearer.expose())
             .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .send()
-            .await
-            .map_err(|e| {
-                StepError::transient(format!("GitHub API: {}", redact_url(&error_chain(&e))))
-            })?;
+            .header("x-github-api-version", "2022-11-28");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            StepError::transient(format!("GitHub API: {}", redact_url(&error_chain(&e))))
+        })?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -329,40 +464,82 @@ impl GitHub {
                 return Ok(Answer::RateLimited(DEFAULT_RATE_LIMIT_WAIT));
             }
         }
-        let hint = "--github-token needs read access to the repository's pull requests";
+        let next = header("link").and_then(|link| next_link(&link));
+        let text = response.text().await.map_err(|e| {
+            StepError::transient(format!(
+                "GitHub API: {}: unreadable answer: {}",
+                call.what,
+                error_chain(&e)
+            ))
+        })?;
+        let hint = || {
+            format!(
+                "the token or the GitHub App installation needs `{}` on {}/{}",
+                call.permission, self.owner, self.name
+            )
+        };
+        // GitHub's error body: {"message": ..., "errors": [...]}; shown escaped, it is not ours.
+        let message = || {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let mut message = body["message"].as_str().unwrap_or_default().to_owned();
+            if let Some(errors) = body["errors"].as_array() {
+                for error in errors {
+                    let detail = error["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| error.to_string());
+                    message.push_str(&format!("; {detail}"));
+                }
+            }
+            escape_untrusted(&message)
+        };
         match status {
-            200 => {}
+            200..=299 => {}
             401 => {
-                return Err(
-                    StepError::precondition("GitHub rejected --github-token (HTTP 401)")
-                        .with_hint(hint),
-                )
+                return Err(StepError::precondition(format!(
+                    "GitHub rejected the credentials (HTTP 401) for {}",
+                    call.what
+                ))
+                .with_hint(hint()))
             }
             403 => {
-                return Err(
-                    StepError::precondition("GitHub denied the request (HTTP 403)").with_hint(hint),
-                )
+                return Err(StepError::precondition(format!(
+                    "GitHub denied {} (HTTP 403): {}",
+                    call.what,
+                    message()
+                ))
+                .with_hint(hint()))
             }
             404 if absent_is_none => return Ok(Answer::NotFound),
             404 => {
                 return Err(StepError::precondition(format!(
-                    "GitHub repository {}/{} not found, or not visible with --github-token",
-                    self.owner, self.name
+                    "GitHub: {} of {}/{} not found, or not visible with these credentials",
+                    call.what, self.owner, self.name
+                ))
+                .with_hint(hint()))
+            }
+            500..=599 => {
+                return Err(StepError::transient(format!(
+                    "GitHub API: {}: HTTP {status}",
+                    call.what
                 )))
             }
-            500..=599 => return Err(StepError::transient(format!("GitHub API: HTTP {status}"))),
             _ => {
                 return Err(StepError::precondition(format!(
-                    "GitHub API: HTTP {status}"
+                    "GitHub API: {}: HTTP {status}: {}",
+                    call.what,
+                    message()
                 )))
             }
         }
-        let next = header("link").and_then(|link| next_link(&link));
-        let body: T = response.json().await.map_err(|e| {
-            StepError::transient(format!(
-                "GitHub API: unreadable answer: {}",
-                error_chain(&e)
-            ))
+        // 204 No Content (a deletion) reads as JSON null.
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        let body: T = serde_json::from_str(text).map_err(|e| {
+            StepError::transient(format!("GitHub API: {}: unexpected answer: {e}", call.what))
         })?;
         Ok(Answer::Found(body, next))
     }

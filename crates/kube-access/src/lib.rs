@@ -1,10 +1,15 @@
 //! The Kubernetes API as the steps reach it: [`KubeFlags`] (a kubeconfig, else the usual one,
-//! else the pod's service account), the client, and [`api_error`], which maps API errors to the
-//! step contract (401/403 exit 3 with a hint, the rest exit 4).
+//! else the pod's service account), the client, [`api_error`], which maps API errors to the
+//! step contract (401/403 exit 3 with a hint, the rest exit 4), and [`wait_for`], which waits on
+//! one object by reading and watching it.
+
+mod watch;
 
 use std::path::PathBuf;
 
 use step_kit::StepError;
+
+pub use watch::{wait_for, Seen, Watched, ACCESS_GRACE};
 
 /// How a step reaches the Kubernetes API.
 #[derive(Debug, Clone, clap::Args)]

@@ -22,6 +22,8 @@ const STEPS: &[(&str, Step)] = &[
     (restore_db::NAME, |argv| restore_db::run(argv)),
     (drop_db::NAME, |argv| drop_db::run(argv)),
     (sweep_sandboxes::NAME, |argv| sweep_sandboxes::run(argv)),
+    (report_status::NAME, |argv| report_status::run(argv)),
+    (wait_argocd_app::NAME, |argv| wait_argocd_app::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -27,6 +27,7 @@ mod kube;
 mod kube_apiserver;
 mod nats;
 mod node;
+mod openapi;
 mod openbao;
 mod postgres;
 mod process;
@@ -36,7 +37,7 @@ mod step_run;
 pub use fault::{FaultConfig, FaultCounts, FaultProxy};
 pub use gcs::FakeGcs;
 pub use git::{git_binary, GitServer};
-pub use github::{Fault, GitHubDouble, PullRequest};
+pub use github::{Comment, Deployment, Fault, GitHubDouble, PullRequest, TOKEN_USER};
 pub use http::{HttpRequest, HttpResponse, HttpServer};
 pub use kube::KubeApiDouble;
 pub use kube_apiserver::{
@@ -44,6 +45,7 @@ pub use kube_apiserver::{
 };
 pub use nats::NatsServer;
 pub use node::{build_image, Node, PAUSE_IMAGE};
+pub use openapi::{description_path as github_description_path, OpenApi};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{at_exit, find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};

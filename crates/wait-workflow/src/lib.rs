@@ -1,19 +1,17 @@
 //! wait-workflow: waits for an Argo Workflow to finish, within a deadline, logging its progress,
 //! and says why it failed.
 //!
-//! It watches the Workflow (from the resource version of the list it read; after 410 Gone it reads it again),
-//! falls back to polling when watching fails, keeps waiting while the Workflow does not exist yet
-//! (the parent may create it a moment later), and stops when it is deleted.
+//! It watches the Workflow (kube-access's `wait_for`: from the resource version of the list it
+//! read, again after 410 Gone, polling when watching fails), keeps waiting while the Workflow does
+//! not exist yet (the parent may create it a moment later), and stops when it is deleted.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Parser;
-use futures_util::StreamExt;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+
 use serde_json::{json, Value};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
@@ -174,59 +172,6 @@ fn write_outputs(ctx: &Context, status: &Value, failed: &[Value]) -> Result<(), 
         .set_json("failed-nodes", &Value::Array(failed.to_vec()))
 }
 
-/// Maps an API error: 401/403 are preconditions with the RBAC hint; the rest is transient.
-fn api_error(args: &Args, e: kube::Error) -> StepError {
-    kube_access::api_error(
-        e,
-        "reading the workflow",
-        &format!(
-            "grant get, list and watch on workflows.argoproj.io in namespace {}",
-            args.namespace
-        ),
-    )
-}
-
-fn is_access_refused(e: &StepError) -> bool {
-    e.kind == step_kit::ErrorKind::Precondition
-}
-
-/// How long a 401 or 403 is ridden out once the API has let this step read the workflow: a
-/// restarting API server refuses requests for a moment while its authorizer's caches fill
-/// (measured against kube-apiserver 1.36: a 403 right after /readyz turned ready). A refusal on
-/// the first request is reported at once.
-const ACCESS_GRACE: Duration = Duration::from_secs(60);
-
-/// Whether an access refusal ends the wait: always before the first successful request, and once
-/// refusals have lasted [`ACCESS_GRACE`] since then.
-struct AccessRefusals {
-    granted_once: bool,
-    refused_since: Option<tokio::time::Instant>,
-}
-
-impl AccessRefusals {
-    fn granted(&mut self) {
-        self.granted_once = true;
-        self.refused_since = None;
-    }
-
-    /// Ok to retry (the refusal is logged), or the error that ends the wait.
-    fn refused(&mut self, err: StepError) -> Result<(), StepError> {
-        if !self.granted_once {
-            return Err(err);
-        }
-        let since = *self
-            .refused_since
-            .get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() >= ACCESS_GRACE {
-            return Err(err);
-        }
-        tracing::warn!(
-            "{err}; access was granted before, retrying (the API server may be restarting)"
-        );
-        Ok(())
-    }
-}
-
 async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
     let checks = [
         (
@@ -250,140 +195,34 @@ async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
         &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
         "workflows",
     );
-    let api: Api<DynamicObject> = Api::namespaced_with(client, &args.namespace, &resource);
+    let watched = kube_access::Watched {
+        api: Api::namespaced_with(client, &args.namespace, &resource),
+        name: &args.name,
+        describe: format!("workflow {}/{}", args.namespace, args.name),
+        grant: format!(
+            "grant get, list and watch on workflows.argoproj.io in namespace {}",
+            args.namespace
+        ),
+        poll_interval: args.poll_interval,
+    };
     let mut waiter = Waiter {
         name: args.name.clone(),
         namespace: args.namespace.clone(),
         last: None,
     };
-    let mut existed = false;
-    let mut polling = false;
-    let mut access = AccessRefusals {
-        granted_once: false,
-        refused_since: None,
-    };
-    let by_name = ListParams::default().fields(&format!("metadata.name={}", args.name));
-    loop {
-        // Read it (a re-list: at start, after a watch ended, after 410 Gone, and when polling).
-        // A list, not a get: the watch starts from the list's resource version, the server's
-        // current one. The object's own version can be older than anything a freshly started API
-        // server's watch cache holds, and a watch from there answers 410 Gone until the object
-        // changes (seen against kube-apiserver 1.36 after a restart).
-        let (workflow, listed_at) = match api.list(&by_name).await {
-            Ok(list) => {
-                access.granted();
-                let version = list.metadata.resource_version.clone().unwrap_or_default();
-                (list.items.into_iter().next(), version)
-            }
-            Err(e) => {
-                let err = api_error(&args, e);
-                if is_access_refused(&err) {
-                    access.refused(err)?;
-                } else {
-                    tracing::warn!("{err}; reading again in {:?}", args.poll_interval);
-                }
-                tokio::time::sleep(args.poll_interval).await;
-                continue;
-            }
-        };
-        let Some(workflow) = workflow else {
-            if existed {
-                return Err(StepError::precondition(format!(
-                    "workflow {}/{} was deleted while waiting",
-                    args.namespace, args.name
-                )));
-            }
-            tracing::info!(
-                "workflow {}/{} does not exist yet; waiting",
-                args.namespace,
-                args.name
-            );
-            tokio::time::sleep(args.poll_interval).await;
-            continue;
-        };
-        existed = true;
-        if let Verdict::Done(result) = waiter.update(&ctx, &workflow)? {
-            return result;
+    kube_access::wait_for(&watched, |seen| match seen {
+        kube_access::Seen::Absent => {
+            tracing::info!("{} does not exist yet; waiting", watched.describe);
+            Ok(None)
         }
-        if polling {
-            tokio::time::sleep(args.poll_interval).await;
-            continue;
-        }
-        let mut version = listed_at;
-        let params = WatchParams::default()
-            .fields(&format!("metadata.name={}", args.name))
-            .timeout(290);
-        let mut stream = match api.watch(&params, &version).await {
-            Ok(stream) => stream.boxed(),
-            Err(e) => {
-                // The server answered, and not with a watch: it does not serve them (a proxy in
-                // between, say); poll from now on. A connection that failed (the server away for
-                // a moment) is read and watched again after the interval.
-                let answered = matches!(e, kube::Error::Api(_));
-                let err = api_error(&args, e);
-                if is_access_refused(&err) {
-                    access.refused(err)?;
-                } else if answered {
-                    tracing::warn!(
-                        "cannot watch ({err}); polling every {:?}",
-                        args.poll_interval
-                    );
-                    polling = true;
-                    continue;
-                } else {
-                    tracing::warn!(
-                        "cannot watch ({err}); trying again in {:?}",
-                        args.poll_interval
-                    );
-                }
-                tokio::time::sleep(args.poll_interval).await;
-                continue;
-            }
-        };
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(WatchEvent::Added(object)) | Ok(WatchEvent::Modified(object)) => {
-                    version = object.metadata.resource_version.clone().unwrap_or(version);
-                    if let Verdict::Done(result) = waiter.update(&ctx, &object)? {
-                        return result;
-                    }
-                }
-                Ok(WatchEvent::Deleted(_)) => {
-                    return Err(StepError::precondition(format!(
-                        "workflow {}/{} was deleted while waiting",
-                        args.namespace, args.name
-                    )));
-                }
-                Ok(WatchEvent::Bookmark(bookmark)) => version = bookmark.metadata.resource_version,
-                Ok(WatchEvent::Error(status)) if status.code == 410 => {
-                    tracing::info!(
-                        "watch expired (410 Gone: {}); reading the workflow again",
-                        status.message
-                    );
-                    break;
-                }
-                // Not 410: the server is in trouble; read again after a pause, never in a tight loop.
-                Ok(WatchEvent::Error(status)) => {
-                    tracing::warn!(
-                        "watch error {}: {}; reading the workflow again in {:?}",
-                        status.code,
-                        status.message,
-                        args.poll_interval
-                    );
-                    tokio::time::sleep(args.poll_interval).await;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "watch interrupted: {}; reading the workflow again in {:?}",
-                        step_kit::error_chain(&e),
-                        args.poll_interval
-                    );
-                    tokio::time::sleep(args.poll_interval).await;
-                    break;
-                }
-            }
-        }
-        tracing::debug!("watch ended at resource version {version}");
-    }
+        kube_access::Seen::Deleted => Err(StepError::precondition(format!(
+            "{} was deleted while waiting",
+            watched.describe
+        ))),
+        kube_access::Seen::Present(workflow) => match waiter.update(&ctx, workflow)? {
+            Verdict::Waiting => Ok(None),
+            Verdict::Done(result) => result.map(Some),
+        },
+    })
+    .await
 }

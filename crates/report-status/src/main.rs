@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    report_status::run(std::env::args_os()).into()
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    wait_argocd_app::run(std::env::args_os()).into()
+}
