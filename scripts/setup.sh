@@ -16,11 +16,13 @@ say() { echo "setup: $*" >&2; }
 
 # Debian packages: git (smart-HTTP server and CLI), PostgreSQL 15 (initdb/postgres/psql/pg_dump),
 # libssl-dev and pkg-config (git2's https and ssh), npm (GitHub's API description, webhook
-# payloads); for tests: openssh-server (sshd for the SSH git tests); for CI: hyperfine (make bench), zlib1g-dev and binutils (the
+# payloads); for tests: openssh-server (sshd for the SSH git tests), docker-registry and skopeo (a
+# real OCI registry and its pusher, for wait-image); for CI: hyperfine (make bench), zlib1g-dev and binutils (the
 # static image build), buildah, openssl, ca-certificates, busybox-static (make e2e: the shell of
 # its Terraform double's image), nats-server (make e2e: Argo Events' bus).
 packages=(git postgresql libssl-dev pkg-config)
-[ "$profile" = demo ] || packages+=(openssh-server)
+# Tests: sshd (SSH git), an OCI registry and skopeo (wait-image's registry tests).
+[ "$profile" = demo ] || packages+=(openssh-server docker-registry skopeo)
 # make e2e's one-node cluster: runc (containerd's runtime), the CNI plugins (the pods' bridge),
 # iptables (the pods' way to this machine's servers), buildah (its images).
 [ "$profile" = ci ] && packages+=(hyperfine zlib1g-dev binutils buildah openssl ca-certificates

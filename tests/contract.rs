@@ -23,6 +23,8 @@ fn sample(parameter: &str) -> &'static str {
         "dest" => "gs://acme-sbx-pr-42/documents",
         "backup" => "gs://acme-integration-backups/nightly/",
         "database" => "sbx_pr_42",
+        "image" => "europe-docker.pkg.dev/acme/apps/web:sha-1a2b3c4",
+        "state" => "ready",
         other => panic!("no sample for the required parameter {other}: add one"),
     }
 }

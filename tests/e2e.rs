@@ -3,8 +3,9 @@
 //! pinned modules (cluster/build.sh), run the step templates as pods of our image (`make image`).
 //! Needs root; `make e2e` runs it (it is ignored by a plain `cargo test`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -432,6 +433,112 @@ impl Drop for SecretCopier {
     }
 }
 
+/// What Argo CD does for the library, as far as wait-argocd-app sees it: its app-of-apps creates
+/// each Application committed under apps/sandboxes/ (and deletes it when the file goes), and its
+/// application controller syncs it: first OutOfSync and Missing, a second later Synced at the
+/// environment branch's commit and Healthy. A stand-in, named so (no Argo CD runs here): a thread
+/// that polls the app-of-apps repository every 300 ms until dropped.
+struct ArgoCdStandIn {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ArgoCdStandIn {
+    const NAMESPACE: &'static str = "argocd";
+
+    fn start(api: ApiClient, apps_repo: PathBuf, infra_repo: PathBuf) -> ArgoCdStandIn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let git = |repo: &Path, args: &[&str]| -> Option<String> {
+            let out = Command::new("git")
+                .arg("--git-dir")
+                .arg(repo)
+                .args(args)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let collection = format!(
+            "/apis/argoproj.io/v1alpha1/namespaces/{}/applications",
+            Self::NAMESPACE
+        );
+        let thread = std::thread::spawn(move || {
+            let mut seen_at: BTreeMap<String, Instant> = BTreeMap::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let files = git(
+                    &apps_repo,
+                    &["ls-tree", "--name-only", "main", "apps/sandboxes/"],
+                )
+                .unwrap_or_default();
+                let mut committed = BTreeSet::new();
+                for file in files.lines().filter(|f| f.ends_with(".yaml")) {
+                    let Some(text) = git(&apps_repo, &["show", &format!("main:{file}")]) else {
+                        continue;
+                    };
+                    let Ok(app) = serde_yaml::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    let Some(name) = app["metadata"]["name"].as_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    committed.insert(name.clone());
+                    let first = *seen_at.entry(name.clone()).or_insert_with(Instant::now);
+                    let branch = app["spec"]["source"]["targetRevision"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let revision =
+                        git(&infra_repo, &["rev-parse", &format!("refs/heads/{branch}")])
+                            .unwrap_or_default();
+                    let status = if first.elapsed() < Duration::from_secs(1) {
+                        json!({"sync": {"status": "OutOfSync"}, "health": {"status": "Missing"}})
+                    } else {
+                        json!({"sync": {"status": "Synced", "revision": revision},
+                               "health": {"status": "Healthy"},
+                               "resources": [{"version": "v1", "kind": "ConfigMap", "name": "sandbox-config",
+                                              "namespace": app["spec"]["destination"]["namespace"],
+                                              "status": "Synced", "health": {"status": "Healthy"}}]})
+                    };
+                    let path = format!("{collection}/{name}");
+                    let (code, _) = api.request("GET", &path, None);
+                    if code == 404 {
+                        let mut object = app.clone();
+                        object["metadata"] = json!({"name": name, "namespace": Self::NAMESPACE});
+                        object["status"] = status;
+                        api.request("POST", &collection, Some(object));
+                    } else {
+                        api.request("PATCH", &path, Some(json!({"status": status})));
+                    }
+                }
+                for gone in seen_at
+                    .keys()
+                    .filter(|n| !committed.contains(*n))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                {
+                    api.request("DELETE", &format!("{collection}/{gone}"), None);
+                    seen_at.remove(&gone);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        ArgoCdStandIn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ArgoCdStandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// `url` of a server on this machine's loopback as the pods reach it (the node's gateway).
 fn from_pods(url: &str) -> String {
     url.replace("127.0.0.1", Node::GATEWAY)
@@ -775,6 +882,18 @@ fn node<'a>(workflow: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no node {name}: {}", workflow["status"]))
 }
 
+/// The states pull request `pr`'s card showed, in order (report-status's writes).
+fn card_states(github: &GitHubDouble, pr: u64) -> Vec<&'static str> {
+    let mut states: Vec<&'static str> = Vec::new();
+    for body in github.comment_history(pr) {
+        let state = report_status::shown_state(&body).map_or("?", |s| s.name());
+        if states.last() != Some(&state) {
+            states.push(state);
+        }
+    }
+    states
+}
+
 /// The exit codes of the attempts of step `name`, in order.
 fn attempts(workflow: &Value, name: &str) -> Vec<String> {
     pods(workflow)
@@ -817,6 +936,11 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     let platform = Platform::start(&cluster);
     install_settings(&cluster.api, &platform.settings());
     let events = ArgoEvents::start(&cluster);
+    let _argocd = ArgoCdStandIn::start(
+        cluster.api.client(cluster.api.admin_token()),
+        platform.git.repo_path("gitops"),
+        platform.git.repo_path("infra"),
+    );
 
     // 1. The pull request is opened with the label: GitHub's webhook reaches the EventSource,
     // the create-sandbox Sensor submits create-sandbox.
@@ -923,13 +1047,50 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         &created["status"]["startedAt"],
         &node(&created, "app")["finishedAt"],
     );
+    // Ready only once Argo CD (its stand-in) reports the Application Synced and Healthy at the
+    // commit patch-kustomize left on the branch; then the pull request is told: its card, a
+    // GitHub Deployment with the sandbox's URL, a commit status.
+    assert_eq!(
+        output(node(&created, "healthy"), "revision"),
+        output(node(&created, "kustomize"), "commit")
+    );
+    let to_healthy = seconds_between(
+        &node(&created, "app")["finishedAt"],
+        &node(&created, "healthy")["finishedAt"],
+    );
+    let head = platform.github.pull(42).unwrap().head_sha;
+    let card = card_states(&platform.github, 42);
+    assert_eq!(
+        card,
+        ["creating", "ready"],
+        "{:?}",
+        platform.github.comments(42)
+    );
+    let deployment = platform
+        .github
+        .deployments()
+        .into_iter()
+        .find(|d| d.environment == "sbx-pr-42")
+        .expect("a GitHub Deployment of sbx-pr-42");
+    assert_eq!(deployment.sha, head);
+    let last = deployment.statuses.last().unwrap();
+    assert_eq!(last["state"], "success");
+    assert_eq!(
+        last["environment_url"],
+        "https://sbx-pr-42.sandbox.acme.dev/"
+    );
+    assert_eq!(
+        platform.github.commit_statuses(&head).last().unwrap()["state"],
+        "success"
+    );
 
     // 2. The pull request is closed: delete-sandbox. GitHub answers 503 to cleanup-branch's
     // first attempt (7 times: its own retries spent, it exits 4) and Argo retries the step.
     platform.github.set_pull_state(42, "closed");
-    platform
-        .github
-        .inject(&vec![testkit::Fault::Status(503); 7]);
+    platform.github.inject_on(
+        "/repos/acme/platform/pulls",
+        &vec![testkit::Fault::Status(503); 7],
+    );
     let closed = sensor_event("delete-sandbox-sensor", "closed", 42);
     let name = events.deliver(&cluster, "delete-sandbox", &closed);
     let deleted = cluster.wait("argo", &name, Duration::from_secs(600));
@@ -991,6 +1152,25 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "0",
         "drop-db dropped its owner role"
     );
+    // One card from creating to deleted; the deployment inactive.
+    assert_eq!(
+        card_states(&platform.github, 42),
+        ["creating", "ready", "deleting", "deleted"]
+    );
+    let cards = platform
+        .github
+        .comments(42)
+        .iter()
+        .filter(|c| c.body.contains("sandbox-steps:card"))
+        .count();
+    assert_eq!(cards, 1);
+    let deployment = platform
+        .github
+        .deployments()
+        .into_iter()
+        .find(|d| d.environment == "sbx-pr-42")
+        .unwrap();
+    assert_eq!(deployment.statuses.last().unwrap()["state"], "inactive");
 
     // 3. A permanent failure: PR 43's backups are missing, so restore-db exits 3; the workflow
     // fails without retrying it, reports to notify-url, and releases the mutex: the delete
@@ -1076,6 +1256,19 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
             .iter()
             .any(|f| f["displayName"] == "wait(0)" && f["message"] == "main: Error (exit code 3)"),
         "{failures:?}"
+    );
+    // The card says failed, naming the failed step and its message (Argo's workflow.failures,
+    // read by report-status from the exit handler).
+    let failed_card = platform
+        .github
+        .comment_history(43)
+        .into_iter()
+        .find(|body| report_status::shown_state(body) == Some(report_status::State::Failed))
+        .unwrap_or_else(|| panic!("no failed card: {:?}", platform.github.comment_history(43)));
+    assert!(
+        failed_card.contains("**Failed step** ` wait(0) `")
+            && failed_card.contains("main: Error (exit code 3)"),
+        "{failed_card}"
     );
     // At once: from restore-db's exit to the create workflow's DAG failed (the child's end,
     // wait-workflow seeing it), no retry and no backoff waited out. The exit handler's report
@@ -1164,6 +1357,9 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
             "false",
             "{run}"
         );
+        // No pull request 44 on GitHub: the card's reports (deleting, deleted) fail with exit 3,
+        // never retried, and the deletion goes on regardless (continueOn).
+        assert_eq!(attempts(&done, "report-status"), ["3", "3"], "{run}");
         converge_seconds.push(seconds_between(
             &done["status"]["startedAt"],
             &done["status"]["finishedAt"],
@@ -1348,7 +1544,8 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
 
     eprintln!(
         "cluster start-up {:.1} s; PR 42 from the webhook's delivery to the Application \
-         committed: {:.1} s (workflow start to commit {app_committed} s), with {} documents and a \
+         committed: {:.1} s (workflow start to commit {app_committed} s), then Healthy seen \
+         {to_healthy} s later (Argo CD's stand-in syncs after 1 s), with {} documents and a \
          {} kB database backup (1,000 + 20,000 rows)",
         cluster.startup.as_secs_f64(),
         to_app.as_secs_f64(),

@@ -220,6 +220,8 @@ fn another_organisations_settings_reach_every_place_and_install() {
     // Created on the real API server, as `kubectl apply -k` would (strict field validation).
     let server = KubeApiServer::start();
     prepare_for_the_library(&server);
+    // Their Argo CD's namespace, which their Argo CD install made.
+    server.create_namespace(setting("argocd-namespace"));
     for (key, doc) in &rendered {
         let (status, body) = server.apply(doc, None);
         assert!(status == 200 || status == 201, "{key}: {status} {body}");

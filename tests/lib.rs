@@ -58,6 +58,8 @@ pub fn prepare_for_the_library(server: &testkit::KubeApiServer) {
     server.install_crds(&crds);
     server.create_namespace("argo");
     server.create_namespace("argo-events");
+    // Argo CD's namespace (its install makes it): wait-argocd-app's Role lives there.
+    server.create_namespace("argocd");
 }
 
 /// A step's interface, from its own code.
@@ -142,6 +144,11 @@ pub fn steps() -> Vec<Step> {
             wait_argocd_app::NAME,
             wait_argocd_app::Args::command(),
             wait_argocd_app::OUTPUTS,
+        ),
+        step(
+            wait_image::NAME,
+            wait_image::Args::command(),
+            wait_image::OUTPUTS,
         ),
     ]
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::{FakeGcs, GitHubDouble, GitServer, KubeApiDouble, OpenBao, Postgres};
 
 use runner::{Environment, Runner};
@@ -532,20 +532,9 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         .filter(|c| c.body.contains("sandbox-steps:card"))
         .count();
     // Every state the card showed, from what report-status wrote (created, then edited).
-    for request in github.requests() {
-        let writes_card = (request.method == "POST" || request.method == "PATCH")
-            && request.path.contains("/comments");
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let text = body["body"].as_str().unwrap_or_default();
-        if !writes_card || !text.contains("card pr=42 ") {
-            continue;
-        }
-        let state = text
-            .split("Sandbox `sbx-pr-42`: ")
-            .nth(1)
-            .and_then(|rest| rest.lines().next())
-            .unwrap_or("?")
-            .to_owned();
+    for body in github.comment_history(42) {
+        let state = report_status::shown_state(&body).map_or("?", |s| s.name());
+        let state = state.to_owned();
         if report.card_states.last() != Some(&state) {
             report.card_states.push(state);
         }

@@ -438,16 +438,8 @@ impl Runner {
         }
         // A failed task fails the DAG unless a task depends on its failure.
         let done = status.into_inner().unwrap();
-        // A failed task fails the DAG unless it may (continueOn: {failed: true}) or a task depends
-        // on its failure.
-        let may_fail = |name: &str| {
-            tasks
-                .iter()
-                .any(|t| t["name"] == name && t["continueOn"]["failed"] == true)
-        };
         let unhandled = done.iter().find(|(name, state)| {
             **state == "Failed"
-                && !may_fail(name)
                 && !tasks.iter().any(|t| {
                     t["depends"]
                         .as_str()
@@ -527,7 +519,22 @@ impl Runner {
                     .collect()
             });
             for (name, result) in results {
-                scope.tasks.insert(name.to_owned(), result?);
+                let may_fail = group
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|st| st["name"] == name && st["continueOn"]["failed"] == true);
+                match result {
+                    Ok(outputs) => {
+                        scope.tasks.insert(name.to_owned(), outputs);
+                    }
+                    // continueOn: {failed: true}: the failure is logged, the steps go on.
+                    Err(e) if may_fail => {
+                        self.note(&format!("{path}/{name}"), "Failed (continueOn)", &e);
+                        scope.tasks.insert(name.to_owned(), BTreeMap::new());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(BTreeMap::new())

@@ -9,6 +9,8 @@
 //! - 410 Gone, a watch that ends (the server closes them after `timeoutSeconds`) or breaks: read
 //!   again and watch again; never in a tight loop.
 //! - A server that answers but serves no watches (a proxy in between): poll every interval.
+//! - Without a change for a poll interval, `decide` sees the object again (a decision may depend on
+//!   how long a state has lasted).
 //! - 401/403 on the first request ends the wait (exit 3 with the RBAC hint); once access was
 //!   granted, refusals are ridden out for [`ACCESS_GRACE`] (an API server restarting refuses
 //!   requests for a moment while its authorizer's caches fill).
@@ -154,13 +156,29 @@ pub async fn wait_for<T>(
                 continue;
             }
         };
-        while let Some(event) = stream.next().await {
+        let mut current = object;
+        loop {
+            // Without a change for a poll interval, `decide` sees the object again: a decision
+            // may depend on time (how long a state has lasted).
+            let event = match tokio::time::timeout(pause, stream.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(_) => {
+                    if let Some(object) = &current {
+                        if let Some(done) = decide(Seen::Present(object))? {
+                            return Ok(done);
+                        }
+                    }
+                    continue;
+                }
+            };
             match event {
                 Ok(WatchEvent::Added(object)) | Ok(WatchEvent::Modified(object)) => {
                     version = object.metadata.resource_version.clone().unwrap_or(version);
                     if let Some(done) = decide(Seen::Present(&object))? {
                         return Ok(done);
                     }
+                    current = Some(object);
                 }
                 Ok(WatchEvent::Deleted(_)) => {
                     if let Some(done) = decide(Seen::Deleted)? {

@@ -124,6 +124,16 @@ pub fn parse_marker(body: &str, pr_number: u64) -> Option<Marker> {
     })
 }
 
+/// The state a card's body shows (its title line), if it is a card.
+pub fn shown_state(body: &str) -> Option<State> {
+    let title = body.lines().find(|l| l.starts_with("### "))?;
+    let (_, name) = title.rsplit_once(": ")?;
+    State::value_variants()
+        .iter()
+        .copied()
+        .find(|s| s.name() == name.trim())
+}
+
 /// The card's content without its marker line: two bodies that differ only in when they were
 /// reported show the same.
 pub fn content(body: &str) -> &str {
@@ -306,6 +316,16 @@ mod tests {
         assert_eq!(parse_marker(&body, 4), None);
         assert_eq!(parse_marker(&format!("quoted:\n{body}"), 42), None);
         assert_eq!(content(&body), content(&card.render(UNIX_EPOCH)));
+        assert_eq!(shown_state(&body), Some(State::Queued));
+        for state in State::value_variants() {
+            let card = Card {
+                state: Some(*state),
+                ..card.clone()
+            };
+            assert_eq!(shown_state(&card.render(at)), Some(*state));
+            // The names are the flag's values.
+            assert_eq!(state.to_possible_value().unwrap().get_name(), state.name());
+        }
     }
 
     #[test]

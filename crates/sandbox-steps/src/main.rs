@@ -24,6 +24,7 @@ const STEPS: &[(&str, Step)] = &[
     (sweep_sandboxes::NAME, |argv| sweep_sandboxes::run(argv)),
     (report_status::NAME, |argv| report_status::run(argv)),
     (wait_argocd_app::NAME, |argv| wait_argocd_app::run(argv)),
+    (wait_image::NAME, |argv| wait_image::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -89,11 +89,15 @@ struct State {
     /// (sha, status as GitHub shows it), oldest first.
     commit_statuses: Vec<(String, Value)>,
     next_id: u64,
-    faults: VecDeque<Fault>,
+    /// Scripted answers, each for the next request whose path ends with its suffix (any when
+    /// None).
+    faults: VecDeque<(Option<String>, Fault)>,
     /// The token's user.
     user: String,
     app: Option<App>,
     installation_tokens: HashSet<String>,
+    /// Every body written to a comment (created or edited), with its issue, in order.
+    comment_history: Vec<(u64, String)>,
     violations: Vec<String>,
 }
 
@@ -130,6 +134,7 @@ impl GitHubDouble {
             user: TOKEN_USER.to_owned(),
             app: None,
             installation_tokens: HashSet::new(),
+            comment_history: Vec::new(),
             violations: Vec::new(),
         }));
         let shared = state.clone();
@@ -243,6 +248,18 @@ impl GitHubDouble {
             .collect()
     }
 
+    /// Every body written to the comments of pull request `issue` through the API (created or
+    /// edited), in order.
+    pub fn comment_history(&self, issue: u64) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .comment_history
+            .iter()
+            .filter(|(i, _)| *i == issue)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
     pub fn deployments(&self) -> Vec<Deployment> {
         self.state.lock().unwrap().deployments.clone()
     }
@@ -264,7 +281,17 @@ impl GitHubDouble {
             .lock()
             .unwrap()
             .faults
-            .extend(faults.iter().cloned());
+            .extend(faults.iter().map(|f| (None, f.clone())));
+    }
+
+    /// The next requests whose path ends with `path_suffix` get these answers, in order (other
+    /// requests are answered normally meanwhile).
+    pub fn inject_on(&self, path_suffix: &str, faults: &[Fault]) {
+        self.state.lock().unwrap().faults.extend(
+            faults
+                .iter()
+                .map(|f| (Some(path_suffix.to_owned()), f.clone())),
+        );
     }
 
     pub fn requests(&self) -> Vec<HttpRequest> {
@@ -418,7 +445,13 @@ fn serve(api: &OpenApi, state: &mut State, req: &HttpRequest, repo: &Repo) -> Ht
     if matches!(caller, Caller::Nobody) {
         return error(401, "Bad credentials");
     }
-    match state.faults.pop_front() {
+    let scripted = state
+        .faults
+        .iter()
+        .position(|(suffix, _)| suffix.as_deref().is_none_or(|s| req.path.ends_with(s)))
+        .and_then(|i| state.faults.remove(i))
+        .map(|(_, fault)| fault);
+    match scripted {
         Some(Fault::Status(status)) => {
             let message = if status >= 500 {
                 "Server Error"
@@ -542,6 +575,7 @@ fn serve(api: &OpenApi, state: &mut State, req: &HttpRequest, repo: &Repo) -> Ht
                 body: body["body"].as_str().unwrap_or_default().to_owned(),
             };
             let answer = comment_json(api, &comment, repo);
+            state.comment_history.push((number, comment.body.clone()));
             state.comments.push(comment);
             ok(HttpResponse::json(201, &answer))
         }
@@ -554,6 +588,8 @@ fn serve(api: &OpenApi, state: &mut State, req: &HttpRequest, repo: &Repo) -> Ht
                 Some(c) if c.author == user => {
                     c.body = body["body"].as_str().unwrap_or_default().to_owned();
                     let answer = comment_json(api, c, repo);
+                    let written = (c.issue, c.body.clone());
+                    state.comment_history.push(written);
                     ok(HttpResponse::json(200, &answer))
                 }
                 Some(_) => ok(error(403, "Must have admin rights to Repository.")),

@@ -31,6 +31,7 @@ mod openapi;
 mod openbao;
 mod postgres;
 mod process;
+mod registry;
 mod ssh;
 mod step_run;
 
@@ -49,5 +50,6 @@ pub use openapi::{description_path as github_description_path, OpenApi};
 pub use openbao::{OpenBao, TokenReviewDouble};
 pub use postgres::Postgres;
 pub use process::{at_exit, find_binary, free_port, gzip, wait_for_http_ok, ServerProcess};
+pub use registry::{OciRegistry, RegistryAuth};
 pub use ssh::SshGitServer;
 pub use step_run::StepRun;

@@ -233,6 +233,8 @@ fn a_failed_sync_of_the_revision_is_exit_3() {
     let mut failed = status("OutOfSync", OLD, "Healthy", web("Healthy", ""));
     failed["operationState"] = json!({
         "phase": "Failed",
+        "startedAt": "2026-12-01T10:00:00Z",
+        "finishedAt": "2026-12-01T10:00:04Z",
         "message": "one or more objects failed to apply",
         "operation": {"sync": {"revision": HEAD}},
         "syncResult": {"revision": HEAD, "resources": [

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    wait_image::run(std::env::args_os()).into()
+}
