@@ -1395,9 +1395,10 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
 
     // 5. The sweep, with apply set: PR 45's closed webhook was lost (its sandbox's branch,
     // namespace, database, role and secret are left), PR 46's sandbox has been inactive for 100 h
-    // (past the 72 h TTL), PR 47's is active. The sweep deletes the first two through
-    // delete-sandbox, keeps the third, keeps sandbox 43's branch (the head of the open #99: only
-    // it is left), and leaves a name that only looks like a sandbox's.
+    // (past the 72 h TTL), PR 47's is active, PR 48's has been inactive for 60 h (within the 24 h
+    // before expiry). The sweep deletes the first two through delete-sandbox, keeps the third,
+    // tells 48's pull request when its sandbox expires, keeps sandbox 43's branch (the head of
+    // the open #99: only it is left), and leaves a name that only looks like a sandbox's.
     // The buckets of 42 and 43 go with Terraform destroy, which its double does not do.
     for pr in [42, 43] {
         platform.gcs.delete_bucket(&format!("acme-sbx-pr-{pr}"));
@@ -1407,7 +1408,7 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    for pr in [45u64, 46, 47] {
+    for pr in [45u64, 46, 47, 48] {
         platform
             .git
             .update_ref("infra", &format!("refs/heads/sbx-pr-{pr}"), &main);
@@ -1443,6 +1444,9 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     platform
         .github
         .add_pull_with(47, "open", "feature/active", &labelled, now - 600);
+    platform
+        .github
+        .add_pull_with(48, "open", "feature/quiet", &labelled, now - 60 * 3600);
     let sweep = json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -1469,7 +1473,22 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     let decide = node(&swept, "decide");
     let summary = output(decide, "summary");
     eprintln!("the sweep decided: {summary}");
-    assert_eq!(summary, "4 sandboxes: 2 keep, 1 expire, 1 orphan");
+    assert_eq!(summary, "5 sandboxes: 2 keep, 1 warn, 1 expire, 1 orphan");
+    // 48's card: expiring, when, and how to keep it.
+    let warned = card_states(&platform.github, 48);
+    assert_eq!(warned, ["expiring"]);
+    let card = &platform.github.comments(48)[0].body;
+    let expires = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(now - 60 * 3600 + 72 * 3600),
+    )
+    .to_string()
+    .replace('T', " ")
+    .trim_end_matches('Z')
+    .to_owned();
+    assert!(
+        card.contains(&expires) && card.contains("`sandbox-keep` label"),
+        "{expires}: {card}"
+    );
     let deletes: Vec<Value> = serde_json::from_str(&output(decide, "deletes")).unwrap();
     let deleted: Vec<&str> = deletes
         .iter()
@@ -1479,7 +1498,10 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         deleted.contains(&"sbx-pr-45") && deleted.contains(&"sbx-pr-46"),
         "{deletes:?}"
     );
-    assert!(!deleted.contains(&"sbx-pr-47"), "{deletes:?}");
+    assert!(
+        !deleted.contains(&"sbx-pr-47") && !deleted.contains(&"sbx-pr-48"),
+        "{deletes:?}"
+    );
     for pr in [45, 46] {
         assert_eq!(
             platform.postgres.psql(

@@ -176,6 +176,7 @@ fn another_organisations_settings_reach_every_place_and_install() {
         "bucket-prefix",
         "vault-addr",
         "gcs-project",
+        "base-domain",
     ] {
         assert_eq!(param("sweep", key), setting(key), "sweep {key}");
     }

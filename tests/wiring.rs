@@ -98,11 +98,18 @@ struct Call {
 
 /// The keys of the items in JSON-list outputs that workflows loop over with `withParam`, by
 /// (step template, output); `crates/sweep-sandboxes/tests/` checks the step writes them.
-const ITEM_KEYS: &[(&str, &str, &[&str])] = &[(
-    "sweep-sandboxes",
-    "deletes",
-    &["pr-number", "environment", "action", "reason"],
-)];
+const ITEM_KEYS: &[(&str, &str, &[&str])] = &[
+    (
+        "sweep-sandboxes",
+        "deletes",
+        &["pr-number", "environment", "action", "reason"],
+    ),
+    (
+        "sweep-sandboxes",
+        "warnings",
+        &["pr-number", "environment", "expires-at", "reason"],
+    ),
+];
 
 fn calls(cwt: &str, template: &Value) -> Vec<Call> {
     let mut items: Vec<&Value> = template["dag"]["tasks"]

@@ -417,6 +417,20 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         BTreeSet::from(["pr-number", "environment", "action", "reason"])
     );
     assert_eq!(delete_of(44)["environment"], "sbx-pr-44");
+    let warnings: Vec<serde_json::Value> = serde_json::from_str(run.output("warnings")).unwrap();
+    assert!(!warnings.is_empty());
+    for warning in &warnings {
+        let keys: BTreeSet<&str> = warning
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["pr-number", "environment", "expires-at", "reason"])
+        );
+    }
     // The lookalikes are reported and left out.
     for name in [
         "branch sbx-pr-7-old",
