@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::{
     build_image, cluster_tool, ApiClient, FakeGcs, GitHubDouble, GitServer, HttpResponse,
-    HttpServer, KubeApiServer, NatsServer, Node, OpenBao, Postgres, ServerProcess,
+    HttpServer, KubeApiServer, NatsServer, Node, OciRegistry, OpenBao, Postgres, RegistryAuth,
+    ServerProcess,
 };
 use workspace_tests::{
     manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows,
@@ -616,6 +617,8 @@ images:
 struct Platform {
     git: GitServer,
     github: GitHubDouble,
+    /// Where the pull request's CI pushes its builds (`acme/api:sha-<short>`).
+    registry: OciRegistry,
     gcs: FakeGcs,
     postgres: Postgres,
     bao: OpenBao,
@@ -761,9 +764,11 @@ impl Platform {
             ],
         );
         let notify = HttpServer::start(|_| HttpResponse::new(200));
+        let registry = OciRegistry::start(RegistryAuth::Anonymous);
         Platform {
             git,
             github,
+            registry,
             gcs,
             postgres,
             bao,
@@ -788,6 +793,15 @@ impl Platform {
             ("storage-emulator-host", from_pods(&self.gcs.endpoint())),
             ("github-api-url", from_pods(&self.github.url())),
             ("notify-url", from_pods(&self.notify.url())),
+            // The pull request's repository builds acme/api; CI tags it with the commit.
+            (
+                "pr-images",
+                format!(
+                    "acme/api={}/acme/api:sha-{{short}}",
+                    from_pods(&self.registry.host())
+                ),
+            ),
+            ("registry-plain-http", "true".into()),
         ]
     }
 }
@@ -882,6 +896,16 @@ fn node<'a>(workflow: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no node {name}: {}", workflow["status"]))
 }
 
+/// Pull request `pr`'s card as it is now.
+fn card_body(github: &GitHubDouble, pr: u64) -> String {
+    github
+        .comments(pr)
+        .into_iter()
+        .find(|c| c.body.contains("sandbox-steps:card"))
+        .map(|c| c.body)
+        .unwrap_or_default()
+}
+
 /// The states pull request `pr`'s card showed, in order (report-status's writes).
 fn card_states(github: &GitHubDouble, pr: u64) -> Vec<&'static str> {
     let mut states: Vec<&'static str> = Vec::new();
@@ -950,6 +974,17 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         .unwrap()
         .to_owned();
     platform.github.add_pull(42, "open", &head_ref);
+    // CI built the pull request's head: its image is in the registry.
+    let opened_sha = opened["body"]["pull_request"]["head"]["sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    platform.github.set_pull_head(42, &opened_sha);
+    let api_digest = platform.registry.push_image(
+        "acme/api",
+        &format!("sha-{}", &opened_sha[..7]),
+        "api, opened",
+    );
     let submitted = std::time::SystemTime::now();
     let name = events.deliver(&cluster, "create-sandbox", &opened);
     let created = cluster.wait("argo", &name, Duration::from_secs(600));
@@ -976,6 +1011,12 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         kustomization.contains(&format!("namespace: {namespace}"))
             && kustomization.contains("2026.11.30-1a2b3c4")
             && kustomization.contains("ENVIRONMENT=sbx-pr-42"),
+        "{kustomization}"
+    );
+    // The pull request's own build, pinned by digest, beside the integration's other images.
+    assert!(
+        kustomization.contains(&format!("newTag: sha-{}", &opened_sha[..7]))
+            && kustomization.contains(&format!("digest: {api_digest}")),
         "{kustomization}"
     );
     // The namespace, its service account and bindings.
@@ -1083,6 +1124,82 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         platform.github.commit_statuses(&head).last().unwrap()["state"],
         "success"
     );
+    assert!(
+        card_body(&platform.github, 42).contains(&format!("`{}` (the head)", &opened_sha[..12])),
+        "{}",
+        card_body(&platform.github, 42)
+    );
+
+    // 1b. A push to the pull request (GitHub's `synchronize`): CI pushes the new build a moment
+    // later; update-sandbox waits for it, checks the commit is still the head, sets the image on
+    // the environment branch, waits for Argo CD, and the card says ready at the new commit.
+    let pushed = sensor_event("update-sandbox-sensor", "synchronize", 42);
+    let pushed_sha = pushed["body"]["pull_request"]["head"]["sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    platform.github.set_pull_head(42, &pushed_sha);
+    let name = events.deliver(&cluster, "update-sandbox", &pushed);
+    std::thread::sleep(Duration::from_secs(5));
+    let pushed_digest = platform.registry.push_image(
+        "acme/api",
+        &format!("sha-{}", &pushed_sha[..7]),
+        "api, pushed",
+    );
+    let updated = cluster.wait("argo", &name, Duration::from_secs(600));
+    report(&name, &updated);
+    assert_eq!(
+        updated["status"]["phase"], "Succeeded",
+        "{}",
+        updated["status"]
+    );
+    assert_eq!(output(node(&updated, "still-head"), "superseded"), "false");
+    let kustomization = git_show(
+        &platform.git,
+        "infra",
+        "sbx-pr-42",
+        "kustomize/environments/sandbox/kustomization.yaml",
+    )
+    .unwrap();
+    assert!(
+        kustomization.contains(&format!("newTag: sha-{}", &pushed_sha[..7]))
+            && kustomization.contains(&format!("digest: {pushed_digest}")),
+        "{kustomization}"
+    );
+    assert_eq!(
+        card_states(&platform.github, 42),
+        ["creating", "ready", "updating", "ready"]
+    );
+    assert!(
+        card_body(&platform.github, 42).contains(&format!("`{}` (the head)", &pushed_sha[..12])),
+        "{}",
+        card_body(&platform.github, 42)
+    );
+    let update_seconds = seconds_between(
+        &updated["status"]["startedAt"],
+        &updated["status"]["finishedAt"],
+    );
+    // The same push delivered again after a newer one: superseded, nothing patched.
+    let newer = "c0ffee".repeat(6) + "c0ff";
+    platform.github.set_pull_head(42, &newer);
+    let name = events.deliver(&cluster, "update-sandbox", &pushed);
+    let stale = cluster.wait("argo", &name, Duration::from_secs(600));
+    report(&name, &stale);
+    assert_eq!(stale["status"]["phase"], "Succeeded", "{}", stale["status"]);
+    assert_eq!(output(node(&stale, "still-head"), "superseded"), "true");
+    assert!(
+        stale["status"]["nodes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n["displayName"] != "kustomize(0)"),
+        "a superseded update patched"
+    );
+    platform.github.set_pull_head(42, &pushed_sha);
+    eprintln!(
+        "update-sandbox, from the webhook to ready at the pushed commit (its image pushed 5 s \
+         after the webhook): {update_seconds} s"
+    );
 
     // 2. The pull request is closed: delete-sandbox. GitHub answers 503 to cleanup-branch's
     // first attempt (7 times: its own retries spent, it exits 4) and Argo retries the step.
@@ -1152,10 +1269,10 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "0",
         "drop-db dropped its owner role"
     );
-    // One card from creating to deleted; the deployment inactive.
+    // One card from creating to deleted (the push in between); the deployments inactive.
     assert_eq!(
         card_states(&platform.github, 42),
-        ["creating", "ready", "deleting", "deleted"]
+        ["creating", "ready", "updating", "ready", "deleting", "deleted"]
     );
     let cards = platform
         .github
@@ -1164,13 +1281,16 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         .filter(|c| c.body.contains("sandbox-steps:card"))
         .count();
     assert_eq!(cards, 1);
-    let deployment = platform
+    let deployments: Vec<testkit::Deployment> = platform
         .github
         .deployments()
         .into_iter()
-        .find(|d| d.environment == "sbx-pr-42")
-        .unwrap();
-    assert_eq!(deployment.statuses.last().unwrap()["state"], "inactive");
+        .filter(|d| d.environment == "sbx-pr-42")
+        .collect();
+    assert_eq!(deployments.len(), 2, "one per deployed commit");
+    for deployment in &deployments {
+        assert_eq!(deployment.statuses.last().unwrap()["state"], "inactive");
+    }
 
     // 3. A permanent failure: PR 43's backups are missing, so restore-db exits 3; the workflow
     // fails without retrying it, reports to notify-url, and releases the mutex: the delete
@@ -1671,10 +1791,12 @@ impl ArgoEvents {
                 reqwest::blocking::get(format!("http://{ip}:12000/health"))
                     .is_ok_and(|r| r.status().is_success())
             });
-            let subscribed = ["create-sandbox", "delete-sandbox"].iter().all(|sensor| {
-                pod_log(cluster, &format!("sensor-name={sensor}"))
-                    .is_some_and(|log| log.contains("Subscribing to subject"))
-            });
+            let subscribed = ["create-sandbox", "delete-sandbox", "update-sandbox"]
+                .iter()
+                .all(|sensor| {
+                    pod_log(cluster, &format!("sensor-name={sensor}"))
+                        .is_some_and(|log| log.contains("Subscribing to subject"))
+                });
             if let (Some(ip), true) = (ready, subscribed) {
                 break format!("http://{ip}:12000/github");
             }
@@ -1794,7 +1916,12 @@ fn pod_log(cluster: &Cluster, selector: &str) -> Option<String> {
 /// What install/example's settings.yaml does: the platform's settings as the lifecycle
 /// templates' parameter defaults (the Sensors' Workflows pass only the pull request's values).
 fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
-    for template in ["create-sandbox", "delete-sandbox", "sweep"] {
+    for template in [
+        "create-sandbox",
+        "delete-sandbox",
+        "update-sandbox",
+        "sweep",
+    ] {
         let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");
         let (_, mut object) = api.get(&path);
         for parameter in object["spec"]["arguments"]["parameters"]

@@ -73,9 +73,12 @@ fn the_failure_report_is_json_with_the_failed_nodes() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "create-sandbox and delete-sandbox");
     assert_eq!(
-        reported, 2,
-        "create-sandbox and delete-sandbox tell the pull request"
+        checked, 3,
+        "create-sandbox, update-sandbox and delete-sandbox"
+    );
+    assert_eq!(
+        reported, 3,
+        "create-sandbox, update-sandbox and delete-sandbox tell the pull request"
     );
 }

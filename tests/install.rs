@@ -95,6 +95,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("argo-ui-url", "https://workflows.initech.example"),
     ("argocd-ui-url", "https://cd.initech.example"),
     ("argocd-namespace", "gitops"),
+    (
+        "pr-images",
+        "billing-api=registry.initech.example/billing/api:sha-{short}",
+    ),
 ];
 
 #[test]
@@ -185,9 +189,21 @@ fn another_organisations_settings_reach_every_place_and_install() {
             assert_eq!(param(template, key), setting(key), "{template} {key}");
         }
     }
+    for template in ["create-sandbox", "update-sandbox"] {
+        for key in [
+            "argocd-namespace",
+            "pr-images",
+            "infra-repo",
+            "bucket-prefix",
+            "base-domain",
+        ] {
+            assert_eq!(param(template, key), setting(key), "{template} {key}");
+        }
+        assert_eq!(param(template, "repositories"), setting("repository"));
+    }
     assert_eq!(
-        param("create-sandbox", "argocd-namespace"),
-        setting("argocd-namespace")
+        param("update-sandbox", "argo-ui-url"),
+        setting("argo-ui-url")
     );
     for kind in ["Role", "RoleBinding"] {
         let key = format!("{kind} gitops/sandbox-steps-argocd-apps");

@@ -5,6 +5,7 @@
 //! - create: an open pull request of the repository with the label, opened or reopened, or the
 //!   label just added;
 //! - delete: closed, or the label just removed;
+//! - update: commits pushed (`synchronize`) to an open pull request with the label;
 //! - neither for another repository or another kind of GitHub event;
 //!
 //! and what they submit must carry the pull request's own values.
@@ -25,6 +26,15 @@ fn wants_create(body: &Value) -> bool {
     open && has_label
         && (matches!(action, "opened" | "reopened")
             || (action == "labeled" && body["label"]["name"] == LABEL))
+}
+
+fn wants_update(body: &Value) -> bool {
+    let has_label = body["pull_request"]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["name"] == LABEL);
+    body["action"] == "synchronize" && body["pull_request"]["state"] == "open" && has_label
 }
 
 fn wants_delete(body: &Value) -> bool {
@@ -51,25 +61,25 @@ fn describe(body: &Value) -> String {
 #[test]
 fn sensors_fire_exactly_for_the_lifecycle_events() {
     let events = pull_request_events();
-    let mut fired = (0, 0);
+    let mut fired = std::collections::BTreeMap::new();
     for (sensor, wants) in [
         ("create-sandbox-sensor", wants_create as fn(&Value) -> bool),
         ("delete-sandbox-sensor", wants_delete),
+        ("update-sandbox-sensor", wants_update),
     ] {
         for (event, (fires, _)) in events.iter().zip(sensor_check(sensor, &events)) {
             let body = &event["body"];
             assert_eq!(fires, wants(body), "{sensor}: {}", describe(body));
-            if fires {
-                if sensor.starts_with("create") {
-                    fired.0 += 1;
-                } else {
-                    fired.1 += 1;
-                }
-            }
+            *fired.entry(sensor).or_insert(0) += usize::from(fires);
         }
     }
-    // The payloads exercise both sides of both Sensors.
-    assert!(fired.0 >= 3 && fired.1 >= 3, "{fired:?}");
+    // The payloads exercise both sides of every Sensor (GitHub's examples hold one push).
+    assert!(
+        fired["create-sandbox-sensor"] >= 3
+            && fired["delete-sandbox-sensor"] >= 3
+            && fired["update-sandbox-sensor"] >= 1,
+        "{fired:?}"
+    );
 }
 
 /// Another repository's pull requests, and events that are not `pull_request` ones (a webhook
@@ -86,7 +96,11 @@ fn other_repositories_and_other_events_fire_nothing() {
         other_kind["headers"]["X-Github-Event"] = json!(["pull_request_review"]);
         strangers.push(other_kind);
     }
-    for sensor in ["create-sandbox-sensor", "delete-sandbox-sensor"] {
+    for sensor in [
+        "create-sandbox-sensor",
+        "delete-sandbox-sensor",
+        "update-sandbox-sensor",
+    ] {
         let results = sensor_check(sensor, &strangers);
         let fired: Vec<String> = strangers
             .iter()
@@ -107,7 +121,11 @@ fn the_submitted_workflows_carry_the_pull_request() {
     for event in events.iter_mut().step_by(3) {
         event["body"]["pull_request"]["number"] = 1_000_000.into();
     }
-    for sensor in ["create-sandbox-sensor", "delete-sandbox-sensor"] {
+    for sensor in [
+        "create-sandbox-sensor",
+        "delete-sandbox-sensor",
+        "update-sandbox-sensor",
+    ] {
         let workflow_name = sensor.trim_end_matches("-sensor");
         let mut checked = 0;
         for (event, (fires, workflows)) in events.iter().zip(sensor_check(sensor, &events)) {
@@ -139,7 +157,7 @@ fn the_submitted_workflows_carry_the_pull_request() {
                     )
                 })
                 .collect();
-            let expected = [
+            let mut expected: Vec<(String, String)> = [
                 ("pr-number", number.to_string()),
                 (
                     "head-ref",
@@ -151,11 +169,23 @@ fn the_submitted_workflows_carry_the_pull_request() {
                 ("repository", "acme/platform".to_owned()),
                 ("repository-name", "platform".to_owned()),
             ]
-            .map(|(n, v)| (n.to_owned(), v));
+            .map(|(n, v)| (n.to_owned(), v))
+            .to_vec();
+            // The head commit: the build create-sandbox and update-sandbox deploy.
+            if !sensor.starts_with("delete") {
+                expected.push((
+                    "head-sha".to_owned(),
+                    body["pull_request"]["head"]["sha"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                ));
+            }
             assert_eq!(parameters, expected, "{sensor}: {}", describe(body));
             checked += 1;
         }
-        assert!(checked >= 3, "{sensor}: {checked}");
+        let least = if sensor.starts_with("update") { 1 } else { 3 };
+        assert!(checked >= least, "{sensor}: {checked}");
     }
 }
 
@@ -182,8 +212,8 @@ fn the_argo_events_manifests_decode_strictly_and_a_typo_is_refused() {
     assert!(out.status.success(), "{text}");
     assert_eq!(
         text.matches(": ok").count(),
-        3,
-        "two Sensors and the EventSource: {text}"
+        4,
+        "three Sensors and the EventSource: {text}"
     );
 
     let dir = tempfile::tempdir().unwrap();

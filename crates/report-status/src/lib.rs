@@ -17,7 +17,13 @@ pub use card::{code_span, parse_failures, shown_state, Card, Failure, State};
 pub const NAME: &str = "report-status";
 
 /// The files this step writes in `--outputs-dir`.
-pub const OUTPUTS: &[&str] = &["comment-url", "deployment-id", "changed"];
+pub const OUTPUTS: &[&str] = &[
+    "comment-url",
+    "deployment-id",
+    "changed",
+    "head",
+    "superseded",
+];
 
 const EXAMPLE: &str = "\
 Example:
@@ -100,6 +106,12 @@ pub struct Args {
     /// When the sandbox expires (RFC 3339), shown on the card.
     #[arg(long, value_name = "TIME")]
     pub expires_at: Option<String>,
+
+    /// The commit this run is about (update-sandbox's push): when the pull request's head is no
+    /// longer it, nothing is written and the output superseded is true (a newer push has its own
+    /// run).
+    #[arg(long, value_name = "SHA")]
+    pub expect_head: Option<String>,
 
     /// The label that keeps a sandbox from expiring (named on the card with --expires-at).
     #[arg(long, value_name = "LABEL", default_value = "sandbox-keep")]
@@ -217,12 +229,17 @@ fn check(args: &Args) -> Result<Report, StepError> {
         })?;
     }
     let deployed_commit = args.deployed_commit.clone().filter(|c| !c.is_empty());
-    if let Some(commit) = &deployed_commit {
-        if !is_commit(commit) {
-            return Err(StepError::invalid(format!(
-                "--deployed-commit {}: a full 40-character commit id",
-                escape_untrusted(commit)
-            )));
+    for (flag, commit) in [
+        ("--deployed-commit", &deployed_commit),
+        ("--expect-head", &args.expect_head),
+    ] {
+        if let Some(commit) = commit.as_deref().filter(|c| !c.is_empty()) {
+            if !is_commit(commit) {
+                return Err(StepError::invalid(format!(
+                    "{flag} {}: a full 40-character commit id",
+                    escape_untrusted(commit)
+                )));
+            }
         }
     }
     let expires_at = match args.expires_at.as_deref().filter(|e| !e.is_empty()) {
@@ -292,6 +309,19 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
             github.repository()
         )));
     };
+    ctx.outputs.set("head", &pull.head_sha)?;
+    if let Some(expected) = args.expect_head.as_deref().filter(|c| !c.is_empty()) {
+        if !pull.head_sha.eq_ignore_ascii_case(expected) {
+            tracing::info!(
+                "superseded: pull request #{pr}'s head is now {}, this run is for {expected}; \
+                 nothing written (the newer push has its own run)",
+                pull.head_sha
+            );
+            ctx.outputs.set("superseded", "true")?;
+            return write_outputs(&ctx, None, None, false);
+        }
+    }
+    ctx.outputs.set("superseded", "false")?;
     card.head_commit = pull.head_sha.clone();
     card.head_ref = pull.head_ref.clone();
     let author = match args.comment_author.clone() {

@@ -431,3 +431,47 @@ fn as_a_github_app() {
     let refused = StepRun::read(&out, outputs.path(), report_status::OUTPUTS);
     assert_eq!(refused.code, Some(3), "{}", refused.text);
 }
+
+#[test]
+fn a_run_for_an_older_push_is_superseded_and_writes_nothing() {
+    let github = github();
+    let head = github.pull(PR).unwrap().head_sha;
+    run(&github, READY).ok();
+    // A newer push moved the head: the update of the older commit says so and writes nothing.
+    let older = head.clone();
+    github.set_pull_head(PR, &"b".repeat(40));
+    let requests = github.requests().len();
+    let superseded = run(
+        &github,
+        &[
+            "--state",
+            "updating",
+            "--environment",
+            "sbx-pr-42",
+            "--expect-head",
+            &older,
+        ],
+    )
+    .ok();
+    assert_eq!(superseded.output("superseded"), "true");
+    assert_eq!(superseded.output("head"), "b".repeat(40));
+    assert_eq!(superseded.output("changed"), "false");
+    assert!(github.requests()[requests..]
+        .iter()
+        .all(|r| r.method == "GET"));
+    // The current head's run goes on.
+    let current = run(
+        &github,
+        &[
+            "--state",
+            "updating",
+            "--environment",
+            "sbx-pr-42",
+            "--expect-head",
+            &"b".repeat(40),
+        ],
+    )
+    .ok();
+    assert_eq!(current.output("superseded"), "false");
+    assert!(cards(&github)[0].body.contains(": updating"));
+}

@@ -23,7 +23,7 @@ pub use reference::Reference;
 pub const NAME: &str = "wait-image";
 
 /// The files this step writes in `--outputs-dir`.
-pub const OUTPUTS: &[&str] = &["digest", "image"];
+pub const OUTPUTS: &[&str] = &["digest", "image", "set-images", "commit"];
 
 const EXAMPLE: &str = "\
 Example:
@@ -38,7 +38,9 @@ by the deadline, or the registry unreachable.";
 /// Wait until an image tag exists in an OCI registry.
 ///
 /// Asks the registry for the image's manifest (`HEAD /v2/<repository>/manifests/<tag>`, one
-/// request per --poll-interval) until it exists: exit 0 with its digest. Authenticates as the
+/// request per --poll-interval) until it exists: exit 0 with its digest. With --images, waits for
+/// each of several (a pull request's build: tags made from --commit) and outputs them pinned, as
+/// patch-kustomize's --set-image takes them. Authenticates as the
 /// registry's challenge asks: basic auth, or a token from its token service for `pull` on the
 /// repository, with --registry-username and --registry-password, or Google's Application Default
 /// Credentials (--registry-auth google, Artifact Registry), or anonymously.
@@ -47,7 +49,18 @@ by the deadline, or the registry unreachable.";
 pub struct Args {
     /// The image: REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST), the registry written out.
     #[arg(long, value_name = "IMAGE")]
-    pub image: String,
+    pub image: Option<String>,
+
+    /// Instead of --image: the kustomize images to set, one `NAME=REGISTRY/REPOSITORY:TAG` per
+    /// line (or comma-separated), the tag may hold `{sha}` and `{short}` (--commit, and its first
+    /// 7 characters). Empty (the default, without --image): nothing to wait for, set-images empty
+    /// (a sandbox without images of its own: create-sandbox's default).
+    #[arg(long, value_name = "NAME=IMAGE,...", default_value = "")]
+    pub images: String,
+
+    /// The commit whose build --images names (the pull request's head).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
 
     /// How to get credentials: `auto` (--registry-username/--registry-password when given, else
     /// anonymous) or `google` (Application Default Credentials: the pod's workload identity, or
@@ -335,10 +348,79 @@ async fn google_credentials() -> Result<(String, Secret), StepError> {
     Ok(("oauth2accesstoken".to_owned(), Secret::new(token)))
 }
 
+/// `--images` lines, their `{sha}` and `{short}` replaced: (kustomize name, reference).
+pub fn expand_images(
+    images: &str,
+    commit: Option<&str>,
+) -> Result<Vec<(String, Reference)>, String> {
+    let mut out = Vec::new();
+    for entry in images
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (name, image) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?}: expected NAME=REGISTRY/REPOSITORY:TAG"))?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b))
+        {
+            return Err(format!(
+                "{entry:?}: the kustomize image name {name:?} is not an image name"
+            ));
+        }
+        let image = if image.contains("{sha}") || image.contains("{short}") {
+            let sha =
+                commit.ok_or_else(|| format!("{entry:?}: {{sha}} and {{short}} need --commit"))?;
+            image.replace("{sha}", sha).replace("{short}", &sha[..7])
+        } else {
+            image.to_owned()
+        };
+        let reference =
+            Reference::parse(image.trim()).map_err(|why| format!("{entry:?}: {why}"))?;
+        out.push((name.to_owned(), reference));
+    }
+    Ok(out)
+}
+
 async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
-    let image = Reference::parse(&args.image).map_err(|why| {
-        StepError::invalid(format!("--image {}: {why}", escape_untrusted(&args.image)))
-    })?;
+    if let Some(commit) = args.commit.as_deref().filter(|c| !c.is_empty()) {
+        if !(7..=40).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StepError::invalid(format!(
+                "--commit {}: a commit id (7 to 40 hex digits)",
+                escape_untrusted(commit)
+            )));
+        }
+    }
+    let commit = args.commit.as_deref().filter(|c| !c.is_empty());
+    if args.image.is_some() && !args.images.trim().is_empty() {
+        return Err(StepError::invalid(
+            "--image and --images exclude each other",
+        ));
+    }
+    let wanted: Vec<(Option<String>, Reference)> = match (&args.image, &args.images) {
+        (Some(image), _) => vec![(
+            None,
+            Reference::parse(image).map_err(|why| {
+                StepError::invalid(format!("--image {}: {why}", escape_untrusted(image)))
+            })?,
+        )],
+        (None, images) => expand_images(images, commit)
+            .map_err(|why| StepError::invalid(format!("--images: {}", escape_untrusted(&why))))?
+            .into_iter()
+            .map(|(name, reference)| (Some(name), reference))
+            .collect(),
+    };
+    if wanted.is_empty() {
+        tracing::info!("no --image, and --images is empty: nothing to wait for");
+        ctx.outputs.set("digest", "")?;
+        ctx.outputs.set("image", "")?;
+        ctx.outputs.set("commit", "")?;
+        return ctx.outputs.set("set-images", "");
+    }
     // A password without a user is not used: the template passes its Secret's reference always.
     let credentials = match (
         args.registry_auth,
@@ -369,6 +451,46 @@ async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
         .user_agent(concat!("sandbox-steps/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| StepError::unexpected(format!("cannot build the HTTP client: {e}")))?;
+    let mut set_images = Vec::new();
+    let mut last = (String::new(), String::new());
+    for (name, image) in &wanted {
+        let digest = wait_for(&args, &ctx, http.clone(), credentials.clone(), image).await?;
+        let pinned = if digest.is_empty() {
+            image.to_string()
+        } else {
+            image.pinned(&digest)
+        };
+        if let Some(name) = name {
+            // NAME=REGISTRY/REPOSITORY:TAG@DIGEST: the tag for people, the digest for the cluster.
+            let version = if digest.is_empty() {
+                image.to_string()
+            } else {
+                format!("{image}@{digest}")
+            };
+            set_images.push(format!("{name}={version}"));
+        }
+        last = (digest, pinned);
+    }
+    ctx.outputs.set("digest", &last.0)?;
+    ctx.outputs.set("image", &last.1)?;
+    // The commit whose build the images are, when they are one (what the sandbox now runs).
+    let built_from = if set_images.is_empty() {
+        ""
+    } else {
+        commit.unwrap_or_default()
+    };
+    ctx.outputs.set("commit", built_from)?;
+    ctx.outputs.set("set-images", &set_images.join("\n"))
+}
+
+/// Waits until `image` exists; its digest.
+async fn wait_for(
+    args: &Args,
+    ctx: &Context,
+    http: reqwest::Client,
+    credentials: Option<(String, Secret)>,
+    image: &Reference,
+) -> Result<String, StepError> {
     let manifest_url = format!(
         "{}{}/manifests/{}",
         image.api_base(args.plain_http),
@@ -399,13 +521,7 @@ async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
                     started.elapsed().as_secs_f64(),
                     registry.requests
                 );
-                ctx.outputs.set("digest", &digest)?;
-                let pinned = if digest.is_empty() {
-                    image.to_string()
-                } else {
-                    image.pinned(&digest)
-                };
-                return ctx.outputs.set("image", &pinned);
+                return Ok(digest);
             }
             Ok(Probe::Absent) => {
                 // The first time, then once a minute.
@@ -437,6 +553,23 @@ async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_from_the_commit() {
+        let sha = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
+        let images = expand_images(
+            "web=ghcr.io/acme/web:sha-{short}\n api = ghcr.io/acme/api:{sha} ,",
+            Some(sha),
+        )
+        .unwrap();
+        assert_eq!(images[0].0, "web");
+        assert_eq!(images[0].1.to_string(), "ghcr.io/acme/web:sha-1a2b3c4");
+        assert_eq!(images[1].1.reference, sha);
+        assert!(expand_images("", None).unwrap().is_empty());
+        assert!(expand_images("web=ghcr.io/acme/web:sha-{short}", None).is_err());
+        assert!(expand_images("ghcr.io/acme/web:1", None).is_err());
+        assert!(expand_images("we b=ghcr.io/acme/web:1", None).is_err());
+    }
 
     #[test]
     fn challenges() {

@@ -160,3 +160,51 @@ fn bad_references_are_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn several_images_of_a_commit_are_waited_for_and_pinned() {
+    let registry = OciRegistry::start(RegistryAuth::Anonymous);
+    let sha = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
+    let web = registry.push_image("acme/web", "sha-1a2b3c4", "web at 1a2b3c4");
+    let images = format!(
+        "web={0}/acme/web:sha-{{short}}\napi={0}/acme/api:sha-{{short}}",
+        registry.host()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wait-image"))
+        .env_clear()
+        .env("SBX_OUTPUTS_DIR", dir.path())
+        .args(["--images", &images, "--commit", sha])
+        .args([
+            "--plain-http",
+            "--poll-interval",
+            "200ms",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let api = registry.push_image("acme/api", "sha-1a2b3c4", "api at 1a2b3c4");
+    let run = finish(child, &dir).ok();
+    assert_eq!(
+        run.output("set-images"),
+        format!(
+            "web={0}/acme/web:sha-1a2b3c4@{web}\napi={0}/acme/api:sha-1a2b3c4@{api}",
+            registry.host()
+        )
+    );
+    assert_eq!(run.output("commit"), sha);
+    // Nothing to wait for: exit 0, set-images empty.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wait-image"))
+        .env_clear()
+        .env("SBX_OUTPUTS_DIR", dir.path())
+        .output()
+        .unwrap();
+    let none = StepRun::read(&out, dir.path(), wait_image::OUTPUTS).ok();
+    assert_eq!(none.output("set-images"), "");
+    assert_eq!(none.output("commit"), "");
+}
