@@ -1133,11 +1133,11 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     // 1b. A push to the pull request (GitHub's `synchronize`): CI pushes the new build a moment
     // later; update-sandbox waits for it, checks the commit is still the head, sets the image on
     // the environment branch, waits for Argo CD, and the card says ready at the new commit.
-    let pushed = sensor_event("update-sandbox-sensor", "synchronize", 42);
-    let pushed_sha = pushed["body"]["pull_request"]["head"]["sha"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // GitHub's example payloads all carry one head commit: the push moves it, as a real one does.
+    let mut pushed = sensor_event("update-sandbox-sensor", "synchronize", 42);
+    let pushed_sha = "5ca1ab1e".repeat(5);
+    assert_ne!(pushed_sha, opened_sha);
+    pushed["body"]["pull_request"]["head"]["sha"] = json!(pushed_sha);
     platform.github.set_pull_head(42, &pushed_sha);
     let name = events.deliver(&cluster, "update-sandbox", &pushed);
     std::thread::sleep(Duration::from_secs(5));

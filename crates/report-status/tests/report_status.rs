@@ -475,3 +475,32 @@ fn a_run_for_an_older_push_is_superseded_and_writes_nothing() {
     assert_eq!(current.output("superseded"), "false");
     assert!(cards(&github)[0].body.contains(": updating"));
 }
+
+#[test]
+fn a_push_gets_a_deployment_of_its_own() {
+    let github = github();
+    run(&github, READY).ok();
+    let pushed = "d".repeat(40);
+    github.set_pull_head(PR, &pushed);
+    let env = [
+        "--environment",
+        "sbx-pr-42",
+        "--expect-head",
+        pushed.as_str(),
+    ];
+    run(&github, &[&["--state", "updating"][..], &env].concat()).ok();
+    run(
+        &github,
+        &[
+            &["--state", "ready", "--deployed-commit", pushed.as_str()][..],
+            &env,
+        ]
+        .concat(),
+    )
+    .ok();
+    let deployments = github.deployments();
+    let shas: Vec<&str> = deployments.iter().map(|d| d.sha.as_str()).collect();
+    assert_eq!(shas.len(), 2, "{shas:?}");
+    assert_eq!(shas[1], pushed);
+    assert_eq!(deployments[1].statuses.last().unwrap()["state"], "success");
+}
