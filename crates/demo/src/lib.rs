@@ -297,6 +297,18 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     say("\n== The card on acme/platform#42 (report-status), once ready:");
     say_block(verbose, &report.card_when_ready);
 
+    // A push to #42: update-sandbox (no images of the pull request's own are configured here,
+    // so the sandbox keeps its versions and the card follows the new head).
+    let pushed = "5ca1ab1e".repeat(5);
+    github.set_pull_head(42, &pushed);
+    say(&format!(
+        "\n== update-sandbox for acme/platform#42 (a push: head {})",
+        &pushed[..12]
+    ));
+    let mut update = parameters(42, "feature/JIRA-42-checkout");
+    update.insert("head-sha".to_owned(), pushed.clone());
+    runner.run_workflow("update-sandbox", None, &update, "argo")?;
+
     report.created_branch = git(
         &git_server,
         "infra",

@@ -65,7 +65,7 @@ fn the_whole_lifecycle_runs_locally() {
     // Pull request 42's card: one comment from creating to deleted, ready with its URL.
     assert_eq!(
         report.card_states,
-        ["creating", "ready", "deleting", "deleted"],
+        ["creating", "ready", "updating", "ready", "deleting", "deleted"],
         "{}",
         report.card_at_end
     );
