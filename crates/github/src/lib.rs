@@ -229,13 +229,7 @@ impl GitHub {
     ) -> Result<GitHub, StepError> {
         let (owner, name) = split_repository(repository)?;
         check_api_url(api)?;
-        step_kit::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("sandbox-steps/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StepError::unexpected(format!("cannot build the HTTP client: {e}")))?;
+        let client = step_kit::http_client()?;
         Ok(GitHub {
             api: api.trim_end_matches('/').to_owned(),
             owner: owner.to_owned(),

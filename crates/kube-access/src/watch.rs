@@ -18,7 +18,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
 use step_kit::{ErrorKind, StepError};
 
 /// What the watch saw of the object.
@@ -44,6 +46,44 @@ pub struct Watched<'a> {
     pub grant: String,
     /// How often to read it when it does not exist yet or watching fails.
     pub poll_interval: Duration,
+}
+
+impl<'a> Watched<'a> {
+    /// Object `name` of kind `kind` (group `group`, version `version`, resource `plural`) in
+    /// `namespace`, reached with `kube`, with the log wording and the RBAC hint made from them.
+    /// Checks `--name` (a DNS subdomain) and `--namespace` (a DNS label) before anything: exit 2
+    /// on a bad one.
+    pub async fn new(
+        kube: &crate::KubeFlags,
+        (group, version, kind, plural): (&str, &str, &str, &str),
+        namespace: &str,
+        name: &'a str,
+        poll_interval: Duration,
+    ) -> Result<Watched<'a>, StepError> {
+        for (flag, value, result) in [
+            ("--name", name, naming::check_dns_subdomain(name)),
+            ("--namespace", namespace, naming::check_dns_label(namespace)),
+        ] {
+            result.map_err(|rule| {
+                StepError::invalid(format!(
+                    "{flag} {}: {rule}",
+                    step_kit::escape_untrusted(value)
+                ))
+            })?;
+        }
+        let client = kube.client().await?;
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        Ok(Watched {
+            api: Api::namespaced_with(client, namespace, &resource),
+            name,
+            describe: format!("{} {namespace}/{name}", kind.to_lowercase()),
+            grant: format!(
+                "grant get, list and watch on {plural}.{group} in namespace {namespace}"
+            ),
+            poll_interval,
+        })
+    }
 }
 
 /// Whether an access refusal ends the wait: always before the first successful request, and once

@@ -88,6 +88,18 @@ fn ends_like_a_hash(s: &str) -> bool {
 }
 
 /// DNS-1123 label: `[a-z0-9-]`, alphanumeric at both ends, 1 to 63 characters.
+/// A git commit id in hex: all 40 digits, or (`abbreviated`) 7 to 40.
+pub fn check_commit_id(s: &str, abbreviated: bool) -> Result<(), String> {
+    let lengths = if abbreviated { 7..=40 } else { 40..=40 };
+    if lengths.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else if abbreviated {
+        Err("a commit id (7 to 40 hex digits)".into())
+    } else {
+        Err("a full commit id (40 hex digits)".into())
+    }
+}
+
 pub fn check_dns_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > DNS_LABEL_MAX {
         return Err(format!(

@@ -226,16 +226,30 @@ fn link(text: &str, url: &url::Url) -> String {
     format!("[{text}](<{url}>)")
 }
 
+/// Invisible characters (bidi overrides, zero-width ones) written as `\u{XXXX}`, as the logs show
+/// them (they would reorder or hide the text around them even inside code), controls as spaces
+/// (`keep_newlines` keeps line breaks).
+fn visible(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            c if naming::is_invisible(c) && !c.is_control() => {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32))
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Untrusted text as a Markdown code span: rendered literally (no emphasis, link, mention or
 /// HTML), delimited by one more backtick than its longest run of backticks, on one line, with
 /// `|` escaped so that it stays in its table cell (GFM removes that escape inside code spans
-/// too).
+/// too), invisible characters shown as escapes.
 pub fn code_span(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .replace('|', "\\|");
+    let one_line = visible(text, false).replace('|', "\\|");
     let fence = "`".repeat(longest_run(&one_line, '`') + 1);
     format!("{fence} {one_line} {fence}")
 }
@@ -243,10 +257,7 @@ pub fn code_span(text: &str) -> String {
 /// Untrusted text as a fenced code block, its fence longer than any run of backticks in it.
 fn fenced(text: &str) -> String {
     let fence = "`".repeat((longest_run(text, '`') + 1).max(3));
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect();
+    let text = visible(text, true);
     format!("{fence}text\n{}\n{fence}\n", text.trim_end())
 }
 
@@ -333,6 +344,7 @@ mod tests {
         assert_eq!(code_span("feature/x"), "` feature/x `");
         assert_eq!(code_span("a`b"), "`` a`b ``");
         assert_eq!(code_span("x | y\n@team"), "` x \\| y @team `");
+        assert_eq!(code_span("a\u{202e}b"), "` a\\u{202e}b `");
         let block = fenced("``` escape\n<script>");
         assert!(block.starts_with("````text\n"), "{block}");
         assert!(block.ends_with("\n````\n"), "{block}");

@@ -202,10 +202,6 @@ fn link_flag(
     Ok(Some(url))
 }
 
-fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// The flags, checked before any request.
 struct Report {
     card: Card,
@@ -234,12 +230,9 @@ fn check(args: &Args) -> Result<Report, StepError> {
         ("--expect-head", &args.expect_head),
     ] {
         if let Some(commit) = commit.as_deref().filter(|c| !c.is_empty()) {
-            if !is_commit(commit) {
-                return Err(StepError::invalid(format!(
-                    "{flag} {}: a full 40-character commit id",
-                    escape_untrusted(commit)
-                )));
-            }
+            naming::check_commit_id(commit, false).map_err(|rule| {
+                StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(commit)))
+            })?;
         }
     }
     let expires_at = match args.expires_at.as_deref().filter(|e| !e.is_empty()) {

@@ -52,7 +52,7 @@ pub use progress::{report_argo_progress, Progress};
 pub use redact::{redact_text, redact_url};
 pub use retry::{retry, RetryPolicy};
 pub use runner::{
-    command_with_env, doing, install_tls_provider, run, run_from, Context, ENV_PREFIX,
+    command_with_env, doing, http_client, install_tls_provider, run, run_from, Context, ENV_PREFIX,
 };
 pub use secret::{Secret, SecretRef};
 pub use vault_flags::{vault_error, VaultFlags};

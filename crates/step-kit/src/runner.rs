@@ -174,6 +174,18 @@ pub fn install_tls_provider() {
     });
 }
 
+/// The HTTP client of the steps' REST calls (GitHub, OCI registries): the one TLS stack, 10 s to
+/// connect, 30 s per request, the sandbox-steps user agent.
+pub fn http_client() -> Result<reqwest::Client, StepError> {
+    install_tls_provider();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("sandbox-steps/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StepError::unexpected(format!("cannot build the HTTP client: {e}")))
+}
+
 /// A current-thread runtime unless the step asks for workers: most steps wait on the network, and
 /// starting and joining worker threads was a third of a short step's run time.
 fn runtime_for<A: StepArgs>() -> std::io::Result<tokio::runtime::Runtime> {

@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Parser;
-use kube::api::{Api, ApiResource, GroupVersionKind};
 use kube_access::Seen;
 use serde_json::Value;
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
@@ -224,47 +223,20 @@ fn short(revision: &str) -> &str {
 }
 
 async fn wait_argocd_app(args: Args, ctx: Context) -> Result<(), StepError> {
-    let checks = [
-        (
-            "--name",
-            &args.name,
-            naming::check_dns_subdomain(&args.name),
-        ),
-        (
-            "--namespace",
-            &args.namespace,
-            naming::check_dns_label(&args.namespace),
-        ),
-    ];
-    for (flag, value, result) in checks {
-        result.map_err(|rule| {
-            StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(value)))
-        })?;
-    }
     let wanted = args.revision.clone().filter(|r| !r.is_empty());
     if let Some(revision) = &wanted {
-        if !(7..=40).contains(&revision.len()) || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StepError::invalid(format!(
-                "--revision {}: a commit id (7 to 40 hex digits)",
-                escape_untrusted(revision)
-            )));
-        }
+        naming::check_commit_id(revision, true).map_err(|rule| {
+            StepError::invalid(format!("--revision {}: {rule}", escape_untrusted(revision)))
+        })?;
     }
-    let client = args.kube.client().await?;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
-        "applications",
-    );
-    let watched = kube_access::Watched {
-        api: Api::namespaced_with(client, &args.namespace, &resource),
-        name: &args.name,
-        describe: format!("application {}/{}", args.namespace, args.name),
-        grant: format!(
-            "grant get, list and watch on applications.argoproj.io in namespace {}",
-            args.namespace
-        ),
-        poll_interval: args.poll_interval,
-    };
+    let watched = kube_access::Watched::new(
+        &args.kube,
+        ("argoproj.io", "v1alpha1", "Application", "applications"),
+        &args.namespace,
+        &args.name,
+        args.poll_interval,
+    )
+    .await?;
     let mut last: Option<Observed> = None;
     let mut missing_since: Option<tokio::time::Instant> = None;
     let observed = kube_access::wait_for(&watched, |seen| {

@@ -387,15 +387,12 @@ pub fn expand_images(
 }
 
 async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
-    if let Some(commit) = args.commit.as_deref().filter(|c| !c.is_empty()) {
-        if !(7..=40).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StepError::invalid(format!(
-                "--commit {}: a commit id (7 to 40 hex digits)",
-                escape_untrusted(commit)
-            )));
-        }
-    }
     let commit = args.commit.as_deref().filter(|c| !c.is_empty());
+    if let Some(commit) = commit {
+        naming::check_commit_id(commit, true).map_err(|rule| {
+            StepError::invalid(format!("--commit {}: {rule}", escape_untrusted(commit)))
+        })?;
+    }
     if args.image.is_some() && !args.images.trim().is_empty() {
         return Err(StepError::invalid(
             "--image and --images exclude each other",
@@ -444,13 +441,7 @@ async fn wait_image(args: Args, ctx: Context) -> Result<(), StepError> {
         }
         (RegistryAuth::Auto, None, _) => None,
     };
-    step_kit::install_tls_provider();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("sandbox-steps/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| StepError::unexpected(format!("cannot build the HTTP client: {e}")))?;
+    let http = step_kit::http_client()?;
     let mut set_images = Vec::new();
     let mut last = (String::new(), String::new());
     for (name, image) in &wanted {

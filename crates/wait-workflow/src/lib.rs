@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Parser;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 
 use serde_json::{json, Value};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
@@ -173,38 +173,14 @@ fn write_outputs(ctx: &Context, status: &Value, failed: &[Value]) -> Result<(), 
 }
 
 async fn wait_workflow(args: Args, ctx: Context) -> Result<(), StepError> {
-    let checks = [
-        (
-            "--name",
-            &args.name,
-            naming::check_dns_subdomain(&args.name),
-        ),
-        (
-            "--namespace",
-            &args.namespace,
-            naming::check_dns_label(&args.namespace),
-        ),
-    ];
-    for (flag, value, result) in checks {
-        result.map_err(|rule| {
-            StepError::invalid(format!("{flag} {}: {rule}", escape_untrusted(value)))
-        })?;
-    }
-    let client = args.kube.client().await?;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
-        "workflows",
-    );
-    let watched = kube_access::Watched {
-        api: Api::namespaced_with(client, &args.namespace, &resource),
-        name: &args.name,
-        describe: format!("workflow {}/{}", args.namespace, args.name),
-        grant: format!(
-            "grant get, list and watch on workflows.argoproj.io in namespace {}",
-            args.namespace
-        ),
-        poll_interval: args.poll_interval,
-    };
+    let watched = kube_access::Watched::new(
+        &args.kube,
+        ("argoproj.io", "v1alpha1", "Workflow", "workflows"),
+        &args.namespace,
+        &args.name,
+        args.poll_interval,
+    )
+    .await?;
     let mut waiter = Waiter {
         name: args.name.clone(),
         namespace: args.namespace.clone(),
