@@ -6,10 +6,13 @@
 //! never shown. The flags naming the repository and the credentials (a token, or a GitHub App's id
 //! and private key: [`app`]) and the API are defined here once ([`GitHubFlags`]).
 
+mod activity;
 mod app;
 mod status;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
@@ -22,6 +25,7 @@ use step_kit::{
 };
 use tokio::time::Instant;
 
+pub use activity::{is_extend_command, shown_login, Activity, CARD_MARKER, EXTEND_COMMAND};
 pub use status::{
     Comment, CommitState, CommitStatus, Deployment, DeploymentState, DeploymentStatus,
     NewDeployment,
@@ -122,6 +126,8 @@ pub struct GitHub {
     policy: RetryPolicy,
     deadline: Instant,
     requests: AtomicU64,
+    /// Logins asked about, and whether they have write access.
+    writers: Mutex<HashMap<String, bool>>,
 }
 
 /// A pull request, as the steps read it.
@@ -130,8 +136,10 @@ pub struct PullRequest {
     pub number: u64,
     pub open: bool,
     pub labels: Vec<String>,
-    /// GitHub moves it on pushes, comments, labels and reviews: the last activity.
+    /// GitHub moves it on pushes, labels, reviews and anyone's comment (see
+    /// [`GitHub::activity`] for the activity a sandbox's expiry counts).
     pub updated_at: SystemTime,
+    pub created_at: SystemTime,
     /// The head commit.
     pub head_sha: String,
     /// The head branch (untrusted text: escape it wherever it is shown).
@@ -145,6 +153,7 @@ struct PullJson {
     #[serde(default)]
     labels: Vec<LabelJson>,
     updated_at: String,
+    created_at: String,
     head: HeadJson,
 }
 
@@ -186,6 +195,33 @@ enum Answer<T> {
 
 /// GitHub asks for at least a minute when a secondary limit gives no `retry-after`.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// A time as GitHub writes it: RFC 3339, `Z` or an offset (commit dates keep their author's
+/// offset, `2014-08-09T08:02:04+12:00`).
+pub fn parse_time(value: &str) -> Result<SystemTime, String> {
+    let value = value.trim();
+    let offset_at = value.len().checked_sub(6).filter(|&i| {
+        i > 10 && matches!(value.as_bytes()[i], b'+' | b'-') && value.as_bytes()[i + 3] == b':'
+    });
+    let Some(i) = offset_at else {
+        return humantime::parse_rfc3339_weak(value).map_err(|e| e.to_string());
+    };
+    let (local, offset) = value.split_at(i);
+    let minutes = offset[1..3]
+        .parse::<u64>()
+        .ok()
+        .zip(offset[4..6].parse::<u64>().ok())
+        .map(|(h, m)| h * 60 + m)
+        .ok_or_else(|| format!("bad offset {offset:?}"))?;
+    let local = humantime::parse_rfc3339_weak(local).map_err(|e| e.to_string())?;
+    let shift = Duration::from_secs(minutes * 60);
+    // 08:02+12:00 is 20:02 the day before in UTC.
+    Ok(if offset.starts_with('+') {
+        local - shift
+    } else {
+        local + shift
+    })
+}
 
 fn split_repository(repository: &str) -> Result<(&str, &str), StepError> {
     let (owner, name) = repository
@@ -240,6 +276,7 @@ impl GitHub {
             policy,
             deadline,
             requests: AtomicU64::new(0),
+            writers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -297,17 +334,19 @@ impl GitHub {
         let Some(pull) = self.get_optional::<PullJson>(&url, READ_PULLS).await? else {
             return Ok(None);
         };
-        let updated_at = humantime::parse_rfc3339(&pull.updated_at).map_err(|e| {
-            StepError::transient(format!(
-                "GitHub API: pull request #{number}'s updated_at {:?}: {e}",
-                pull.updated_at
-            ))
-        })?;
+        let time = |field: &str, value: &str| {
+            parse_time(value).map_err(|e| {
+                StepError::transient(format!(
+                    "GitHub API: pull request #{number}'s {field} {value:?}: {e}"
+                ))
+            })
+        };
         Ok(Some(PullRequest {
             number: pull.number,
             open: pull.state == "open",
             labels: pull.labels.into_iter().map(|l| l.name).collect(),
-            updated_at,
+            updated_at: time("updated_at", &pull.updated_at)?,
+            created_at: time("created_at", &pull.created_at)?,
             head_sha: pull.head.sha,
             head_ref: pull.head.ref_name,
         }))
@@ -572,6 +611,24 @@ mod tests {
             Some("https://api.github.com/repositories/1/pulls?page=2")
         );
         assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn times_with_an_offset_are_read_in_utc() {
+        let utc = |s| humantime::parse_rfc3339(s).unwrap();
+        assert_eq!(
+            parse_time("2014-08-09T08:02:04+12:00"),
+            Ok(utc("2014-08-08T20:02:04Z"))
+        );
+        assert_eq!(
+            parse_time("2014-08-09T08:02:04-05:30"),
+            Ok(utc("2014-08-09T13:32:04Z"))
+        );
+        assert_eq!(
+            parse_time("2026-11-30T10:00:00Z"),
+            Ok(utc("2026-11-30T10:00:00Z"))
+        );
+        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

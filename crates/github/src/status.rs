@@ -18,6 +18,8 @@ pub struct Comment {
     pub html_url: String,
     /// Its author's login (`<slug>[bot]` for a GitHub App).
     pub author: String,
+    /// The API URL of the issue or pull request it is on (`.../issues/{number}`).
+    pub issue_url: String,
 }
 
 #[derive(Deserialize)]
@@ -26,6 +28,8 @@ struct CommentJson {
     #[serde(default)]
     body: Option<String>,
     html_url: String,
+    #[serde(default)]
+    issue_url: String,
     user: Option<UserJson>,
 }
 
@@ -41,6 +45,7 @@ impl From<CommentJson> for Comment {
             body: c.body.unwrap_or_default(),
             html_url: c.html_url,
             author: c.user.map(|u| u.login).unwrap_or_default(),
+            issue_url: c.issue_url,
         }
     }
 }
@@ -145,6 +150,25 @@ impl GitHub {
         let url = self.repo_url(&format!("/issues/{number}/comments?per_page=100"));
         let comments: Vec<CommentJson> = self.get_all(&url, COMMENTS).await?;
         Ok(comments.into_iter().map(Comment::from).collect())
+    }
+
+    /// Comment `id` (of any issue or pull request of the repository), or None when it is gone.
+    pub async fn comment(&self, id: u64) -> Result<Option<Comment>, StepError> {
+        let url = self.repo_url(&format!("/issues/comments/{id}"));
+        Ok(self
+            .send::<CommentJson>(Method::GET, &url, None, COMMENTS, true)
+            .await?
+            .map(|(c, _)| c.into()))
+    }
+
+    /// Adds reaction `content` (`+1`, `confused`, ...) to comment `id`; adding it twice is
+    /// harmless (GitHub answers 200 with the existing one).
+    pub async fn react(&self, id: u64, content: &str) -> Result<(), StepError> {
+        let url = self.repo_url(&format!("/issues/comments/{id}/reactions"));
+        let _: Value = self
+            .write(Method::POST, &url, &json!({ "content": content }), COMMENTS)
+            .await?;
+        Ok(())
     }
 
     pub async fn create_comment(&self, number: u64, body: &str) -> Result<Comment, StepError> {

@@ -90,19 +90,26 @@ pub struct Card {
     pub head_ref: String,
     pub failures: Vec<Failure>,
     pub expires_at: Option<SystemTime>,
+    /// The pull request has the keep label: the sandbox never expires.
+    pub kept: bool,
     pub keep_label: String,
 }
 
 /// The marker's fixed start: `<!-- sandbox-steps:card pr=N `.
 fn marker_start(pr_number: u64) -> String {
-    format!("<!-- sandbox-steps:card pr={pr_number} ")
+    format!("{}pr={pr_number} ", github::CARD_MARKER)
 }
 
-/// What a card's marker says.
+/// What a card's marker says: the report's time, and what the card links to, so that a report
+/// that does not know them (an `/extend`, the sweep's warning) keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
     pub environment: Option<String>,
     pub reported_at: SystemTime,
+    pub environment_url: Option<url::Url>,
+    pub log_url: Option<url::Url>,
+    pub app_url: Option<url::Url>,
+    pub deployed_commit: Option<String>,
 }
 
 /// The marker of pull request `pr_number`'s card, if `body` is one.
@@ -111,16 +118,37 @@ pub fn parse_marker(body: &str, pr_number: u64) -> Option<Marker> {
     let fields = rest.lines().next()?.strip_suffix(" -->")?;
     let mut environment = None;
     let mut reported_at = None;
+    let (mut environment_url, mut log_url, mut app_url, mut deployed_commit) =
+        (None, None, None, None);
+    // Only what our own rendering writes is taken: http(s) URLs (serialized by the url crate:
+    // no spaces, no `>`), a checked commit id.
+    let link = |value: &str| {
+        url::Url::parse(value)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+    };
     for field in fields.split(' ') {
         match field.split_once('=') {
-            Some(("environment", env)) if !env.is_empty() => environment = Some(env.to_owned()),
+            Some(("environment", env)) if naming::check_dns_label(env).is_ok() => {
+                environment = Some(env.to_owned())
+            }
             Some(("at", at)) => reported_at = humantime::parse_rfc3339(at).ok(),
+            Some(("url", value)) => environment_url = link(value),
+            Some(("log", value)) => log_url = link(value),
+            Some(("app", value)) => app_url = link(value),
+            Some(("deployed", value)) if naming::check_commit_id(value, false).is_ok() => {
+                deployed_commit = Some(value.to_owned())
+            }
             _ => {}
         }
     }
     Some(Marker {
         environment,
         reported_at: reported_at?,
+        environment_url,
+        log_url,
+        app_url,
+        deployed_commit,
     })
 }
 
@@ -145,10 +173,21 @@ impl Card {
     pub fn render(&self, reported_at: SystemTime) -> String {
         let environment = self.environment.as_deref().unwrap_or_default();
         let mut out = format!(
-            "{}environment={environment} at={} -->\n",
+            "{}environment={environment} at={}",
             marker_start(self.pr_number),
             humantime::format_rfc3339_nanos(reported_at)
         );
+        for (name, value) in [
+            ("url", self.environment_url.as_ref().map(url::Url::as_str)),
+            ("log", self.log_url.as_ref().map(url::Url::as_str)),
+            ("app", self.app_url.as_ref().map(url::Url::as_str)),
+            ("deployed", self.deployed_commit.as_deref()),
+        ] {
+            if let Some(value) = value {
+                out.push_str(&format!(" {name}={value}"));
+            }
+        }
+        out.push_str(" -->\n");
         let state = self.state.unwrap_or(State::Queued);
         let title = match &self.environment {
             Some(env) => format!("Sandbox `{env}`"),
@@ -187,15 +226,25 @@ impl Card {
         if let Some(url) = &self.app_url {
             rows.push(("Application", link("Argo CD", url)));
         }
-        if let Some(at) = self.expires_at {
+        if self.kept {
             rows.push((
                 "Expires",
                 format!(
-                    "{} UTC, unless there is activity on the pull request or it has the `{}` label",
+                    "never: the pull request has the `{}` label",
+                    self.keep_label
+                ),
+            ));
+        } else if let Some(at) = self.expires_at {
+            rows.push((
+                "Expires",
+                format!(
+                    "{} UTC when the pull request stays inactive: a push, or a comment `{}` by \
+                     someone with write access, moves it; the `{}` label keeps the sandbox",
                     humantime::format_rfc3339_seconds(at)
                         .to_string()
                         .replace('T', " ")
                         .trim_end_matches('Z'),
+                    github::EXTEND_COMMAND,
                     self.keep_label
                 ),
             ));
@@ -321,8 +370,44 @@ mod tests {
             parse_marker(&body, 42),
             Some(Marker {
                 environment: Some("sbx-pr-42".into()),
-                reported_at: at
+                reported_at: at,
+                environment_url: None,
+                log_url: None,
+                app_url: None,
+                deployed_commit: None,
             })
+        );
+        // What the card links to travels in the marker.
+        let url = |u: &str| Some(url::Url::parse(u).unwrap());
+        let linked = Card {
+            environment_url: url("https://sbx-pr-42.example.dev/"),
+            log_url: url("https://argo.example.dev/workflows/argo/create-x?a=%3E"),
+            app_url: url("https://cd.example.dev/applications/argocd/sbx-pr-42"),
+            deployed_commit: Some("b".repeat(40)),
+            ..card.clone()
+        };
+        let marker = parse_marker(&linked.render(at), 42).unwrap();
+        assert_eq!(
+            (
+                marker.environment_url,
+                marker.log_url,
+                marker.app_url,
+                marker.deployed_commit
+            ),
+            (
+                linked.environment_url.clone(),
+                linked.log_url.clone(),
+                linked.app_url.clone(),
+                linked.deployed_commit.clone()
+            )
+        );
+        // A hand-made marker with something else than a URL or a commit id: ignored.
+        let forged = "<!-- sandbox-steps:card pr=42 environment=x at=2026-11-30T10:00:00Z \
+                      url=javascript:alert(1) deployed=zz -->\n";
+        let marker = parse_marker(forged, 42).unwrap();
+        assert_eq!(
+            (marker.environment_url, marker.deployed_commit),
+            (None, None)
         );
         assert_eq!(parse_marker(&body, 4), None);
         assert_eq!(parse_marker(&format!("quoted:\n{body}"), 42), None);

@@ -6,7 +6,7 @@
 mod card;
 
 use std::ffi::OsString;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use github::{CommitState, CommitStatus, DeploymentState, DeploymentStatus, GitHub, NewDeployment};
@@ -56,9 +56,9 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub pr_number: u64,
 
-    /// The sandbox's state.
-    #[arg(long, value_enum)]
-    pub state: State,
+    /// The sandbox's state (with --extend-comment: the card's own).
+    #[arg(long, value_enum, required_unless_present = "extend_comment")]
+    pub state: Option<State>,
 
     /// The sandbox's environment (validate-params' `environment`), the GitHub Deployment's
     /// environment; without it, the one the card names (an exit handler may not know it).
@@ -106,6 +106,19 @@ pub struct Args {
     /// When the sandbox expires (RFC 3339), shown on the card.
     #[arg(long, value_name = "TIME")]
     pub expires_at: Option<String>,
+
+    /// The sweep's inactivity TTL: the card shows when the sandbox expires, counted from the pull
+    /// request's last activity (pushes, labels, comments by people with write access, `/extend`;
+    /// its timeline), or that the keep label keeps it. Not for queued, deleting, deleted.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// An `/extend` comment (its id, from the issue_comment webhook): when its author has write
+    /// access, it reacts 👍 and the card shows the new expiry (needs --ttl), its state and links
+    /// kept (an expiring card is ready again); otherwise it reacts 😕 and exits 3. Only the card
+    /// is written.
+    #[arg(long, value_name = "COMMENT_ID")]
+    pub extend_comment: Option<u64>,
 
     /// The commit this run is about (update-sandbox's push): when the pull request's head is no
     /// longer it, nothing is written and the output superseded is true (a newer push has its own
@@ -205,7 +218,9 @@ fn link_flag(
 /// The flags, checked before any request.
 struct Report {
     card: Card,
-    state: State,
+    /// None: the card's own (an `/extend`).
+    state: Option<State>,
+    ttl: Option<Duration>,
 }
 
 fn check(args: &Args) -> Result<Report, StepError> {
@@ -241,6 +256,18 @@ fn check(args: &Args) -> Result<Report, StepError> {
         })?),
         None => None,
     };
+    let ttl = match args.ttl.as_deref().filter(|t| !t.is_empty()) {
+        Some(ttl) => Some(
+            step_kit::parse_duration(ttl)
+                .map_err(|e| StepError::invalid(format!("--ttl {}: {e}", escape_untrusted(ttl))))?,
+        ),
+        None => None,
+    };
+    if args.extend_comment.is_some() && ttl.is_none() {
+        return Err(StepError::invalid(
+            "--extend-comment needs --ttl: the card shows the new expiry",
+        ));
+    }
     naming::check_label_value(&args.keep_label).map_err(|rule| {
         StepError::invalid(format!(
             "--keep-label {}: {rule}",
@@ -259,7 +286,7 @@ fn check(args: &Args) -> Result<Report, StepError> {
         card: Card {
             pr_number: args.pr_number,
             environment,
-            state: Some(args.state),
+            state: args.state,
             environment_url: url_flag("--environment-url", &args.environment_url)?,
             log_url: link_flag(
                 ("--log-url", &args.log_url),
@@ -283,13 +310,18 @@ fn check(args: &Args) -> Result<Report, StepError> {
             keep_label: args.keep_label.clone(),
             ..Card::default()
         },
-        state: args.state,
+        state: args.state.filter(|_| args.extend_comment.is_none()),
+        ttl,
     })
 }
 
 async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
     let reported_at = SystemTime::now();
-    let Report { mut card, state } = check(&args)?;
+    let Report {
+        mut card,
+        state,
+        ttl,
+    } = check(&args)?;
     let github = args
         .github
         .connect(&args.vault, ctx.retry_policy(), ctx.deadline)
@@ -315,6 +347,9 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
         }
     }
     ctx.outputs.set("superseded", "false")?;
+    if let Some(id) = args.extend_comment {
+        check_extend(&github, &args, id).await?;
+    }
     card.head_commit = pull.head_sha.clone();
     card.head_ref = pull.head_ref.clone();
     let author = match args.comment_author.clone() {
@@ -323,16 +358,16 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
     };
 
     let cards = own_cards(&github, pr, &author).await?;
-    if let Some((_, newest)) = cards
+    let newest = cards
         .iter()
         .filter_map(|c| card::parse_marker(&c.body, pr).map(|m| (c, m)))
-        .max_by_key(|(_, m)| m.reported_at)
-    {
+        .max_by_key(|(_, m)| m.reported_at);
+    if let Some((_, newest)) = &newest {
         if newest.reported_at > reported_at {
             tracing::info!(
                 "the card of #{pr} holds a newer report ({}); this one ({}) is dropped",
                 humantime::format_rfc3339_seconds(newest.reported_at),
-                state.name()
+                state.map_or("/extend", State::name)
             );
             return write_outputs(
                 &ctx,
@@ -343,6 +378,52 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
         }
         if card.environment.is_none() {
             card.environment = newest.environment.clone();
+        }
+    }
+    let state = match state {
+        Some(state) => state,
+        // An /extend keeps the card's state; an expiring sandbox is ready again.
+        None => match newest.as_ref().and_then(|(c, _)| shown_state(&c.body)) {
+            Some(State::Expiring) => State::Ready,
+            Some(shown) if !matches!(shown, State::Deleting | State::Deleted) => shown,
+            shown => {
+                let id = args.extend_comment.expect("no --state: an /extend");
+                if !args.dry_run {
+                    github.react(id, "confused").await?;
+                }
+                return Err(StepError::precondition(format!(
+                    "/extend on pull request #{pr}: no sandbox to extend ({})",
+                    shown.map_or("no card".to_owned(), |s| format!(
+                        "its card says {}",
+                        s.name()
+                    ))
+                )));
+            }
+        },
+    };
+    card.state = Some(state);
+    // A report that knows less than the card (an /extend, the sweep's warning) keeps what the
+    // card links to.
+    if let Some((_, marker)) =
+        newest.filter(|_| args.extend_comment.is_some() || state == State::Expiring)
+    {
+        card.environment_url = card.environment_url.or(marker.environment_url);
+        card.log_url = card.log_url.or(marker.log_url);
+        card.app_url = card.app_url.or(marker.app_url);
+        card.deployed_commit = card.deployed_commit.or(marker.deployed_commit);
+    }
+    let shows_expiry = !matches!(state, State::Queued | State::Deleting | State::Deleted);
+    if let Some(ttl) = ttl.filter(|_| shows_expiry && card.expires_at.is_none()) {
+        card.kept = pull.labels.contains(&args.keep_label);
+        if !card.kept {
+            let activity = github.activity(&pull).await?;
+            tracing::info!(
+                "last activity on #{pr}: {} at {}; expires {} later",
+                activity.what,
+                humantime::format_rfc3339_seconds(activity.at),
+                humantime::format_duration(ttl)
+            );
+            card.expires_at = Some(activity.at + ttl);
         }
     }
     let body = card.render(reported_at);
@@ -392,20 +473,36 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
         settle_race(&github, pr, &author, &body).await?;
     }
 
+    if let Some(id) = args.extend_comment {
+        // Only the card: the deployment and the commit status say the same as before.
+        if !args.dry_run {
+            github.react(id, "+1").await?;
+        }
+        tracing::info!(
+            "/extend on #{pr}: {}; {} GitHub requests",
+            card.expires_at
+                .map_or("kept by its label".to_owned(), |at| format!(
+                    "expires {}",
+                    humantime::format_rfc3339_seconds(at)
+                )),
+            github.requests()
+        );
+        return write_outputs(&ctx, comment_url.as_deref(), None, changed);
+    }
     let deployment = match &card.environment {
         Some(env) => {
             let commit = card
                 .deployed_commit
                 .clone()
                 .unwrap_or_else(|| pull.head_sha.clone());
-            report_deployment(&github, &args, &card, env, &commit, &mut changed).await?
+            report_deployment(&github, &args, state, &card, env, &commit, &mut changed).await?
         }
         None => {
             tracing::info!("no environment known yet: no GitHub Deployment");
             None
         }
     };
-    report_commit_status(&github, &args, &card, &pull.head_sha, &mut changed).await?;
+    report_commit_status(&github, &args, state, &card, &pull.head_sha, &mut changed).await?;
     tracing::info!(
         "{} GitHub requests; {}",
         github.requests(),
@@ -416,6 +513,41 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
         }
     );
     write_outputs(&ctx, comment_url.as_deref(), deployment, changed)
+}
+
+/// An `/extend` comment: on this pull request, the command, by someone with write access (else
+/// it gets 😕 and the step exits 3).
+async fn check_extend(github: &GitHub, args: &Args, id: u64) -> Result<(), StepError> {
+    let pr = args.pr_number;
+    let comment = github.comment(id).await?.ok_or_else(|| {
+        StepError::precondition(format!("comment {id} not found in {}", github.repository()))
+    })?;
+    if !comment.issue_url.ends_with(&format!("/issues/{pr}")) {
+        return Err(StepError::precondition(format!(
+            "comment {id} is not on pull request #{pr}"
+        )));
+    }
+    if !github::is_extend_command(&comment.body) {
+        return Err(StepError::precondition(format!(
+            "comment {id} is not an {} command (its first line)",
+            github::EXTEND_COMMAND
+        )));
+    }
+    let login = github::shown_login(&comment.author);
+    let bot = comment.author.ends_with("[bot]");
+    if bot || !github.can_write(&comment.author).await? {
+        if !args.dry_run {
+            github.react(id, "confused").await?;
+        }
+        return Err(StepError::precondition(format!(
+            "/extend by @{login} on #{pr} refused: {} needs write access to {} (comments of \
+             others do not count as activity either)",
+            github::EXTEND_COMMAND,
+            github.repository()
+        )));
+    }
+    tracing::info!("/extend by @{login} on #{pr}: write access, accepted");
+    Ok(())
 }
 
 /// Our cards on pull request `pr`, oldest first: comments by `author` that start with its marker.
@@ -476,12 +608,13 @@ fn deployment_state(state: State) -> Option<DeploymentState> {
 async fn report_deployment(
     github: &GitHub,
     args: &Args,
+    state: State,
     card: &Card,
     environment: &str,
     commit: &str,
     changed: &mut bool,
 ) -> Result<Option<u64>, StepError> {
-    let Some(wanted) = deployment_state(args.state) else {
+    let Some(wanted) = deployment_state(state) else {
         return Ok(None);
     };
     let status = DeploymentStatus {
@@ -492,7 +625,7 @@ async fn report_deployment(
             .filter(|_| wanted == DeploymentState::Success)
             .map(|u| u.to_string()),
         log_url: card.log_url.as_ref().map(|u| u.to_string()),
-        description: Some(format!("sandbox {}", args.state.name())),
+        description: Some(format!("sandbox {}", state.name())),
     };
     if wanted == DeploymentState::Inactive {
         // Every deployment of the environment, whatever commit it had.
@@ -575,11 +708,12 @@ async fn report_deployment(
 async fn report_commit_status(
     github: &GitHub,
     args: &Args,
+    state: State,
     card: &Card,
     head: &str,
     changed: &mut bool,
 ) -> Result<(), StepError> {
-    let (state, description) = match args.state {
+    let (status_state, description) = match state {
         State::Queued => (CommitState::Pending, "sandbox queued"),
         State::Creating => (CommitState::Pending, "sandbox being created"),
         State::Updating => (CommitState::Pending, "sandbox being updated"),
@@ -590,28 +724,32 @@ async fn report_commit_status(
         State::Deleting => (CommitState::Pending, "sandbox being deleted"),
         State::Deleted => (CommitState::Success, "sandbox deleted"),
     };
-    let target = match args.state {
+    let target = match state {
         State::Ready | State::Sleeping | State::Expiring => card.environment_url.as_ref(),
         _ => card.log_url.as_ref(),
     };
     let wanted = CommitStatus {
         context: args.status_context.clone(),
-        state,
+        state: status_state,
         description: Some(description.to_owned()),
         target_url: target.map(|u| u.to_string()),
     };
     let current = github.commit_status(head, &args.status_context).await?;
     if current.as_ref() == Some(&wanted) {
-        tracing::info!("commit status {} already {:?}", args.status_context, state);
+        tracing::info!(
+            "commit status {} already {:?}",
+            args.status_context,
+            status_state
+        );
     } else if args.dry_run {
         tracing::info!(
             "dry run: would set commit status {} {:?}",
             args.status_context,
-            state
+            status_state
         );
     } else {
         github.create_commit_status(head, &wanted).await?;
-        tracing::info!("commit status {}: {:?}", args.status_context, state);
+        tracing::info!("commit status {}: {:?}", args.status_context, status_state);
         *changed = true;
     }
     Ok(())

@@ -504,3 +504,178 @@ fn a_push_gets_a_deployment_of_its_own() {
     assert_eq!(shas[1], pushed);
     assert_eq!(deployments[1].statuses.last().unwrap()["state"], "success");
 }
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// How the card writes a time: `2026-12-01 10:00:00`.
+fn shown_time(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+const HOUR: u64 = 3600;
+
+#[test]
+fn the_card_shows_the_expiry_and_extend_by_a_writer_moves_it() {
+    let github = GitHubDouble::start("acme", "platform", TOKEN);
+    let t = now_secs();
+    // Pushed and labelled 60 h ago; a stranger's comment since moves GitHub's updated_at, not
+    // the sandbox's clock.
+    github.add_pull_with(
+        PR,
+        "open",
+        "feature/login",
+        &["create-sandbox"],
+        t - 60 * HOUR,
+    );
+    github.add_comment_at(PR, "stranger", "any news?", t - HOUR);
+    let ready = [READY, &["--ttl", "72h"]].concat();
+    run(&github, &ready).ok();
+    let card = cards(&github)[0].body.clone();
+    let expiry = format!(
+        "| Expires | {} UTC when the pull request stays inactive",
+        shown_time(t + 12 * HOUR)
+    );
+    assert!(card.contains(&expiry), "{expiry:?} not in\n{card}");
+
+    // The sweep's warning knows only the environment and the time: the card keeps its links.
+    let at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t + 12 * HOUR),
+    )
+    .to_string();
+    let expiring = [
+        "--state",
+        "expiring",
+        "--environment",
+        "sbx-pr-42",
+        "--expires-at",
+        &at,
+    ];
+    run(&github, &expiring).ok();
+    let card = cards(&github)[0].body.clone();
+    for kept in [
+        ":hourglass: Sandbox `sbx-pr-42`: expiring",
+        "[Argo CD](<https://argocd.acme.dev/applications/argocd/sbx-pr-42>)",
+        "[https://sbx-pr-42.sandbox.acme.dev/](<https://sbx-pr-42.sandbox.acme.dev/>)",
+    ] {
+        assert!(card.contains(kept), "{kept:?} not in\n{card}");
+    }
+    let deployment_statuses = github.deployments()[0].statuses.len();
+    let head = github.pull(PR).unwrap().head_sha;
+    let commit_statuses = github.commit_statuses(&head).len();
+
+    // /extend by someone without write access: 😕, exit 3, the card as it was.
+    github.set_permission("reader", "read");
+    for login in ["stranger", "reader", "ci[bot]"] {
+        let id = github.add_comment(PR, login, "/extend");
+        let refused = run(
+            &github,
+            &["--extend-comment", &id.to_string(), "--ttl", "72h"],
+        );
+        assert_eq!(refused.code, Some(3), "{login}: {}", refused.text);
+        assert!(
+            refused.text.contains("needs write access"),
+            "{}",
+            refused.text
+        );
+        assert_eq!(github.reactions(id), ["confused"], "{login}");
+        assert_eq!(cards(&github)[0].body, card, "{login}");
+    }
+
+    // By a writer: 👍, the card ready again with the expiry counted from the comment, its links
+    // kept; nothing else written.
+    github.set_permission("alice", "write");
+    let when = now_secs();
+    let id = github.add_comment_at(PR, "alice", "/extend\nstill reviewing", when);
+    let extend = ["--extend-comment", &id.to_string(), "--ttl", "72h"];
+    let extended = run(&github, &extend).ok();
+    assert_eq!(extended.output("changed"), "true");
+    assert_eq!(github.reactions(id), ["+1"]);
+    let card = cards(&github)[0].body.clone();
+    let expiry = format!("| Expires | {} UTC", shown_time(when + 72 * HOUR));
+    for shown in [
+        ":white_check_mark: Sandbox `sbx-pr-42`: ready",
+        expiry.as_str(),
+        "[Argo CD](<https://argocd.acme.dev/applications/argocd/sbx-pr-42>)",
+        "[Argo Workflows run](<https://argo.acme.dev/workflows/argo/create-sandbox-x7k2p>)",
+    ] {
+        assert!(card.contains(shown), "{shown:?} not in\n{card}");
+    }
+    assert_eq!(github.deployments()[0].statuses.len(), deployment_statuses);
+    assert_eq!(github.commit_statuses(&head).len(), commit_statuses);
+    // Delivered twice (webhooks are retried): nothing more.
+    let again = run(&github, &extend).ok();
+    assert_eq!(again.output("changed"), "false");
+    assert_eq!(github.reactions(id), ["+1"]);
+
+    // Not an /extend, or another pull request's comment: exit 3, no reaction.
+    let chat = github.add_comment(PR, "alice", "please /extend");
+    github.add_pull(7, "open", "feature/other");
+    let elsewhere = github.add_comment(7, "alice", "/extend");
+    for (id, says) in [
+        (chat, "not an /extend command"),
+        (elsewhere, "not on pull request #42"),
+    ] {
+        let run = run(
+            &github,
+            &["--extend-comment", &id.to_string(), "--ttl", "72h"],
+        );
+        assert_eq!(run.code, Some(3), "{}", run.text);
+        assert!(run.text.contains(says), "{}", run.text);
+        assert!(github.reactions(id).is_empty());
+    }
+    // --extend-comment needs --ttl (exit 2 before any request).
+    let before = github.requests().len();
+    let run_without_ttl = run(&github, &["--extend-comment", &id.to_string()]);
+    assert_eq!(run_without_ttl.code, Some(2), "{}", run_without_ttl.text);
+    assert_eq!(github.requests().len(), before);
+
+    // Deleted: nothing to extend.
+    run(&github, &["--state", "deleted"]).ok();
+    let late = github.add_comment(PR, "alice", "/extend");
+    let refused = run(
+        &github,
+        &["--extend-comment", &late.to_string(), "--ttl", "72h"],
+    );
+    assert_eq!(refused.code, Some(3), "{}", refused.text);
+    assert!(
+        refused
+            .text
+            .contains("no sandbox to extend (its card says deleted)"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(github.reactions(late), ["confused"]);
+}
+
+#[test]
+fn a_kept_sandbox_never_expires_on_the_card() {
+    let github = GitHubDouble::start("acme", "platform", TOKEN);
+    github.add_pull_with(
+        PR,
+        "open",
+        "feature/login",
+        &["create-sandbox", "sandbox-keep"],
+        now_secs() - 500 * HOUR,
+    );
+    run(&github, &[READY, &["--ttl", "72h"]].concat()).ok();
+    let card = cards(&github)[0].body.clone();
+    assert!(
+        card.contains("| Expires | never: the pull request has the `sandbox-keep` label |"),
+        "{card}"
+    );
+    // Kept: the timeline is not read.
+    assert!(github
+        .requests()
+        .iter()
+        .all(|r| !r.path.ends_with("/timeline")));
+}

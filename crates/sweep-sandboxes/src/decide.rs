@@ -48,8 +48,9 @@ pub enum Pull {
     Found {
         open: bool,
         labels: Vec<String>,
-        /// The last activity: GitHub moves `updated_at` on pushes, comments, labels, reviews.
-        updated_at: SystemTime,
+        /// The last activity ([`github::GitHub::activity`]: pushes, labels, comments and reviews
+        /// by people with write access, `/extend`).
+        last_activity: SystemTime,
     },
 }
 
@@ -102,6 +103,18 @@ pub struct Decision {
     pub expires_at: Option<SystemTime>,
 }
 
+impl Policy {
+    /// Whether the decision depends on the pull request's activity (open, labelled, not kept):
+    /// only then is its timeline read.
+    pub fn needs_activity(&self, open: bool, labels: &[String]) -> bool {
+        open && self
+            .require_label
+            .as_ref()
+            .is_none_or(|required| labels.contains(required))
+            && !labels.contains(&self.keep_label)
+    }
+}
+
 /// Decides for one sandbox. `found` is never empty (a sandbox is what was found of it).
 pub fn decide(
     found: &BTreeSet<Resource>,
@@ -114,13 +127,13 @@ pub fn decide(
         reason,
         expires_at,
     };
-    let (open, labels, updated_at) = match pull {
+    let (open, labels, last_activity) = match pull {
         Pull::Missing => return decision(Action::Orphan, "no such pull request".into(), None),
         Pull::Found {
             open,
             labels,
-            updated_at,
-        } => (*open, labels, *updated_at),
+            last_activity,
+        } => (*open, labels, *last_activity),
     };
     if !open {
         return decision(Action::Orphan, "pull request closed".into(), None);
@@ -145,8 +158,8 @@ pub fn decide(
             None,
         );
     }
-    let idle = now.duration_since(updated_at).unwrap_or_default();
-    let expires_at = updated_at + policy.ttl;
+    let idle = now.duration_since(last_activity).unwrap_or_default();
+    let expires_at = last_activity + policy.ttl;
     if idle >= policy.ttl {
         return decision(
             Action::Expire,
@@ -208,7 +221,7 @@ mod tests {
         Pull::Found {
             open: true,
             labels: labels.iter().map(|l| l.to_string()).collect(),
-            updated_at: now - idle,
+            last_activity: now - idle,
         }
     }
 
@@ -252,7 +265,7 @@ mod tests {
                 Pull::Found {
                     open: false,
                     labels: vec!["create-sandbox".into()],
-                    updated_at: now,
+                    last_activity: now,
                 },
                 Action::Orphan,
                 "pull request closed",
@@ -280,7 +293,7 @@ mod tests {
         let d = decide(&all(), &at_warning, &policy(), now);
         assert_eq!(d.action, Action::Warn);
         assert_eq!(d.expires_at, Some(now + 24 * HOUR));
-        // A future updated_at (clock skew) is activity now.
+        // A future activity (clock skew) is activity now.
         let future = open(&["create-sandbox"], Duration::ZERO, now + HOUR);
         assert_eq!(decide(&all(), &future, &policy(), now).action, Action::Keep);
         // Without a required label, any open pull request may have a sandbox.
@@ -312,7 +325,7 @@ mod tests {
         let closed = Pull::Found {
             open: false,
             labels: vec![],
-            updated_at: now,
+            last_activity: now,
         };
         assert_eq!(
             decide(&found, &closed, &policy(), now).action,

@@ -37,10 +37,10 @@ Example:
     --bucket-prefix acme- --gcs-project acme-sandboxes --vault-addr https://vault.example:8200 \\
     --ttl 72h --warn-before 24h --require-label create-sandbox
   # SANDBOX    PR   ACTION  FOUND                                  REASON
-  # sbx-pr-42  #42  keep    branch application namespace database  active 2h ago
+  # sbx-pr-42  #42  keep    branch application namespace database  active 2h ago (push)
   # sbx-pr-51  #51  orphan  database role                          pull request closed
   # outputs: deletes=[{\"pr-number\":\"51\",\"environment\":\"sbx-pr-51\",...}] warnings=[] sandboxes=2
-  #          summary=\"2 sandboxes: 1 keep, 1 orphan\" github-requests=3
+  #          summary=\"2 sandboxes: 1 keep, 1 orphan\" github-requests=4
 
 Exit codes: 0 decided (whatever the decisions); 2 invalid flags, or a backend listed in
 --inventory without its flags; 3 the repository not visible to the token (every sandbox would
@@ -68,10 +68,11 @@ pub enum Backend {
 ///
 /// Lists each backend in --inventory by the naming scheme (environment `<env-prefix><PR>`;
 /// namespace, bucket, database and Vault folder derived as validate-params derives them), joins
-/// what it finds by pull request, then asks GitHub for each pull request (one request each):
-/// closed, missing or without --require-label is an orphan; --keep-label keeps it; otherwise
-/// inactivity (GitHub's `updated_at`: pushes, comments, labels, reviews) past --ttl expires it,
-/// and within --warn-before of that warns. Names that start like a sandbox's but are not one are
+/// what it finds by pull request, then asks GitHub for each pull request: closed, missing or
+/// without --require-label is an orphan; --keep-label keeps it; otherwise inactivity past --ttl
+/// expires it, and within --warn-before of that warns. Activity, read from the pull request's
+/// timeline, is a push, a label change, or a comment or review by someone with write access
+/// (`/extend` is such a comment); comments of others, bots and the card do not count. Names that start like a sandbox's but are not one are
 /// left alone. Nothing is deleted here: the deletions are the `deletes` output.
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
@@ -355,15 +356,39 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
         let pull = github.pull(*pr).await?;
         progress.advance(1, 0);
         let environment = scheme.environment(*pr);
+        let mut last = None;
         let pull = match pull {
             None => Pull::Missing,
-            Some(p) => Pull::Found {
-                open: p.open,
-                labels: p.labels,
-                updated_at: p.updated_at,
-            },
+            Some(p) => {
+                // The timeline (one more request, more for a long one) only where the decision
+                // depends on it.
+                let last_activity = if policy.needs_activity(p.open, &p.labels) {
+                    let activity = github.activity(&p).await?;
+                    tracing::debug!(
+                        "#{pr}: last activity {} at {}",
+                        activity.what,
+                        humantime::format_rfc3339_seconds(activity.at)
+                    );
+                    last = Some(activity.what);
+                    activity.at
+                } else {
+                    p.updated_at
+                };
+                Pull::Found {
+                    open: p.open,
+                    labels: p.labels,
+                    last_activity,
+                }
+            }
         };
         let mut decision = decide(found, &pull, &policy, now);
+        if let Some(what) = last {
+            // What the clock counts from, for whoever reads the table.
+            decision.reason = match decision.reason.split_once(';') {
+                Some((head, tail)) => format!("{head} ({what});{tail}"),
+                None => format!("{} ({what})", decision.reason),
+            };
+        }
         // Only the branch is left, and an open pull request has it as its head (CI bumping an
         // image there): cleanup-branch keeps such a branch, so deleting would change nothing,
         // every sweep again. One more request, only for these.

@@ -5,6 +5,10 @@
 //!   `PATCH`/`DELETE .../issues/comments/{id}`), deployments and their statuses
 //!   (`GET`/`POST .../deployments`, `.../deployments/{id}/statuses`), commit statuses
 //!   (`POST .../statuses/{sha}`, `GET .../commits/{ref}/status`);
+//! - the pull request's timeline (`GET .../issues/{n}/timeline`: its pushes as `committed`, its
+//!   labels as `labeled`, its comments as `commented` with their authors' `author_association`),
+//!   a collaborator's permission (`GET .../collaborators/{login}/permission`), one comment
+//!   (`GET .../issues/comments/{id}`) and its reactions (`POST .../reactions`);
 //! - who is calling: `GET /user` for a token; for a GitHub App, `GET /app` and
 //!   `GET .../installation` with the App's JWT (RS256, checked against the App's public key) and
 //!   `POST /app/installations/{id}/access_tokens`, whose token then works like the user token.
@@ -39,8 +43,11 @@ pub struct PullRequest {
     /// The head commit.
     pub head_sha: String,
     pub labels: Vec<String>,
-    /// The last activity, seconds since the epoch (GitHub's `updated_at`).
+    /// Seconds since the epoch; GitHub moves `updated_at` on pushes, labels and any comment.
     pub updated_at: u64,
+    pub created_at: u64,
+    /// Its pushes: the head commit and when, oldest first (the timeline's `committed` events).
+    pub pushes: Vec<(String, u64)>,
 }
 
 /// A comment on a pull request.
@@ -50,6 +57,8 @@ pub struct Comment {
     pub issue: u64,
     pub author: String,
     pub body: String,
+    /// Seconds since the epoch.
+    pub created_at: u64,
 }
 
 /// A deployment and its statuses, newest status last.
@@ -98,6 +107,11 @@ struct State {
     installation_tokens: HashSet<String>,
     /// Every body written to a comment (created or edited), with its issue, in order.
     comment_history: Vec<(u64, String)>,
+    /// Collaborators and their permission (`admin`, `maintain`, `write`, `triage`, `read`);
+    /// anyone else reads (a public repository) and is no collaborator.
+    permissions: std::collections::HashMap<String, String>,
+    /// (comment id, reaction content), in order.
+    reactions: Vec<(u64, String)>,
     violations: Vec<String>,
 }
 
@@ -135,6 +149,8 @@ impl GitHubDouble {
             app: None,
             installation_tokens: HashSet::new(),
             comment_history: Vec::new(),
+            permissions: [(TOKEN_USER.to_owned(), "write".to_owned())].into(),
+            reactions: Vec::new(),
             violations: Vec::new(),
         }));
         let shared = state.clone();
@@ -172,7 +188,8 @@ impl GitHubDouble {
         self.add_pull_with(number, state, head_ref, &[], now());
     }
 
-    /// Adds a pull request with its labels and last activity (seconds since the epoch).
+    /// Adds a pull request with its labels and last activity (seconds since the epoch): opened a
+    /// day before, labelled a minute after, its head pushed at `updated_at`.
     pub fn add_pull_with(
         &self,
         number: u64,
@@ -181,14 +198,38 @@ impl GitHubDouble {
         labels: &[&str],
         updated_at: u64,
     ) {
+        let head_sha = commit_id(&format!("{head_ref}#{number}"));
         self.state.lock().unwrap().pulls.push(PullRequest {
             number,
             state: state.to_owned(),
             head_ref: head_ref.to_owned(),
-            head_sha: commit_id(&format!("{head_ref}#{number}")),
+            head_sha: head_sha.clone(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
             updated_at,
+            created_at: updated_at.saturating_sub(86_400),
+            pushes: vec![(head_sha, updated_at)],
         });
+    }
+
+    /// Gives `login` a permission on the repository (`admin`, `maintain`, `write`, `triage`,
+    /// `read`): a collaborator from then on.
+    pub fn set_permission(&self, login: &str, permission: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .permissions
+            .insert(login.to_owned(), permission.to_owned());
+    }
+
+    /// The reactions to comment `id`, in order.
+    pub fn reactions(&self, id: u64) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .reactions
+            .iter()
+            .filter(|(c, _)| *c == id)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// Changes pull request `number`'s state (`open`, `closed`).
@@ -196,9 +237,14 @@ impl GitHubDouble {
         self.with_pull(number, |pull| pull.state = state.to_owned());
     }
 
-    /// A push: pull request `number`'s head moves to `sha`.
+    /// A push, now: pull request `number`'s head moves to `sha`.
     pub fn set_pull_head(&self, number: u64, sha: &str) {
-        self.with_pull(number, |pull| pull.head_sha = sha.to_owned());
+        let at = now();
+        self.with_pull(number, |pull| {
+            pull.head_sha = sha.to_owned();
+            pull.pushes.push((sha.to_owned(), at));
+            pull.updated_at = pull.updated_at.max(at);
+        });
     }
 
     fn with_pull(&self, number: u64, change: impl Fn(&mut PullRequest)) {
@@ -215,8 +261,14 @@ impl GitHubDouble {
         state.pulls.iter().find(|p| p.number == number).cloned()
     }
 
-    /// Adds a comment by `author` (someone else than the token's user, say).
+    /// Adds a comment by `author` (someone else than the token's user, say), now.
     pub fn add_comment(&self, issue: u64, author: &str, body: &str) -> u64 {
+        self.add_comment_at(issue, author, body, now())
+    }
+
+    /// Adds a comment by `author` made at `at` (seconds since the epoch); like GitHub, it moves
+    /// the pull request's `updated_at`.
+    pub fn add_comment_at(&self, issue: u64, author: &str, body: &str, at: u64) -> u64 {
         let mut state = self.state.lock().unwrap();
         let id = state.next_id();
         state.comments.push(Comment {
@@ -224,7 +276,9 @@ impl GitHubDouble {
             issue,
             author: author.to_owned(),
             body: body.to_owned(),
+            created_at: at,
         });
+        state.touch(issue, at);
         id
     }
 
@@ -318,6 +372,25 @@ impl Drop for GitHubDouble {
 }
 
 impl State {
+    /// What GitHub does to an issue when something happens on it: `updated_at` moves.
+    fn touch(&mut self, issue: u64, at: u64) {
+        for pull in self.pulls.iter_mut().filter(|p| p.number == issue) {
+            pull.updated_at = pull.updated_at.max(at);
+        }
+    }
+
+    /// `author_association` as GitHub derives it: the owner, a collaborator (any permission
+    /// given), or none.
+    fn association(&self, login: &str, repo: &Repo) -> &'static str {
+        if login == repo.owner {
+            "OWNER"
+        } else if self.permissions.contains_key(login) {
+            "COLLABORATOR"
+        } else {
+            "NONE"
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -558,9 +631,61 @@ fn serve(api: &OpenApi, state: &mut State, req: &HttpRequest, repo: &Repo) -> Ht
                 .comments
                 .iter()
                 .filter(|c| c.issue == pull.number)
-                .map(|c| comment_json(api, c, repo))
+                .map(|c| comment_json(api, state, c, repo))
                 .collect();
             paginate(req, items, reset)
+        }
+        ("GET", ["issues", number, "timeline"]) => {
+            let Some(pull) = find_pull(state, number) else {
+                return ok(error(404, "Not Found"));
+            };
+            paginate(req, timeline(api, state, pull, repo), reset)
+        }
+        ("GET", ["issues", "comments", id]) => {
+            match state.comments.iter().find(|c| id.parse() == Ok(c.id)) {
+                Some(c) => ok(HttpResponse::json(200, &comment_json(api, state, c, repo))),
+                None => ok(error(404, "Not Found")),
+            }
+        }
+        ("POST", ["issues", "comments", id, "reactions"]) => {
+            let Some(comment) = state.comments.iter().find(|c| id.parse() == Ok(c.id)) else {
+                return ok(error(404, "Not Found"));
+            };
+            let comment_id = comment.id;
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let content = body["content"].as_str().unwrap_or_default().to_owned();
+            let mut reaction = api.example("reaction");
+            reaction["content"] = json!(content);
+            reaction["user"]["login"] = json!(state.user);
+            // GitHub: 200 with the existing reaction when the user already reacted so.
+            if state.reactions.contains(&(comment_id, content.clone())) {
+                return ok(HttpResponse::json(200, &reaction));
+            }
+            reaction["id"] = json!(state.next_id());
+            state.reactions.push((comment_id, content));
+            ok(HttpResponse::json(201, &reaction))
+        }
+        ("GET", ["collaborators", login, "permission"]) => {
+            let login = percent_decode(login);
+            let given = state.permissions.get(&login).map(String::as_str);
+            // The legacy `permission` (admin, write, read, none) and the role's name.
+            let (permission, role) = match given {
+                Some("admin") => ("admin", "admin"),
+                Some("maintain") => ("write", "maintain"),
+                Some("write") => ("write", "write"),
+                Some("triage") => ("read", "triage"),
+                _ if login == repo.owner => ("admin", "admin"),
+                _ => ("read", "read"),
+            };
+            let mut body = api.example(
+                "repository-collaborator-permission-response-if-user-has-admin-permissions",
+            );
+            body["permission"] = json!(permission);
+            body["role_name"] = json!(role);
+            body["user"]["login"] = json!(login);
+            // GitHub's own example leaves out the user's `role_name`, which its schema requires.
+            body["user"]["role_name"] = json!(role);
+            ok(HttpResponse::json(200, &body))
         }
         ("POST", ["issues", number, "comments"]) => {
             let Some(number) = find_pull(state, number).map(|p| p.number) else {
@@ -573,23 +698,25 @@ fn serve(api: &OpenApi, state: &mut State, req: &HttpRequest, repo: &Repo) -> Ht
                 issue: number,
                 author: state.user.clone(),
                 body: body["body"].as_str().unwrap_or_default().to_owned(),
+                created_at: now(),
             };
-            let answer = comment_json(api, &comment, repo);
+            let answer = comment_json(api, state, &comment, repo);
             state.comment_history.push((number, comment.body.clone()));
+            state.touch(number, comment.created_at);
             state.comments.push(comment);
             ok(HttpResponse::json(201, &answer))
         }
         ("PATCH", ["issues", "comments", id]) => {
             let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
             let user = state.user.clone();
-            match state.comments.iter_mut().find(|c| id.parse() == Ok(c.id)) {
+            match state.comments.iter().position(|c| id.parse() == Ok(c.id)) {
                 // GitHub lets a repository writer edit anyone's comment; the double's token
                 // edits only its own, which is what the steps may rely on.
-                Some(c) if c.author == user => {
-                    c.body = body["body"].as_str().unwrap_or_default().to_owned();
-                    let answer = comment_json(api, c, repo);
-                    let written = (c.issue, c.body.clone());
-                    state.comment_history.push(written);
+                Some(i) if state.comments[i].author == user => {
+                    state.comments[i].body = body["body"].as_str().unwrap_or_default().to_owned();
+                    let c = state.comments[i].clone();
+                    let answer = comment_json(api, state, &c, repo);
+                    state.comment_history.push((c.issue, c.body));
                     ok(HttpResponse::json(200, &answer))
                 }
                 Some(_) => ok(error(403, "Must have admin rights to Repository.")),
@@ -795,7 +922,7 @@ fn pull_json(api: &OpenApi, p: &PullRequest, repo: &Repo, simple: bool) -> Value
             })
             .collect(),
     );
-    body["created_at"] = json!(time(p.updated_at.saturating_sub(86_400)));
+    body["created_at"] = json!(time(p.created_at));
     body["updated_at"] = json!(time(p.updated_at));
     body["closed_at"] = if p.state == "closed" {
         json!(time(p.updated_at))
@@ -815,12 +942,21 @@ fn pull_json(api: &OpenApi, p: &PullRequest, repo: &Repo, simple: bool) -> Value
     body
 }
 
-fn comment_json(api: &OpenApi, c: &Comment, repo: &Repo) -> Value {
+fn comment_json(api: &OpenApi, state: &State, c: &Comment, repo: &Repo) -> Value {
     let mut body = api.example("issue-comment");
     let (owner, name) = (&repo.owner, &repo.name);
     body["id"] = json!(c.id);
     body["body"] = json!(c.body);
     body["user"]["login"] = json!(c.author);
+    // The token's user is the steps' bot (as GET /user says).
+    body["user"]["type"] = json!(if c.author == state.user {
+        "Bot"
+    } else {
+        "User"
+    });
+    body["author_association"] = json!(state.association(&c.author, repo));
+    body["created_at"] = json!(time(c.created_at));
+    body["updated_at"] = json!(time(c.created_at));
     body["url"] = json!(format!(
         "https://api.github.com/repos/{owner}/{name}/issues/comments/{}",
         c.id
@@ -834,6 +970,58 @@ fn comment_json(api: &OpenApi, c: &Comment, repo: &Repo) -> Value {
         c.issue
     ));
     body
+}
+
+/// Pull request `p`'s timeline, oldest first: its pushes (`committed`, the committer's date the
+/// push's time), its labels (`labeled`, a minute after it was opened), its comments
+/// (`commented`).
+fn timeline(api: &OpenApi, state: &State, p: &PullRequest, repo: &Repo) -> Vec<Value> {
+    let example = api.example("timeline-issue-events");
+    let of_kind = |kind: &str| {
+        example
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["event"] == kind))
+            .cloned()
+            .unwrap_or_else(|| panic!("GitHub's timeline example has a {kind} event"))
+    };
+    let (owner, name) = (&repo.owner, &repo.name);
+    let mut events: Vec<(u64, Value)> = Vec::new();
+    for (sha, at) in &p.pushes {
+        let who = json!({ "name": "Developer", "email": "dev@example.com", "date": time(*at) });
+        let commit_url = format!("https://api.github.com/repos/{owner}/{name}/git/commits/{sha}");
+        events.push((
+            *at,
+            json!({
+                "event": "committed",
+                "sha": sha,
+                "node_id": format!("C_{sha}"),
+                "url": commit_url,
+                "html_url": format!("https://github.com/{owner}/{name}/commit/{sha}"),
+                "author": who,
+                "committer": who,
+                "tree": { "sha": commit_id(&format!("tree {sha}")), "url": commit_url },
+                "message": "a change",
+                "parents": [],
+                "verification": { "verified": false, "reason": "unsigned", "signature": null,
+                                  "payload": null, "verified_at": null },
+            }),
+        ));
+    }
+    for label in &p.labels {
+        let mut event = of_kind("labeled");
+        let at = p.created_at + 60;
+        event["created_at"] = json!(time(at));
+        event["label"]["name"] = json!(label);
+        events.push((at, event));
+    }
+    for c in state.comments.iter().filter(|c| c.issue == p.number) {
+        let mut event = comment_json(api, state, c, repo);
+        event["event"] = json!("commented");
+        event["actor"] = event["user"].clone();
+        events.push((c.created_at, event));
+    }
+    events.sort_by_key(|(at, _)| *at);
+    events.into_iter().map(|(_, e)| e).collect()
 }
 
 fn deployment_json(api: &OpenApi, d: &Deployment, repo: &Repo) -> Value {
