@@ -251,7 +251,7 @@ impl GitHub {
             }
         }
         let mut best = best.expect("starts with the creation");
-        candidates.sort_by(|a, b| b.at.cmp(&a.at));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.at));
         for candidate in candidates {
             if candidate.at <= best.at {
                 break;
