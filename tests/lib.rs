@@ -157,6 +157,26 @@ pub fn steps() -> Vec<Step> {
 /// `npm ci --prefix tests`), each as the GitHub event source emits it, `{headers, body}`, rewritten
 /// to the library's repository (`acme/platform`) and with their label renamed to `create-sandbox`.
 pub fn pull_request_events() -> Vec<Value> {
+    let examples = webhook_examples("pull_request");
+    assert!(examples.len() >= 20, "{} examples", examples.len());
+    let ours = |body: &Value, relabel: bool| {
+        let mut body = body.clone();
+        body["repository"]["full_name"] = "acme/platform".into();
+        body["repository"]["name"] = "platform".into();
+        if relabel {
+            body = relabelled(&body);
+        }
+        serde_json::json!({"headers": {"X-Github-Event": ["pull_request"]}, "body": body})
+    };
+    examples
+        .iter()
+        .map(|b| ours(b, false))
+        .chain(examples.iter().map(|b| ours(b, true)))
+        .collect()
+}
+
+/// GitHub's example payloads of webhook event `name` (npm `@octokit/webhooks-examples`).
+pub fn webhook_examples(name: &str) -> Vec<Value> {
     let index =
         repo_root().join("tests/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
     let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
@@ -166,31 +186,20 @@ pub fn pull_request_events() -> Vec<Value> {
         )
     });
     let all: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let examples = all
-        .into_iter()
-        .find(|e| e["name"] == "pull_request")
-        .expect("pull_request examples")["examples"]
+    all.into_iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} examples"))["examples"]
         .as_array()
         .unwrap()
-        .clone();
-    assert!(examples.len() >= 20, "{} examples", examples.len());
-    let ours = |body: &Value, relabel: bool| {
-        let mut body = body.clone();
-        body["repository"]["full_name"] = "acme/platform".into();
-        body["repository"]["name"] = "platform".into();
-        if relabel {
-            let text = body
-                .to_string()
-                .replace("\"name\":\"bug\"", "\"name\":\"create-sandbox\"");
-            body = serde_json::from_str(&text).unwrap();
-        }
-        serde_json::json!({"headers": {"X-Github-Event": ["pull_request"]}, "body": body})
-    };
-    examples
-        .iter()
-        .map(|b| ours(b, false))
-        .chain(examples.iter().map(|b| ours(b, true)))
-        .collect()
+        .clone()
+}
+
+/// A payload with GitHub's example label `bug` renamed to `create-sandbox`.
+pub fn relabelled(body: &Value) -> Value {
+    let text = body
+        .to_string()
+        .replace("\"name\":\"bug\"", "\"name\":\"create-sandbox\"");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// What the Sensor `sensor` (its file under workflow-templates/events/) does with each event, as

@@ -11,7 +11,7 @@
 //! and what they submit must carry the pull request's own values.
 
 use serde_json::{json, Value};
-use workspace_tests::{pull_request_events, sensor_check};
+use workspace_tests::{pull_request_events, relabelled, sensor_check, webhook_examples};
 
 const LABEL: &str = "create-sandbox";
 
@@ -189,6 +189,133 @@ fn the_submitted_workflows_carry_the_pull_request() {
     }
 }
 
+/// `/extend`: the extend Sensor fires exactly for a created comment whose first word is
+/// `/extend` (report-status's own reading, `github::is_extend_command`), on an open pull request
+/// (not an issue) of the repository carrying the label, and submits extend-sandbox with the pull
+/// request, the repository and the comment's id (past 2^32, as GitHub's ids are); the lifecycle
+/// Sensors never fire for a comment, nor the extend Sensor for a pull_request event. GitHub's
+/// issue_comment examples, with their bodies, labels and repository varied.
+#[test]
+fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
+    const COMMENT_ID: u64 = 2_000_000_000_123;
+    let mut events = Vec::new();
+    for example in webhook_examples("issue_comment") {
+        for text in [
+            "/extend",
+            " /extend\r\nstill reviewing",
+            "/extend one more day",
+            "/extended",
+            "please /extend",
+            "LGTM",
+        ] {
+            for (pull, label, repository, state) in [
+                (true, true, "acme/platform", "open"),
+                (false, true, "acme/platform", "open"),
+                (true, false, "acme/platform", "open"),
+                (true, true, "acme/platform-fork", "open"),
+                (true, true, "acme/platform", "closed"),
+            ] {
+                let mut body = if label {
+                    relabelled(&example)
+                } else {
+                    example.clone()
+                };
+                body["repository"]["full_name"] = repository.into();
+                body["issue"]["state"] = state.into();
+                body["comment"]["body"] = text.into();
+                body["comment"]["id"] = COMMENT_ID.into();
+                let number = body["issue"]["number"].clone();
+                if pull {
+                    body["issue"]["pull_request"] = json!({
+                        "url": format!("https://api.github.com/repos/{repository}/pulls/{number}"),
+                        "html_url": format!("https://github.com/{repository}/pull/{number}"),
+                        "diff_url": format!("https://github.com/{repository}/pull/{number}.diff"),
+                        "patch_url": format!("https://github.com/{repository}/pull/{number}.patch"),
+                        "merged_at": null
+                    });
+                } else if let Some(issue) = body["issue"].as_object_mut() {
+                    issue.remove("pull_request");
+                }
+                events
+                    .push(json!({"headers": {"X-Github-Event": ["issue_comment"]}, "body": body}));
+            }
+        }
+    }
+    let wants = |body: &Value| {
+        body["action"] == "created"
+            && body["issue"]["state"] == "open"
+            && body["issue"].get("pull_request").is_some()
+            && body["repository"]["full_name"] == "acme/platform"
+            && body["issue"]["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["name"] == LABEL)
+            && github::is_extend_command(body["comment"]["body"].as_str().unwrap())
+    };
+    let mut fired = 0;
+    for (event, (fires, workflows)) in events
+        .iter()
+        .zip(sensor_check("extend-sandbox-sensor", &events))
+    {
+        let body = &event["body"];
+        let what = format!(
+            "{} {:?} on {} #{} ({})",
+            body["action"],
+            body["comment"]["body"],
+            body["repository"]["full_name"],
+            body["issue"]["number"],
+            body["issue"]["state"]
+        );
+        assert_eq!(fires, wants(body), "{what}");
+        if !fires {
+            continue;
+        }
+        fired += 1;
+        let number = body["issue"]["number"].as_u64().unwrap();
+        let workflow = &workflows[0];
+        assert_eq!(
+            workflow["metadata"]["generateName"],
+            format!("extend-sandbox-pr-{number}-")
+        );
+        assert_eq!(
+            workflow["spec"]["workflowTemplateRef"],
+            json!({"name": "extend-sandbox", "clusterScope": true})
+        );
+        assert_eq!(
+            workflow["spec"]["arguments"]["parameters"],
+            json!([
+                {"name": "pr-number", "value": number.to_string()},
+                {"name": "repository", "value": "acme/platform"},
+                {"name": "comment-id", "value": COMMENT_ID.to_string()},
+            ]),
+            "{what}"
+        );
+    }
+    // Three bodies are /extend, on the created examples of the right kind.
+    assert!(fired >= 3, "{fired}");
+    for sensor in [
+        "create-sandbox-sensor",
+        "delete-sandbox-sensor",
+        "update-sandbox-sensor",
+    ] {
+        let fired = sensor_check(sensor, &events)
+            .iter()
+            .filter(|(f, _)| *f)
+            .count();
+        assert_eq!(fired, 0, "{sensor} fired for a comment");
+    }
+    let pulls = pull_request_events();
+    let fired = sensor_check("extend-sandbox-sensor", &pulls)
+        .iter()
+        .filter(|(f, _)| *f)
+        .count();
+    assert_eq!(
+        fired, 0,
+        "extend-sandbox-sensor fired for a pull_request event"
+    );
+}
+
 /// Every Argo Events manifest decodes strictly into Argo Events' own types (its CRDs are
 /// schemaless, so the API server accepts any field); a misspelled field is refused.
 #[test]
@@ -212,8 +339,8 @@ fn the_argo_events_manifests_decode_strictly_and_a_typo_is_refused() {
     assert!(out.status.success(), "{text}");
     assert_eq!(
         text.matches(": ok").count(),
-        4,
-        "three Sensors and the EventSource: {text}"
+        5,
+        "four Sensors and the EventSource: {text}"
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -95,16 +95,10 @@ pub struct Candidate {
     pub review: bool,
 }
 
-/// Whether a comment's body is an `/extend` command: its first line is `/extend`, maybe followed
-/// by a reason after a space.
+/// Whether a comment's body is an `/extend` command: its first word is `/extend` (a reason may
+/// follow after a space or on the next lines).
 pub fn is_extend_command(body: &str) -> bool {
-    let first = body
-        .trim_start()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end();
-    first == EXTEND_COMMAND || first.starts_with("/extend ")
+    body.split_whitespace().next() == Some(EXTEND_COMMAND)
 }
 
 fn time(value: &Option<String>) -> Option<SystemTime> {
@@ -325,6 +319,7 @@ mod tests {
         assert!(is_extend_command("/extend"));
         assert!(is_extend_command("  /extend \r\nplease"));
         assert!(is_extend_command("/extend one more day"));
+        assert!(is_extend_command("/extend\tplease"));
         assert!(!is_extend_command("/extended"));
         assert!(!is_extend_command("please /extend"));
         assert!(!is_extend_command(""));
