@@ -99,6 +99,8 @@ const SETTINGS: &[(&str, &str)] = &[
         "pr-images",
         "billing-api=registry.initech.example/billing/api:sha-{short}",
     ),
+    ("ttl", "120h"),
+    ("keep-label", "preview-keep"),
 ];
 
 #[test]
@@ -205,6 +207,16 @@ fn another_organisations_settings_reach_every_place_and_install() {
         param("update-sandbox", "argo-ui-url"),
         setting("argo-ui-url")
     );
+    for template in [
+        "create-sandbox",
+        "update-sandbox",
+        "extend-sandbox",
+        "sweep",
+    ] {
+        for key in ["ttl", "keep-label"] {
+            assert_eq!(param(template, key), setting(key), "{template} {key}");
+        }
+    }
     for kind in ["Role", "RoleBinding"] {
         let key = format!("{kind} gitops/sandbox-steps-argocd-apps");
         assert!(rendered.contains_key(&key), "no {key}");

@@ -257,15 +257,54 @@ pub fn sensor_event(sensor: &str, action: &str, pr_number: u64) -> Value {
     event
 }
 
+/// GitHub's `issue_comment` example (action `created`, npm `@octokit/webhooks-examples`) as a
+/// comment `text` (id `comment_id`) on pull request `pr_number` of `acme/platform`, which carries
+/// the label `create-sandbox`.
+pub fn comment_event(pr_number: u64, comment_id: u64, text: &str) -> Value {
+    let example = webhook_examples("issue_comment")
+        .into_iter()
+        .find(|e| e["action"] == "created")
+        .expect("a created issue_comment example");
+    let mut body = on_pull_request(&relabelled(&example), "acme/platform");
+    body["issue"]["number"] = pr_number.into();
+    body["comment"]["id"] = comment_id.into();
+    body["comment"]["body"] = text.into();
+    body["repository"]["name"] = "platform".into();
+    serde_json::json!({"headers": {"X-Github-Event": ["issue_comment"]}, "body": body})
+}
+
+/// An `issue_comment` payload made a pull request's (GitHub adds `issue.pull_request`) of
+/// `repository`.
+pub fn on_pull_request(body: &Value, repository: &str) -> Value {
+    let mut body = body.clone();
+    let number = body["issue"]["number"].clone();
+    body["repository"]["full_name"] = repository.into();
+    body["issue"]["pull_request"] = serde_json::json!({
+        "url": format!("https://api.github.com/repos/{repository}/pulls/{number}"),
+        "html_url": format!("https://github.com/{repository}/pull/{number}"),
+        "diff_url": format!("https://github.com/{repository}/pull/{number}.diff"),
+        "patch_url": format!("https://github.com/{repository}/pull/{number}.patch"),
+        "merged_at": null
+    });
+    body
+}
+
 /// The Workflow each Sensor submits for a pull request numbered `pr_number` (opened with the
-/// label, for create-sandbox; closed, for delete-sandbox), as Argo Events builds it.
+/// label, for create-sandbox; a push, for update-sandbox; closed, for delete-sandbox; `/extend`,
+/// for extend-sandbox), as Argo Events builds it.
 pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (sensor, wanted) in [
         ("create-sandbox-sensor", "opened"),
+        ("update-sandbox-sensor", "synchronize"),
         ("delete-sandbox-sensor", "closed"),
+        ("extend-sandbox-sensor", "/extend"),
     ] {
-        let event = sensor_event(sensor, wanted, pr_number);
+        let event = if wanted == "/extend" {
+            comment_event(pr_number, 2_000_000_000_123, "/extend")
+        } else {
+            sensor_event(sensor, wanted, pr_number)
+        };
         let (fired, workflows) = sensor_check(sensor, &[event]).remove(0);
         assert!(fired, "{sensor}: the renumbered event no longer fires it");
         assert_eq!(workflows.len(), 1, "{sensor}: one trigger");

@@ -11,7 +11,9 @@
 //! and what they submit must carry the pull request's own values.
 
 use serde_json::{json, Value};
-use workspace_tests::{pull_request_events, relabelled, sensor_check, webhook_examples};
+use workspace_tests::{
+    on_pull_request, pull_request_events, relabelled, sensor_check, webhook_examples,
+};
 
 const LABEL: &str = "create-sandbox";
 
@@ -221,21 +223,14 @@ fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
                     example.clone()
                 };
                 body["repository"]["full_name"] = repository.into();
-                body["issue"]["state"] = state.into();
-                body["comment"]["body"] = text.into();
-                body["comment"]["id"] = COMMENT_ID.into();
-                let number = body["issue"]["number"].clone();
                 if pull {
-                    body["issue"]["pull_request"] = json!({
-                        "url": format!("https://api.github.com/repos/{repository}/pulls/{number}"),
-                        "html_url": format!("https://github.com/{repository}/pull/{number}"),
-                        "diff_url": format!("https://github.com/{repository}/pull/{number}.diff"),
-                        "patch_url": format!("https://github.com/{repository}/pull/{number}.patch"),
-                        "merged_at": null
-                    });
+                    body = on_pull_request(&body, repository);
                 } else if let Some(issue) = body["issue"].as_object_mut() {
                     issue.remove("pull_request");
                 }
+                body["issue"]["state"] = state.into();
+                body["comment"]["body"] = text.into();
+                body["comment"]["id"] = COMMENT_ID.into();
                 events
                     .push(json!({"headers": {"X-Github-Event": ["issue_comment"]}, "body": body}));
             }
