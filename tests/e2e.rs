@@ -18,7 +18,7 @@ use testkit::{
     ServerProcess,
 };
 use workspace_tests::{
-    manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows,
+    comment_event, manifests, prepare_for_the_library, repo_root, sensor_event, sensor_workflows,
     submit_as_sensor, TERRAFORM_DOUBLE,
 };
 
@@ -1684,6 +1684,88 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         deletes.len()
     );
 
+    // 6. `/extend` on 48, through the webhook, the extend-sandbox Sensor and workflow: by someone
+    // without write access (😕, the run fails on exit 3, the card as it was), then by a writer (👍,
+    // the card ready again, expiring 72 h after the comment). A sweep after it keeps 48.
+    let extend = |author: &str, text: &str| {
+        let id = platform.github.add_comment(48, author, text);
+        let name = events.deliver(&cluster, "extend-sandbox", &comment_event(48, id, text));
+        let run = cluster.wait("argo", &name, Duration::from_secs(300));
+        report(&name, &run);
+        (id, run)
+    };
+    let (refused_id, refused) = extend("passer-by", "/extend");
+    assert_eq!(
+        refused["status"]["phase"], "Failed",
+        "{}",
+        refused["status"]
+    );
+    assert_eq!(attempts(&refused, "extend"), ["3"]);
+    assert_eq!(platform.github.reactions(refused_id), ["confused"]);
+    assert_eq!(card_states(&platform.github, 48), ["expiring"]);
+    platform.github.set_permission("maintainer", "write");
+    let (id, extended) = extend("maintainer", "/extend\nreviewing it on Monday");
+    assert_eq!(
+        extended["status"]["phase"], "Succeeded",
+        "{}",
+        extended["status"]
+    );
+    assert_eq!(platform.github.reactions(id), ["+1"]);
+    assert_eq!(card_states(&platform.github, 48), ["expiring", "ready"]);
+    let commented = platform
+        .github
+        .comments(48)
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap()
+        .created_at;
+    let expires = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(commented + 72 * 3600),
+    )
+    .to_string()
+    .replace('T', " ")
+    .trim_end_matches('Z')
+    .to_owned();
+    let card = &platform.github.comments(48)[0].body;
+    assert!(
+        card.contains(&format!("| Expires | {expires} UTC")),
+        "{expires}: {card}"
+    );
+    eprintln!(
+        "/extend from the webhook's delivery to the card: {} s (refused: {} s)",
+        seconds_between(
+            &extended["status"]["startedAt"],
+            &extended["status"]["finishedAt"]
+        ),
+        seconds_between(
+            &refused["status"]["startedAt"],
+            &refused["status"]["finishedAt"]
+        )
+    );
+    let sweep = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "sweep-", "namespace": "argo"},
+        "spec": {
+            "workflowTemplateRef": {"name": "sweep", "clusterScope": true},
+            "arguments": {"parameters": [{"name": "gcs-project", "value": "e2e"}]},
+        },
+    });
+    let (status, created) = cluster.api.request(
+        "POST",
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
+        Some(sweep),
+        None,
+    );
+    assert_eq!(status, 201, "{created}");
+    let name = created["metadata"]["name"].as_str().unwrap().to_owned();
+    let swept = cluster.wait("argo", &name, Duration::from_secs(600));
+    report(&name, &swept);
+    assert_eq!(swept["status"]["phase"], "Succeeded", "{}", swept["status"]);
+    let decide = node(&swept, "decide");
+    assert_eq!(output(decide, "warnings"), "[]", "48 extended: no warning");
+    assert_eq!(output(decide, "deletes"), "[]");
+
     eprintln!(
         "cluster start-up {:.1} s; PR 42 from the webhook's delivery to the Application \
          committed: {:.1} s (workflow start to commit {app_committed} s), then Healthy seen \
@@ -1791,12 +1873,17 @@ impl ArgoEvents {
                 reqwest::blocking::get(format!("http://{ip}:12000/health"))
                     .is_ok_and(|r| r.status().is_success())
             });
-            let subscribed = ["create-sandbox", "delete-sandbox", "update-sandbox"]
-                .iter()
-                .all(|sensor| {
-                    pod_log(cluster, &format!("sensor-name={sensor}"))
-                        .is_some_and(|log| log.contains("Subscribing to subject"))
-                });
+            let subscribed = [
+                "create-sandbox",
+                "delete-sandbox",
+                "update-sandbox",
+                "extend-sandbox",
+            ]
+            .iter()
+            .all(|sensor| {
+                pod_log(cluster, &format!("sensor-name={sensor}"))
+                    .is_some_and(|log| log.contains("Subscribing to subject"))
+            });
             if let (Some(ip), true) = (ready, subscribed) {
                 break format!("http://{ip}:12000/github");
             }
@@ -1825,7 +1912,12 @@ impl ArgoEvents {
         let response = reqwest::blocking::Client::new()
             .post(&self.webhook)
             .header("Content-Type", "application/json")
-            .header("X-GitHub-Event", "pull_request")
+            .header(
+                "X-GitHub-Event",
+                event["headers"]["X-Github-Event"][0]
+                    .as_str()
+                    .unwrap_or("pull_request"),
+            )
             .header("X-GitHub-Delivery", format!("e2e-{}", before.len()))
             .header("X-Hub-Signature-256", signature(WEBHOOK_SECRET, &body))
             .body(body)
@@ -1920,6 +2012,7 @@ fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
         "create-sandbox",
         "delete-sandbox",
         "update-sandbox",
+        "extend-sandbox",
         "sweep",
     ] {
         let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");

@@ -289,15 +289,15 @@ pub fn on_pull_request(body: &Value, repository: &str) -> Value {
     body
 }
 
-/// The Workflow each Sensor submits for a pull request numbered `pr_number` (opened with the
-/// label, for create-sandbox; a push, for update-sandbox; closed, for delete-sandbox; `/extend`,
-/// for extend-sandbox), as Argo Events builds it.
+/// The Workflow each Sensor submits for a pull request numbered `pr_number`, in this order:
+/// create-sandbox (opened with the label), delete-sandbox (closed), update-sandbox (a push),
+/// extend-sandbox (`/extend`), as Argo Events builds it.
 pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (sensor, wanted) in [
         ("create-sandbox-sensor", "opened"),
-        ("update-sandbox-sensor", "synchronize"),
         ("delete-sandbox-sensor", "closed"),
+        ("update-sandbox-sensor", "synchronize"),
         ("extend-sandbox-sensor", "/extend"),
     ] {
         let event = if wanted == "/extend" {
