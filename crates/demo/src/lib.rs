@@ -46,10 +46,13 @@ pub struct Report {
 }
 
 /// What the sweep found and removed: sandbox 44 (its pull request closed, the webhook lost) and
-/// 45 (inactive for 100 h, past the 72 h TTL).
+/// 45 (inactive for 100 h, past the 72 h TTL); 46, as idle, was extended by a maintainer's
+/// `/extend` and stays.
 #[derive(Debug, Default)]
 pub struct SweepReport {
     pub summary: String,
+    /// The `Expires` row of 46's card after the `/extend`.
+    pub extended: String,
     /// The environments it deleted.
     pub deleted: Vec<String>,
     /// What is left of sandboxes 44 and 45 afterwards (branches, Application files, databases).
@@ -470,7 +473,18 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         &["create-sandbox"],
         hours_ago(100),
     );
-    for (pr, head) in [(44, "feature/JIRA-44-cart"), (45, "feature/JIRA-45-export")] {
+    github.add_pull_with(
+        46,
+        "open",
+        "feature/JIRA-46-search",
+        &["create-sandbox"],
+        hours_ago(100),
+    );
+    for (pr, head) in [
+        (44, "feature/JIRA-44-cart"),
+        (45, "feature/JIRA-45-export"),
+        (46, "feature/JIRA-46-search"),
+    ] {
         say(&format!(
             "\n== create-sandbox for acme/platform#{pr} ({head})"
         ));
@@ -478,10 +492,39 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         runner.run_workflow("create-sandbox", None, &parameters(pr, head), "argo")?;
     }
     github.set_pull_state(44, "closed");
+    // A maintainer comments `/extend` on #46: the Sensor on issue_comment would submit
+    // extend-sandbox; report-status checks the write access, reacts, and the card shows the new
+    // expiry. The sweep reads the same comment from the pull request's timeline.
+    github.set_permission("maintainer", "write");
+    let comment = github.add_comment(46, "maintainer", "/extend\nreviewing it tomorrow");
+    say(
+        "\n== extend-sandbox for acme/platform#46 (a maintainer commented /extend; idle for 100 h)",
+    );
+    runner.run_workflow(
+        "extend-sandbox",
+        None,
+        &BTreeMap::from([
+            ("pr-number".to_owned(), "46".to_owned()),
+            ("repository".to_owned(), "acme/platform".to_owned()),
+            ("comment-id".to_owned(), comment.to_string()),
+        ]),
+        "argo",
+    )?;
+    report.sweep.extended = card_of(&github, 46)
+        .lines()
+        .find(|l| l.starts_with("| Expires |"))
+        .unwrap_or_default()
+        .to_owned();
+    say(&format!(
+        "  the comment's reactions: {:?}; #46's card: {}",
+        github.reactions(comment),
+        report.sweep.extended
+    ));
     runner.install_settings(&parameters(0, ""));
     say(
         "\n== sweep (apply: true): #44 was closed and its webhook lost; #45 has been inactive for 100 h \
-         (ttl 72 h); namespaces are not taken stock of here (this runner keeps them itself)",
+         (ttl 72 h), #46 too but extended; namespaces are not taken stock of here (this runner \
+         keeps them itself)",
     );
     runner.run_workflow(
         "sweep",

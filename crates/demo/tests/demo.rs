@@ -61,7 +61,15 @@ fn the_whole_lifecycle_runs_locally() {
     let sweep = &report.sweep;
     assert_eq!(sweep.deleted, ["sbx-pr-44", "sbx-pr-45"], "{sweep:?}");
     assert!(sweep.left.is_empty(), "{sweep:?}");
-    assert_eq!(sweep.summary, "3 sandboxes: 1 keep, 1 expire, 1 orphan");
+    assert_eq!(sweep.summary, "4 sandboxes: 2 keep, 1 expire, 1 orphan");
+    // 46, idle as long as 45, was extended by a maintainer's /extend: its card says until when.
+    assert!(
+        sweep.extended.starts_with("| Expires | ")
+            && sweep
+                .extended
+                .contains("unless a push or `/extend` (by a writer)"),
+        "{sweep:?}"
+    );
     // Pull request 42's card: one comment from creating to deleted, ready with its URL.
     assert_eq!(
         report.card_states,

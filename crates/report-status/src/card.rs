@@ -238,8 +238,7 @@ impl Card {
             rows.push((
                 "Expires",
                 format!(
-                    "{} UTC when the pull request stays inactive: a push, or a comment `{}` by \
-                     someone with write access, moves it; the `{}` label keeps the sandbox",
+                    "{} UTC, unless a push or `{}` (by a writer); the `{}` label keeps it",
                     humantime::format_rfc3339_seconds(at)
                         .to_string()
                         .replace('T', " ")

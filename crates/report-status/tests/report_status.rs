@@ -542,7 +542,7 @@ fn the_card_shows_the_expiry_and_extend_by_a_writer_moves_it() {
     run(&github, &ready).ok();
     let card = cards(&github)[0].body.clone();
     let expiry = format!(
-        "| Expires | {} UTC when the pull request stays inactive",
+        "| Expires | {} UTC, unless a push or `/extend` (by a writer)",
         shown_time(t + 12 * HOUR)
     );
     assert!(card.contains(&expiry), "{expiry:?} not in\n{card}");
