@@ -9,7 +9,7 @@ use serde_json::Value;
 fn sample(parameter: &str) -> &'static str {
     match parameter {
         "repo" | "source-repo" => "https://github.com/acme/infra.git",
-        "branch" | "target-revision" => "sbx-pr-42",
+        "branch" | "target-revision" | "environment" => "sbx-pr-42",
         "pr-number" => "42",
         "head-ref" => "feature/JIRA-123",
         "repository" | "github-repo" => "acme/platform",

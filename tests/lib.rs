@@ -150,6 +150,11 @@ pub fn steps() -> Vec<Step> {
             wait_image::Args::command(),
             wait_image::OUTPUTS,
         ),
+        step(
+            admit_sandbox::NAME,
+            admit_sandbox::Args::command(),
+            admit_sandbox::OUTPUTS,
+        ),
     ]
 }
 

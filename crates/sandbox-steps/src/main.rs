@@ -25,6 +25,7 @@ const STEPS: &[(&str, Step)] = &[
     (report_status::NAME, |argv| report_status::run(argv)),
     (wait_argocd_app::NAME, |argv| wait_argocd_app::run(argv)),
     (wait_image::NAME, |argv| wait_image::run(argv)),
+    (admit_sandbox::NAME, |argv| admit_sandbox::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

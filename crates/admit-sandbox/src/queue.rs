@@ -1,0 +1,316 @@
+//! The admission state, as the ConfigMap's data holds it: one key per admitted sandbox
+//! (`admitted.<environment>`) and one per waiting request (`queued.<environment>`), each a small
+//! JSON document. Readable with `kubectl get configmap sandbox-admission -o yaml`, changed only as
+//! a whole by compare-and-swap on the ConfigMap's `resourceVersion` (lib.rs). Pure: decisions are
+//! functions of the state, the request and the time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+const ADMITTED: &str = "admitted.";
+const QUEUED: &str = "queued.";
+
+/// A sandbox counted as live: from its admission until delete-sandbox releases it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admitted {
+    pub pr: u64,
+    /// When its pull request asked (the queue's order).
+    pub requested: String,
+    /// When it was admitted.
+    pub since: String,
+}
+
+/// A request waiting for a slot; its waiter renews it while it waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub pr: u64,
+    pub requested: String,
+    pub renewed: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    pub admitted: BTreeMap<String, Admitted>,
+    pub queued: BTreeMap<String, Queued>,
+    /// Keys that are neither (left as they are, and named in the log).
+    pub other: BTreeMap<String, String>,
+}
+
+/// What a request gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It was admitted before (a re-run, a retry): nothing changes.
+    AlreadyAdmitted,
+    /// Admitted now.
+    Admit,
+    /// Waiting: `position` (1-based) of `of` requests in the queue.
+    Queued { position: usize, of: usize },
+}
+
+fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn parse(t: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(t).ok()
+}
+
+impl Admission {
+    pub fn from_data(data: &BTreeMap<String, String>) -> Admission {
+        let mut admission = Admission::default();
+        for (key, value) in data {
+            if let Some(env) = key.strip_prefix(ADMITTED) {
+                if let Ok(entry) = serde_json::from_str(value) {
+                    admission.admitted.insert(env.to_owned(), entry);
+                    continue;
+                }
+            } else if let Some(env) = key.strip_prefix(QUEUED) {
+                if let Ok(entry) = serde_json::from_str(value) {
+                    admission.queued.insert(env.to_owned(), entry);
+                    continue;
+                }
+            }
+            admission.other.insert(key.clone(), value.clone());
+        }
+        admission
+    }
+
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        let mut data = self.other.clone();
+        for (env, entry) in &self.admitted {
+            let json = serde_json::to_string(entry).expect("plain data");
+            data.insert(format!("{ADMITTED}{env}"), json);
+        }
+        for (env, entry) in &self.queued {
+            let json = serde_json::to_string(entry).expect("plain data");
+            data.insert(format!("{QUEUED}{env}"), json);
+        }
+        data
+    }
+
+    /// Drops the requests whose waiters stopped renewing them (a crashed or cancelled run);
+    /// returns their environments.
+    pub fn drop_stale(&mut self, now: SystemTime, lease: Duration) -> Vec<String> {
+        let stale: Vec<String> = self
+            .queued
+            .iter()
+            .filter(|(_, q)| parse(&q.renewed).is_none_or(|r| r + lease < now))
+            .map(|(env, _)| env.clone())
+            .collect();
+        for env in &stale {
+            self.queued.remove(env);
+        }
+        stale
+    }
+
+    /// The waiting requests in order: first asked, first served (ties by name).
+    pub fn queue_order(&self) -> Vec<String> {
+        let mut order: Vec<(SystemTime, &String)> = self
+            .queued
+            .iter()
+            .map(|(env, q)| (parse(&q.requested).unwrap_or(SystemTime::UNIX_EPOCH), env))
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, env)| env.clone()).collect()
+    }
+
+    /// Slots free under `cap` (0: no cap).
+    fn free(&self, cap: usize) -> usize {
+        if cap == 0 {
+            usize::MAX
+        } else {
+            cap.saturating_sub(self.admitted.len())
+        }
+    }
+
+    /// A request of `env` (pull request `pr`, asked at `requested`) that waits when it cannot be
+    /// admitted: it joins the queue (keeping its place when it is there already: a retried run),
+    /// is renewed when its last renewal is older than `renew_after`, and is admitted when it is
+    /// among the first of the queue that the free slots take. Returns the decision and whether
+    /// the state changed (a write is due).
+    pub fn request(
+        &mut self,
+        env: &str,
+        pr: u64,
+        requested: SystemTime,
+        cap: usize,
+        now: SystemTime,
+        renew_after: Duration,
+    ) -> (Decision, bool) {
+        if self.admitted.contains_key(env) {
+            return (Decision::AlreadyAdmitted, false);
+        }
+        let mut changed = false;
+        match self.queued.get_mut(env) {
+            Some(entry) => {
+                if parse(&entry.renewed).is_none_or(|r| r + renew_after <= now) {
+                    entry.renewed = time(now);
+                    changed = true;
+                }
+            }
+            None => {
+                self.queued.insert(
+                    env.to_owned(),
+                    Queued {
+                        pr,
+                        requested: time(requested),
+                        renewed: time(now),
+                    },
+                );
+                changed = true;
+            }
+        }
+        let order = self.queue_order();
+        let index = order.iter().position(|e| e == env).expect("queued above");
+        if index < self.free(cap) {
+            let entry = self.queued.remove(env).expect("queued above");
+            self.admitted.insert(
+                env.to_owned(),
+                Admitted {
+                    pr: entry.pr,
+                    requested: entry.requested,
+                    since: time(now),
+                },
+            );
+            return (Decision::Admit, true);
+        }
+        (
+            Decision::Queued {
+                position: index + 1,
+                of: order.len(),
+            },
+            changed,
+        )
+    }
+
+    /// A request that does not wait: admitted when a slot is free for it behind the requests
+    /// already waiting (it never passes them), else refused; the state changes only when admitted.
+    pub fn request_or_refuse(
+        &mut self,
+        env: &str,
+        pr: u64,
+        requested: SystemTime,
+        cap: usize,
+        now: SystemTime,
+    ) -> Decision {
+        if self.admitted.contains_key(env) {
+            return Decision::AlreadyAdmitted;
+        }
+        let mut trial = self.clone();
+        match trial.request(env, pr, requested, cap, now, Duration::ZERO) {
+            (Decision::Admit, _) => {
+                *self = trial;
+                Decision::Admit
+            }
+            (decision, _) => decision,
+        }
+    }
+
+    /// Frees `env`'s slot, or takes its request out of the queue; false when it had neither.
+    pub fn release(&mut self, env: &str) -> bool {
+        let admitted = self.admitted.remove(env).is_some();
+        let queued = self.queued.remove(env).is_some();
+        admitted || queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(minutes: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + MINUTE * minutes as u32
+    }
+
+    #[test]
+    fn first_asked_first_served_under_the_cap() {
+        let mut state = Admission::default();
+        // Asked in the order 1..=5 though they arrive in another.
+        for pr in [3u64, 1, 5, 2, 4] {
+            let env = format!("sbx-pr-{pr}");
+            state.request(&env, pr, at(pr), 2, at(10), MINUTE);
+        }
+        // 3 came first and took a slot, 1 the second; the rest wait in the order they asked.
+        assert_eq!(
+            state.admitted.keys().collect::<Vec<_>>(),
+            ["sbx-pr-1", "sbx-pr-3"]
+        );
+        assert_eq!(state.queue_order(), ["sbx-pr-2", "sbx-pr-4", "sbx-pr-5"]);
+        let (decision, changed) = state.request("sbx-pr-5", 5, at(5), 2, at(10), MINUTE);
+        assert_eq!(decision, Decision::Queued { position: 3, of: 3 });
+        assert!(!changed, "renewed less than a minute ago: nothing to write");
+        // A release admits the first in line, not the one asking.
+        assert!(state.release("sbx-pr-3"));
+        let (decision, _) = state.request("sbx-pr-5", 5, at(5), 2, at(11), MINUTE);
+        assert_eq!(decision, Decision::Queued { position: 3, of: 3 });
+        let (decision, _) = state.request("sbx-pr-2", 2, at(2), 2, at(11), MINUTE);
+        assert_eq!(decision, Decision::Admit);
+        assert_eq!(
+            state.request("sbx-pr-2", 2, at(2), 2, at(12), MINUTE).0,
+            Decision::AlreadyAdmitted
+        );
+        assert!(!state.release("sbx-pr-9"));
+    }
+
+    #[test]
+    fn a_request_that_stops_renewing_loses_its_place() {
+        let mut state = Admission::default();
+        state.request("sbx-pr-1", 1, at(0), 1, at(0), MINUTE);
+        state.request("sbx-pr-2", 2, at(1), 1, at(1), MINUTE);
+        state.request("sbx-pr-3", 3, at(2), 1, at(2), MINUTE);
+        assert_eq!(state.drop_stale(at(3), 2 * MINUTE), Vec::<String>::new());
+        // 3 keeps renewing, 2 crashed.
+        state.request("sbx-pr-3", 3, at(2), 1, at(3), MINUTE);
+        assert_eq!(state.drop_stale(at(4), 2 * MINUTE), ["sbx-pr-2"]);
+        state.release("sbx-pr-1");
+        assert_eq!(
+            state.request("sbx-pr-3", 3, at(2), 1, at(4), MINUTE).0,
+            Decision::Admit
+        );
+    }
+
+    #[test]
+    fn refusing_never_passes_the_waiting_and_changes_nothing() {
+        let mut state = Admission::default();
+        state.request("sbx-pr-1", 1, at(0), 1, at(0), MINUTE);
+        state.request("sbx-pr-2", 2, at(1), 1, at(1), MINUTE);
+        let before = state.clone();
+        assert_eq!(
+            state.request_or_refuse("sbx-pr-3", 3, at(2), 1, at(2)),
+            Decision::Queued { position: 2, of: 2 }
+        );
+        assert_eq!(state, before);
+        // A free slot, but 2 waits for it: still refused.
+        state.release("sbx-pr-1");
+        let before = state.clone();
+        assert!(matches!(
+            state.request_or_refuse("sbx-pr-3", 3, at(2), 1, at(3)),
+            Decision::Queued { .. }
+        ));
+        assert_eq!(state, before);
+        // No cap: always admitted.
+        assert_eq!(
+            state.request_or_refuse("sbx-pr-3", 3, at(2), 0, at(3)),
+            Decision::Admit
+        );
+    }
+
+    #[test]
+    fn the_data_round_trips_and_foreign_keys_stay() {
+        let mut state = Admission::default();
+        state.request("sbx-pr-1", 1, at(0), 1, at(0), MINUTE);
+        state.request("sbx-pr-2", 2, at(1), 1, at(1), MINUTE);
+        let mut data = state.to_data();
+        data.insert("note".into(), "kept".into());
+        data.insert("admitted.broken".into(), "{".into());
+        let read = Admission::from_data(&data);
+        assert_eq!(read.admitted, state.admitted);
+        assert_eq!(read.queued, state.queued);
+        assert_eq!(read.other.len(), 2);
+        assert_eq!(read.to_data(), data);
+    }
+}
