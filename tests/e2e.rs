@@ -998,6 +998,12 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     );
     let namespace = "apps-sbx-pr-42";
     assert_eq!(output(node(&created, "validate"), "namespace"), namespace);
+    // Admitted (no cap is set: counted all the same), in the ConfigMap of the workflows' namespace.
+    assert!(
+        admitted(&cluster.api).contains(&"sbx-pr-42".to_owned()),
+        "{:?}",
+        admitted(&cluster.api)
+    );
 
     // The environment branch, with the patched kustomization.
     let kustomization = git_show(
@@ -1217,6 +1223,8 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "{}",
         deleted["status"]
     );
+    assert_eq!(output(node(&deleted, "release"), "released"), "true");
+    assert!(!admitted(&cluster.api).contains(&"sbx-pr-42".to_owned()));
     assert_eq!(
         attempts(&deleted, "branch"),
         ["4", "0"],
@@ -1953,6 +1961,17 @@ fn signature(secret: &str, body: &[u8]) -> String {
     let out = openssl.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     format!("sha256={}", text.trim().rsplit(' ').next().unwrap())
+}
+
+/// The sandboxes admit-sandbox counts as live (the ConfigMap sandbox-admission in `argo`).
+fn admitted(api: &KubeApiServer) -> Vec<String> {
+    let (_, cm) = api.get("/api/v1/namespaces/argo/configmaps/sandbox-admission");
+    cm["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, _)| key.strip_prefix("admitted.").map(str::to_owned))
+        .collect()
 }
 
 fn workflows_labelled(api: &KubeApiServer, selector: &str) -> Vec<String> {

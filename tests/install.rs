@@ -101,6 +101,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
     ("ttl", "120h"),
     ("keep-label", "preview-keep"),
+    ("max-sandboxes", "25"),
 ];
 
 #[test]

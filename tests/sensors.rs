@@ -183,6 +183,16 @@ fn the_submitted_workflows_carry_the_pull_request() {
                         .to_owned(),
                 ));
             }
+            // When it asked: the order of admit-sandbox's queue.
+            if sensor.starts_with("create") {
+                expected.push((
+                    "requested-at".to_owned(),
+                    body["pull_request"]["updated_at"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                ));
+            }
             assert_eq!(parameters, expected, "{sensor}: {}", describe(body));
             checked += 1;
         }

@@ -52,7 +52,8 @@ pub enum WhenFull {
 /// --max-sandboxes the sandbox is admitted at once, at it the request waits (first asked, first
 /// served: --requested-at, the time its pull request was opened or labelled) or is refused.
 /// Admitted before (a re-run): nothing changes. --release frees the slot (delete-sandbox, last).
-/// Every change is a compare-and-swap on the ConfigMap's resourceVersion.
+/// Every change is a compare-and-swap on the ConfigMap's resourceVersion. With --report-position
+/// a waiting request ends whenever its position changes (the workflow shows it and calls again).
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
 pub struct Args {
@@ -80,6 +81,13 @@ pub struct Args {
     /// Free the sandbox's slot (or take its request out of the queue) instead.
     #[arg(long)]
     pub release: bool,
+
+    /// The queue position the pull request's card shows (0: none yet): a waiting request ends
+    /// (exit 0, admitted=false) as soon as its position differs, so that the workflow can show the
+    /// new one and call this step again; it keeps its place meanwhile. Without it, the step waits
+    /// until admitted.
+    #[arg(long, value_name = "N")]
+    pub report_position: Option<usize>,
 
     /// The namespace of the ConfigMap (the workflows': `{{workflow.namespace}}`).
     #[arg(long, value_name = "NS")]
@@ -336,6 +344,17 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
                 return outputs(&ctx, &state, true, 0);
             }
             Decision::Queued { position, of } => {
+                if args.report_position.is_some_and(|shown| shown != position) {
+                    tracing::info!(
+                        "{env} queued, position {position} of {of} ({live} of {cap} live \
+                         sandboxes): ending so that the workflow shows it ({requests} API \
+                         requests)"
+                    );
+                    ctx.outputs.set("admitted", "false")?;
+                    ctx.outputs.set("live", &live.to_string())?;
+                    ctx.outputs.set("position", &position.to_string())?;
+                    return ctx.outputs.set("queued", &of.to_string());
+                }
                 if shown != Some(decision.clone()) {
                     let text = format!(
                         "queued, position {position} of {of} ({live} of {cap} live sandboxes)"

@@ -370,3 +370,74 @@ fn refusal_release_dry_run_and_access() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("configmaps"), "{}", text(&out));
 }
+
+/// create-sandbox's loop: each call ends when the position changes, the card shows it, the next
+/// call waits from there.
+#[test]
+fn with_report_position_each_move_of_the_queue_ends_the_call() {
+    let ns = Ns::new("admit-report", true);
+    for pr in [1u64, 2] {
+        let (child, _o) = request(&ns, pr, 2);
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+    let call = |pr: u64, shown: usize| {
+        ns.run(&[
+            "--environment",
+            &format!("sbx-pr-{pr}"),
+            "--requested-at",
+            &requested(pr),
+            "--max-sandboxes",
+            "2",
+            "--report-position",
+            &shown.to_string(),
+        ])
+    };
+    let (out, first) = call(3, 0);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        (
+            first["admitted"].as_str(),
+            first["position"].as_str(),
+            first["queued"].as_str()
+        ),
+        ("false", "1", "1")
+    );
+    let (out, second) = call(4, 0);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        (second["position"].as_str(), second["queued"].as_str()),
+        ("2", "2")
+    );
+    // 4 waits at position 2; a release moves it to 1 (3 is admitted): the call ends.
+    let (mut waiting, outputs) = ns.spawn(&[
+        "--environment",
+        "sbx-pr-4",
+        "--requested-at",
+        &requested(4),
+        "--max-sandboxes",
+        "2",
+        "--report-position",
+        "2",
+    ]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(waiting.try_wait().unwrap().is_none(), "still at position 2");
+    assert!(release(&ns, 1).status.success());
+    // 3 (first in line) takes the slot on its next call; 4 is then first.
+    let (out, third) = call(3, 1);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(third["admitted"], "true");
+    let status = waiting.wait().unwrap();
+    assert!(status.success());
+    let moved = read_outputs(outputs.path());
+    assert_eq!(
+        (moved["admitted"].as_str(), moved["position"].as_str()),
+        ("false", "1")
+    );
+    assert_eq!(
+        ns.state(),
+        (
+            vec!["sbx-pr-2".to_owned(), "sbx-pr-3".to_owned()],
+            vec!["sbx-pr-4".to_owned()]
+        )
+    );
+}

@@ -92,6 +92,8 @@ pub struct Card {
     pub expires_at: Option<SystemTime>,
     /// The pull request has the keep label: the sandbox never expires.
     pub kept: bool,
+    /// Queued: (position, of) in admit-sandbox's queue.
+    pub queue: Option<(usize, usize)>,
     pub keep_label: String,
 }
 
@@ -206,6 +208,15 @@ impl Card {
                 code_span(url.as_str())
             };
             rows.push(("Environment", shown));
+        }
+        if let Some((position, of)) = self.queue.filter(|_| state == State::Queued) {
+            rows.push((
+                "Queue",
+                format!(
+                    "position {position} of {of}: the cap on live sandboxes is reached; it is \
+                     created when a slot frees up"
+                ),
+            ));
         }
         let head = short(&self.head_commit);
         rows.push((

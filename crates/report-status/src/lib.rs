@@ -120,6 +120,14 @@ pub struct Args {
     #[arg(long, value_name = "COMMENT_ID")]
     pub extend_comment: Option<u64>,
 
+    /// Queued: the sandbox's place in admit-sandbox's queue (its `position` output).
+    #[arg(long, value_name = "N")]
+    pub queue_position: Option<usize>,
+
+    /// Queued: the queue's length (admit-sandbox's `queued` output).
+    #[arg(long, value_name = "M")]
+    pub queue_length: Option<usize>,
+
     /// The commit this run is about (update-sandbox's push): when the pull request's head is no
     /// longer it, nothing is written and the output superseded is true (a newer push has its own
     /// run).
@@ -308,6 +316,17 @@ fn check(args: &Args) -> Result<Report, StepError> {
                 .unwrap_or_default(),
             expires_at,
             keep_label: args.keep_label.clone(),
+            queue: match (args.queue_position, args.queue_length) {
+                (Some(position), Some(of)) if position >= 1 && position <= of => {
+                    Some((position, of))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(StepError::invalid(
+                        "--queue-position and --queue-length go together, 1 <= position <= length",
+                    ))
+                }
+            },
             ..Card::default()
         },
         state: args.state.filter(|_| args.extend_comment.is_none()),

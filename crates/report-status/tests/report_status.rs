@@ -311,6 +311,23 @@ fn bad_flags_are_exit_2_and_change_nothing() {
         &["--state", "ready", "--deployed-commit", "main"],
         &["--state", "ready", "--expires-at", "tomorrow"],
         &["--state", "tidy"],
+        &["--state", "queued", "--queue-position", "3"],
+        &[
+            "--state",
+            "queued",
+            "--queue-position",
+            "3",
+            "--queue-length",
+            "2",
+        ],
+        &[
+            "--state",
+            "queued",
+            "--queue-position",
+            "0",
+            "--queue-length",
+            "2",
+        ],
     ] {
         let run = run(&github, bad);
         assert_eq!(run.code, Some(2), "{bad:?}: {}", run.text);
@@ -678,4 +695,49 @@ fn a_kept_sandbox_never_expires_on_the_card() {
         .requests()
         .iter()
         .all(|r| !r.path.ends_with("/timeline")));
+}
+
+#[test]
+fn a_queued_sandbox_shows_its_place() {
+    let github = github();
+    let queued = [
+        "--state",
+        "queued",
+        "--environment",
+        "sbx-pr-42",
+        "--queue-position",
+        "3",
+        "--queue-length",
+        "5",
+    ];
+    run(&github, &queued).ok();
+    let card = cards(&github)[0].body.clone();
+    for shown in [
+        ":hourglass_flowing_sand: Sandbox `sbx-pr-42`: queued",
+        "| Queue | position 3 of 5: the cap on live sandboxes is reached",
+    ] {
+        assert!(card.contains(shown), "{shown:?} not in\n{card}");
+    }
+    // The queue moves: the card follows; then creating: no queue row.
+    let moved = [&queued[..5], &["3", "--queue-length", "4"]].concat();
+    let moved: Vec<&str> = moved
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == 5 { "1" } else { a })
+        .collect();
+    run(&github, &moved).ok();
+    assert!(cards(&github)[0].body.contains("| Queue | position 1 of 4"));
+    run(
+        &github,
+        &["--state", "creating", "--environment", "sbx-pr-42"],
+    )
+    .ok();
+    assert!(!cards(&github)[0].body.contains("| Queue |"));
+    let deployment = &github.deployments()[0];
+    let states: Vec<&str> = deployment
+        .statuses
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "in_progress"]);
 }

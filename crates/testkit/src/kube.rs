@@ -7,6 +7,10 @@
 //! case on demand: a watch answered with 410 Gone, a watch ended at a moment the test chooses,
 //! watches refused altogether (tests/wait.rs of wait-workflow); and `make demo`, which must run on
 //! a fresh machine before the Go-built rig exists. Everything else runs on the real server.
+//!
+//! For `make demo`'s admit-sandbox it also serves core `configmaps` in a namespace: get, create
+//! (409 AlreadyExists) and replace, which, as the API server does, refuses a `resourceVersion`
+//! that is not the stored one with 409 Conflict. admit-sandbox's own tests run on the real server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +43,8 @@ struct State {
     watches_broken: bool,
     watchers: Vec<Watcher>,
     forbidden: bool,
+    /// (namespace, name) → the ConfigMap.
+    configmaps: BTreeMap<(String, String), Value>,
 }
 
 pub struct KubeApiDouble {
@@ -186,6 +192,9 @@ fn serve(state: &mut State, req: &HttpRequest, token: &str) -> HttpResponse {
     if bearer != Some(token) {
         return status(401, "Unauthorized", "Unauthorized");
     }
+    if let Some(rest) = req.path.strip_prefix("/api/v1/namespaces/") {
+        return serve_configmaps(state, req, rest);
+    }
     let Some(rest) = req.path.strip_prefix(PREFIX) else {
         return status(
             404,
@@ -302,4 +311,79 @@ fn serve(state: &mut State, req: &HttpRequest, token: &str) -> HttpResponse {
         sender,
     });
     response
+}
+
+/// `configmaps` of core v1: get, create, replace with the API server's optimistic concurrency.
+fn serve_configmaps(state: &mut State, req: &HttpRequest, rest: &str) -> HttpResponse {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (namespace, name) = match parts.as_slice() {
+        [ns, "configmaps"] => (ns.to_string(), None),
+        [ns, "configmaps", name] => (ns.to_string(), Some(name.to_string())),
+        _ => {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
+    };
+    let not_found =
+        |name: &str| status(404, "NotFound", &format!("configmaps \"{name}\" not found"));
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    match (req.method.as_str(), name) {
+        ("GET", Some(name)) => match state.configmaps.get(&(namespace, name.clone())) {
+            Some(object) => HttpResponse::json(200, object),
+            None => not_found(&name),
+        },
+        ("POST", None) => {
+            let name = body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let key = (namespace.clone(), name.clone());
+            if state.configmaps.contains_key(&key) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("configmaps \"{name}\" already exists"),
+                );
+            }
+            state.resource_version += 1;
+            let mut object = body;
+            object["apiVersion"] = json!("v1");
+            object["kind"] = json!("ConfigMap");
+            object["metadata"]["namespace"] = json!(namespace);
+            object["metadata"]["uid"] = json!(format!("uid-cm-{namespace}-{name}"));
+            object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+            object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+            state.configmaps.insert(key, object.clone());
+            HttpResponse::json(201, &object)
+        }
+        ("PUT", Some(name)) => {
+            let key = (namespace, name.clone());
+            let Some(stored) = state.configmaps.get(&key) else {
+                return not_found(&name);
+            };
+            if body["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on configmaps \"{name}\": the object has \
+                         been modified; please apply your changes to the latest version and try again"
+                    ),
+                );
+            }
+            state.resource_version += 1;
+            let mut object = body;
+            object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+            state.configmaps.insert(key, object.clone());
+            HttpResponse::json(200, &object)
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "only get, create and replace of configmaps are served",
+        ),
+    }
 }
