@@ -1004,6 +1004,50 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "{:?}",
         admitted(&cluster.api)
     );
+    // At a cap of one, PR 49's request waits behind 42 (create-sandbox's admission loop alone:
+    // its entrypoint `admission`): the card says queued, position 1 of 1, until 42's deletion
+    // releases the slot (below).
+    platform.github.add_pull(49, "open", "feature/queued");
+    let queued_run = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "admission-pr-49-", "namespace": "argo"},
+        "spec": {
+            "workflowTemplateRef": {"name": "create-sandbox", "clusterScope": true},
+            "entrypoint": "admission",
+            "arguments": {"parameters": [
+                {"name": "pr-number", "value": "49"},
+                {"name": "head-ref", "value": "feature/queued"},
+                {"name": "repository", "value": "acme/platform"},
+                {"name": "repository-name", "value": "platform"},
+                {"name": "max-sandboxes", "value": "1"},
+                {"name": "environment", "value": "sbx-pr-49"},
+                {"name": "shown", "value": "0"},
+            ]},
+        },
+    });
+    let (status, created_queued) = cluster.api.request(
+        "POST",
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
+        Some(queued_run),
+        None,
+    );
+    assert_eq!(status, 201, "{created_queued}");
+    let queued_name = created_queued["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while card_states(&platform.github, 49) != ["queued"] {
+        assert!(
+            Instant::now() < deadline,
+            "49 never shown queued: {}",
+            cluster.workflow("argo", &queued_name)["status"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let card = &platform.github.comments(49)[0].body;
+    assert!(card.contains("| Queue | position 1 of 1"), "{card}");
 
     // The environment branch, with the patched kustomization.
     let kustomization = git_show(
@@ -1224,7 +1268,25 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         deleted["status"]
     );
     assert_eq!(output(node(&deleted, "release"), "released"), "true");
-    assert!(!admitted(&cluster.api).contains(&"sbx-pr-42".to_owned()));
+    // 42's slot went to 49, which waited for it.
+    let admission = cluster.wait("argo", &queued_name, Duration::from_secs(180));
+    report(&queued_name, &admission);
+    assert_eq!(
+        admission["status"]["phase"], "Succeeded",
+        "{}",
+        admission["status"]
+    );
+    assert_eq!(admitted(&cluster.api), ["sbx-pr-49"]);
+    assert_eq!(card_states(&platform.github, 49), ["queued"]);
+    // 49 was only a request: its slot freed as its deletion would.
+    let path = "/api/v1/namespaces/argo/configmaps/sandbox-admission";
+    let (_, mut configmap) = cluster.api.get(path);
+    configmap["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("admitted.sbx-pr-49");
+    let (status, answer) = cluster.api.request("PUT", path, Some(configmap), None);
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(
         attempts(&deleted, "branch"),
         ["4", "0"],

@@ -7,8 +7,6 @@
 //! is refused with 409 and it decides again). A waiting request renews its place; one whose run
 //! crashed stops renewing and loses it after `--lease`.
 
-mod queue;
-
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime};
@@ -18,7 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
-pub use queue::{Admission, Admitted, Decision, Queued};
+pub use admission::{Admission, Admitted, Decision, Queued};
 
 pub const NAME: &str = "admit-sandbox";
 
@@ -94,7 +92,7 @@ pub struct Args {
     pub namespace: String,
 
     /// The ConfigMap holding the admissions and the queue.
-    #[arg(long, value_name = "NAME", default_value = "sandbox-admission")]
+    #[arg(long, value_name = "NAME", default_value = admission::CONFIGMAP)]
     pub configmap: String,
 
     /// A waiting request not renewed this long is dropped (its run is gone).

@@ -14,10 +14,12 @@ pub enum Resource {
     Role,
     Bucket,
     Secrets,
+    /// A slot under the cap on live sandboxes (admit-sandbox).
+    Admission,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 8] = [
         Resource::Branch,
         Resource::Application,
         Resource::Namespace,
@@ -25,6 +27,7 @@ impl Resource {
         Resource::Role,
         Resource::Bucket,
         Resource::Secrets,
+        Resource::Admission,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Resource {
             Resource::Role => "role",
             Resource::Bucket => "bucket",
             Resource::Secrets => "secrets",
+            Resource::Admission => "admission",
         }
     }
 }

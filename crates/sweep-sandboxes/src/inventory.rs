@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams};
 use step_kit::{vault_error, Context, StepError};
 
@@ -197,5 +197,36 @@ pub async fn secrets(
     inventory.add("secrets", Resource::Secrets, names, |n| {
         scheme.pr_of_environment(n)
     });
+    Ok(())
+}
+
+/// The sandboxes holding a slot under the cap (admit-sandbox's ConfigMap; one read): a sandbox
+/// whose create was admitted but left nothing else (a crash, a lost webhook) still holds its slot
+/// until delete-sandbox releases it, so the sweep must find it.
+pub async fn admissions(
+    inventory: &mut Inventory,
+    args: &Args,
+    namespace: &str,
+    scheme: &Scheme,
+) -> Result<(), StepError> {
+    let client = args.kube.client().await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let found = api.get_opt(&args.admission_configmap).await.map_err(|e| {
+        kube_access::api_error(
+            e,
+            "reading the admission ConfigMap",
+            "grant get on configmaps in the workflows' namespace (rbac/sweep.yaml does)",
+        )
+    })?;
+    let state = found
+        .and_then(|cm| cm.data)
+        .map(|data| admission::Admission::from_data(&data))
+        .unwrap_or_default();
+    inventory.add(
+        "admission",
+        Resource::Admission,
+        state.admitted.into_keys(),
+        |n| scheme.pr_of_environment(n),
+    );
     Ok(())
 }

@@ -62,6 +62,8 @@ pub enum Backend {
     Buckets,
     /// Folders under --vault-root (--vault-addr).
     Secrets,
+    /// Slots under the cap on live sandboxes (admit-sandbox's ConfigMap in --admission-namespace).
+    Admissions,
 }
 
 /// Take stock of every sandbox and decide, per sandbox, keep, warn, expire or orphan.
@@ -90,7 +92,7 @@ pub struct Args {
         value_enum,
         value_name = "BACKEND,...",
         value_delimiter = ',',
-        default_value = "branches,applications,namespaces,databases,buckets,secrets"
+        default_value = "branches,applications,namespaces,databases,buckets,secrets,admissions"
     )]
     pub inventory: Vec<Backend>,
 
@@ -137,6 +139,14 @@ pub struct Args {
     /// The folder holding one folder per sandbox (purge-secrets' --root).
     #[arg(long, value_name = "PATH", default_value = "sandboxes")]
     pub vault_root: String,
+
+    /// The namespace of admit-sandbox's ConfigMap (the workflows': `{{workflow.namespace}}`).
+    #[arg(long, value_name = "NS")]
+    pub admission_namespace: Option<String>,
+
+    /// admit-sandbox's ConfigMap.
+    #[arg(long, value_name = "NAME", default_value = admission::CONFIGMAP)]
+    pub admission_configmap: String,
 
     /// A sandbox whose pull request has been inactive this long expires.
     #[arg(long, value_name = "DURATION", default_value = "72h", value_parser = step_kit::parse_duration)]
@@ -232,6 +242,20 @@ fn check_flags(args: &Args) -> Result<(Scheme, Policy), StepError> {
             escape_untrusted(&args.apps_path)
         ))
     })?;
+    if let Some(namespace) = given(&args.admission_namespace) {
+        naming::check_dns_label(namespace).map_err(|rule| {
+            StepError::invalid(format!(
+                "--admission-namespace {}: {rule}",
+                escape_untrusted(namespace)
+            ))
+        })?;
+    }
+    naming::check_dns_subdomain(&args.admission_configmap).map_err(|rule| {
+        StepError::invalid(format!(
+            "--admission-configmap {}: {rule}",
+            escape_untrusted(&args.admission_configmap)
+        ))
+    })?;
     if !vault::is_valid_mount(&args.vault_mount) || !vault::is_valid_path(&args.vault_root) {
         return Err(StepError::invalid(
             "--vault-mount is one segment of [A-Za-z0-9_-], --vault-root a relative path of \
@@ -250,6 +274,9 @@ fn check_flags(args: &Args) -> Result<(Scheme, Policy), StepError> {
             Backend::Secrets => given(&args.git.vault.vault_addr)
                 .is_none()
                 .then_some("--vault-addr"),
+            Backend::Admissions => given(&args.admission_namespace)
+                .is_none()
+                .then_some("--admission-namespace"),
         };
         if let Some(flag) = missing {
             return Err(StepError::invalid(format!(
@@ -333,6 +360,10 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
                 inventory::buckets(&mut stock, &args, project, &scheme, &ctx).await?
             }
             Backend::Secrets => inventory::secrets(&mut stock, &args, &scheme, &ctx).await?,
+            Backend::Admissions => {
+                let namespace = given(&args.admission_namespace).expect("checked");
+                inventory::admissions(&mut stock, &args, namespace, &scheme).await?
+            }
         }
     }
     let counts: Vec<String> = stock

@@ -51,6 +51,35 @@ fn now() -> u64 {
 }
 
 impl World {
+    /// admit-sandbox's ConfigMap in `argo`, with these pull requests' sandboxes holding a slot
+    /// (and one request queued: not a sandbox yet).
+    fn admit(&self, prs: &[u64]) {
+        self.api.create_namespace("argo");
+        let mut data = serde_json::Map::new();
+        for pr in prs {
+            data.insert(
+                format!("admitted.sbx-pr-{pr}"),
+                json!(json!({"pr": pr, "requested": "2026-12-01T09:00:00Z",
+                             "since": "2026-12-01T09:00:01Z"})
+                .to_string()),
+            );
+        }
+        data.insert(
+            "queued.sbx-pr-60".into(),
+            json!(json!({"pr": 60, "requested": "2026-12-01T09:00:00Z",
+                         "renewed": "2026-12-01T09:00:01Z"})
+            .to_string()),
+        );
+        let (status, body) = self.api.request(
+            "POST",
+            "/api/v1/namespaces/argo/configmaps",
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "sandbox-admission"}, "data": data})),
+            None,
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+
     /// The servers, with the sandboxes of `fleet` (number → what it has) made in each backend,
     /// and `lookalikes` beside them.
     fn start(fleet: &BTreeMap<u64, Has>) -> World {
@@ -207,6 +236,8 @@ impl World {
                 "test-project",
                 "--vault-addr",
                 &self.bao.addr(),
+                "--admission-namespace",
+                "argo",
                 "--vault-token",
                 "env:VAULT_TOKEN",
                 "--kubeconfig",
@@ -358,27 +389,42 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
     assert!(world.github.pull(26).unwrap().updated_at >= t - HOUR);
     // A pull request whose head is sandbox 51's branch (CI bumping an image there).
     world.github.add_pull(99, "open", "sbx-pr-51");
+    // Slots under the cap: 1's (a live sandbox), and 52's, whose create was admitted and left
+    // nothing else before its pull request was closed: the slot alone is an orphan to delete.
+    world.admit(&[1, 52]);
+    world.github.add_pull_with(
+        52,
+        "closed",
+        "feature/pr-52",
+        &["create-sandbox"],
+        now() - HOUR,
+    );
 
     let run = world.sweep(&[]).ok();
     let deletes = json(&run, "deletes");
     let decided = by_action(&deletes);
     assert_eq!(decided["expire"], (26..=30).collect(), "{}", run.text);
-    assert_eq!(decided["orphan"], (34..=47).collect(), "{}", run.text);
+    assert_eq!(
+        decided["orphan"],
+        (34..=47).chain([52]).collect(),
+        "{}",
+        run.text
+    );
     assert_eq!(
         by_action(&json(&run, "warnings"))["warn"],
         [22, 24, 25].into(),
         "{}",
         run.text
     );
-    assert_eq!(run.outputs["sandboxes"], "51");
+    assert_eq!(run.outputs["sandboxes"], "52");
     assert_eq!(
         run.outputs["summary"],
-        "51 sandboxes: 29 keep, 3 warn, 5 expire, 14 orphan"
+        "52 sandboxes: 29 keep, 3 warn, 5 expire, 15 orphan"
     );
     // One request for the repository, one per sandbox, one timeline per open, labelled, unkept
     // pull request (33), one permission per collaborator whose comment is newer than the rest
     // (alice, bob, carol), one for the branch left alone.
-    assert_eq!(run.outputs["github-requests"], "89", "{}", run.text);
+    assert_eq!(run.outputs["github-requests"], "90", "{}", run.text);
     // The reasons, as the table shows them.
     let line = |pr: u64| {
         run.text
@@ -391,6 +437,12 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         line(1).contains("keep") && line(1).contains("active 1h ago (push)"),
         "{}",
         line(1)
+    );
+    assert!(line(1).contains("secrets admission"), "{}", line(1));
+    assert!(
+        line(52).contains("orphan") && line(52).contains(" admission "),
+        "{}",
+        line(52)
     );
     assert!(
         line(21).contains("keep") && line(21).contains("(/extend by @alice)"),
@@ -506,7 +558,7 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
     assert_eq!(stopped.code, Some(3), "{}", stopped.text);
     assert!(stopped
         .text
-        .contains("19 sandboxes to delete, more than --max-deletes 10"));
+        .contains("20 sandboxes to delete, more than --max-deletes 10"));
     assert!(!stopped.outputs.contains_key("deletes"));
 
     // Only some backends: what is found changes, the decisions of what is found do not.

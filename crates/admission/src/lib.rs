@@ -1,13 +1,17 @@
-//! The admission state, as the ConfigMap's data holds it: one key per admitted sandbox
+//! The cap on live sandboxes, as the ConfigMap [`CONFIGMAP`] in the workflows' namespace holds it: one key per admitted sandbox
 //! (`admitted.<environment>`) and one per waiting request (`queued.<environment>`), each a small
 //! JSON document. Readable with `kubectl get configmap sandbox-admission -o yaml`, changed only as
-//! a whole by compare-and-swap on the ConfigMap's `resourceVersion` (lib.rs). Pure: decisions are
-//! functions of the state, the request and the time.
+//! a whole by compare-and-swap on the ConfigMap's `resourceVersion` (admit-sandbox); the sweep
+//! reads it to find sandboxes whose only trace is their slot. Pure: decisions are functions of the
+//! state, the request and the time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+/// The ConfigMap's default name.
+pub const CONFIGMAP: &str = "sandbox-admission";
 
 const ADMITTED: &str = "admitted.";
 const QUEUED: &str = "queued.";
