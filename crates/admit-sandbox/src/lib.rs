@@ -305,14 +305,14 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
             Decision::Queued { position, .. }
                 if args.when_full == WhenFull::Refuse || args.dry_run =>
             {
+                // At most ten names: the message ends up on the pull request's card.
+                let mut names: Vec<String> = state.admitted.keys().take(10).cloned().collect();
+                if live > names.len() {
+                    names.push(format!("and {} more", live - names.len()));
+                }
                 let verdict = format!(
                     "{live} live sandboxes of {cap} ({}), {} waiting ahead",
-                    state
-                        .admitted
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    names.join(", "),
                     position - 1
                 );
                 if args.dry_run {
