@@ -1668,13 +1668,9 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     let warned = card_states(&platform.github, 48);
     assert_eq!(warned, ["expiring"]);
     let card = &platform.github.comments(48)[0].body;
-    let expires = humantime::format_rfc3339_seconds(
+    let expires = report_status::shown_time(
         std::time::UNIX_EPOCH + Duration::from_secs(now - 60 * 3600 + 72 * 3600),
-    )
-    .to_string()
-    .replace('T', " ")
-    .trim_end_matches('Z')
-    .to_owned();
+    );
     assert!(
         card.contains(&expires) && card.contains("`sandbox-keep` label"),
         "{expires}: {card}"
@@ -1789,13 +1785,9 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         .find(|c| c.id == id)
         .unwrap()
         .created_at;
-    let expires = humantime::format_rfc3339_seconds(
+    let expires = report_status::shown_time(
         std::time::UNIX_EPOCH + Duration::from_secs(commented + 72 * 3600),
-    )
-    .to_string()
-    .replace('T', " ")
-    .trim_end_matches('Z')
-    .to_owned();
+    );
     let card = &platform.github.comments(48)[0].body;
     assert!(
         card.contains(&format!("| Expires | {expires} UTC")),

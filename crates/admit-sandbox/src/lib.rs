@@ -242,17 +242,15 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
         let (found, mut state) = read(&api, name).await?;
         requests += 1;
         let now = SystemTime::now();
-        for stale in state.drop_stale(now, args.lease) {
+        let stale = state.drop_stale(now, args.lease);
+        for env in &stale {
             tracing::info!(
-                "dropped the request of {stale} from the queue: not renewed for {}",
+                "dropped the request of {env} from the queue: not renewed for {}",
                 humantime::format_duration(args.lease)
             );
         }
-        let dropped = found
-            .as_ref()
-            .and_then(|cm| cm.data.as_ref())
-            .map(Admission::from_data)
-            != Some(state.clone());
+        // Dropping a stale request is a change to write, whatever else is decided.
+        let dropped = !stale.is_empty();
 
         if args.release {
             let released = state.release(env);

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::{KubeApiServer, KubeApiServerOptions};
 
 fn shared() -> &'static KubeApiServer {
@@ -27,42 +27,17 @@ fn shared() -> &'static KubeApiServer {
 struct Ns {
     name: String,
     kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Ns {
     fn new(name: &str, granted: bool) -> Ns {
-        let api = shared();
-        api.create_namespace(name);
-        let create = |path: &str, body: Value| {
-            let (status, answer) = api.request("POST", path, Some(body), None);
-            assert!(status == 201 || status == 409, "{path}: {status} {answer}");
-        };
-        create(
-            &format!("/api/v1/namespaces/{name}/serviceaccounts"),
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "workflows"}}),
-        );
-        if granted {
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/roles"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                       "metadata": {"name": "admission"},
-                       "rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                                  "verbs": ["get", "create", "update"]}]}),
-            );
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                       "metadata": {"name": "admission"},
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "admission"},
-                       "subjects": [{"kind": "ServiceAccount", "name": "workflows", "namespace": name}]}),
-            );
-        }
-        let token = api.service_account_token(name, "workflows");
+        // What rbac/workflows.yaml grants the workflows' account (sandbox-steps-admission).
+        let rules = json!([{"apiGroups": [""], "resources": ["configmaps"],
+                            "verbs": ["get", "create", "update"]}]);
+        let kubeconfig = shared().account_kubeconfig(name, "workflows", granted.then_some(rules));
         Ns {
             name: name.to_owned(),
-            kubeconfig: api.kubeconfig(&format!("workflows-{name}"), &token),
-            _dir: tempfile::tempdir().unwrap(),
+            kubeconfig,
         }
     }
 

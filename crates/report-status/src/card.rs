@@ -250,10 +250,7 @@ impl Card {
                 "Expires",
                 format!(
                     "{} UTC, unless a push or `{}` (by a writer); the `{}` label keeps it",
-                    humantime::format_rfc3339_seconds(at)
-                        .to_string()
-                        .replace('T', " ")
-                        .trim_end_matches('Z'),
+                    shown_time(at),
                     github::EXTEND_COMMAND,
                     self.keep_label
                 ),
@@ -272,6 +269,15 @@ impl Card {
         }
         out
     }
+}
+
+/// A time as the card shows it, in UTC to the second: `2026-12-04 10:00:00`.
+pub fn shown_time(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 /// The first 12 characters of a commit id (ids are checked hex: safe in a code span).

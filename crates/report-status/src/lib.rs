@@ -12,7 +12,7 @@ use clap::Parser;
 use github::{CommitState, CommitStatus, DeploymentState, DeploymentStatus, GitHub, NewDeployment};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError, VaultFlags};
 
-pub use card::{code_span, parse_failures, shown_state, Card, Failure, State};
+pub use card::{code_span, parse_failures, shown_state, shown_time, Card, Failure, State};
 
 pub const NAME: &str = "report-status";
 

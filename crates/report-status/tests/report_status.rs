@@ -531,12 +531,7 @@ fn now_secs() -> u64 {
 
 /// How the card writes a time: `2026-12-01 10:00:00`.
 fn shown_time(secs: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace('T', " ")
-        .trim_end_matches('Z')
-        .to_owned()
+    report_status::shown_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 const HOUR: u64 = 3600;

@@ -317,6 +317,43 @@ impl KubeApiServer {
         body["status"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// Namespace `namespace` (made when missing) with service account `account`, granted `rules`
+    /// (a Role's rules) there by a Role and RoleBinding named `account` when given, else
+    /// nothing; a kubeconfig with the account's real token, as a step in a pod would have it.
+    pub fn account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        rules: Option<Value>,
+    ) -> PathBuf {
+        self.create_namespace(namespace);
+        let create = |path: &str, body: Value| {
+            let (status, answer) = self.request("POST", path, Some(body), None);
+            assert!(status == 201 || status == 409, "{path}: {status} {answer}");
+        };
+        create(
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}),
+        );
+        if let Some(rules) = rules {
+            let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}");
+            create(
+                &format!("{rbac}/roles"),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                       "metadata": {"name": account}, "rules": rules}),
+            );
+            create(
+                &format!("{rbac}/rolebindings"),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": account},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+                       "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}),
+            );
+        }
+        let token = self.service_account_token(namespace, account);
+        self.kubeconfig(&format!("{account}-{namespace}"), &token)
+    }
+
     /// Calls the API as the administrator, or with `token` when given; (status, JSON body).
     pub fn request(
         &self,

@@ -39,36 +39,14 @@ struct Run {
 impl Run {
     fn new(ns: &str, granted: bool) -> Run {
         let api = shared();
-        api.create_namespace(ns);
-        let create = |path: &str, body: Value| {
-            let (status, answer) = api.request("POST", path, Some(body), None);
-            assert!(status == 201 || status == 409, "{path}: {status} {answer}");
-        };
-        create(
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "waiter"}}),
-        );
-        if granted {
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                       "metadata": {"name": "wait-argocd-app"},
-                       "rules": [{"apiGroups": ["argoproj.io"], "resources": ["applications"],
-                                  "verbs": ["get", "list", "watch"]}]}),
-            );
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                       "metadata": {"name": "wait-argocd-app"},
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "wait-argocd-app"},
-                       "subjects": [{"kind": "ServiceAccount", "name": "waiter", "namespace": ns}]}),
-            );
-        }
-        let token = api.service_account_token(ns, "waiter");
+        // What rbac/argocd-apps.yaml grants.
+        let rules = json!([{"apiGroups": ["argoproj.io"], "resources": ["applications"],
+                            "verbs": ["get", "list", "watch"]}]);
+        let kubeconfig = api.account_kubeconfig(ns, "waiter", granted.then_some(rules));
         Run {
             ns: ns.to_owned(),
             dir: tempfile::tempdir().unwrap(),
-            kubeconfig: api.kubeconfig(&format!("waiter-{ns}"), &token),
+            kubeconfig,
         }
     }
 

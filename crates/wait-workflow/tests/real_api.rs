@@ -52,33 +52,10 @@ impl<'a> Run<'a> {
     }
 
     fn with(api: &'a KubeApiServer, ns: &str, granted: bool) -> Run<'a> {
-        api.create_namespace(ns);
-        let create = |path: &str, body: Value| {
-            let (status, answer) = api.request("POST", path, Some(body), None);
-            assert!(status == 201 || status == 409, "{path}: {status} {answer}");
-        };
-        create(
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "waiter"}}),
-        );
-        if granted {
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                       "metadata": {"name": "wait-workflow"},
-                       "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflows"],
-                                  "verbs": ["get", "list", "watch"]}]}),
-            );
-            create(
-                &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                       "metadata": {"name": "wait-workflow"},
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "wait-workflow"},
-                       "subjects": [{"kind": "ServiceAccount", "name": "waiter", "namespace": ns}]}),
-            );
-        }
-        let token = api.service_account_token(ns, "waiter");
-        let kubeconfig = api.kubeconfig(&format!("waiter-{ns}"), &token);
+        // What rbac/wait-workflow.yaml grants.
+        let rules = json!([{"apiGroups": ["argoproj.io"], "resources": ["workflows"],
+                            "verbs": ["get", "list", "watch"]}]);
+        let kubeconfig = api.account_kubeconfig(ns, "waiter", granted.then_some(rules));
         Run {
             api,
             ns: ns.to_owned(),
