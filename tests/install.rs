@@ -102,6 +102,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("ttl", "120h"),
     ("keep-label", "preview-keep"),
     ("max-sandboxes", "25"),
+    ("sleep-after", "6h"),
+    ("night-schedule", "30 19 * * 1-5"),
+    ("night-timezone", "America/Chicago"),
 ];
 
 #[test]
@@ -212,12 +215,35 @@ fn another_organisations_settings_reach_every_place_and_install() {
         "create-sandbox",
         "update-sandbox",
         "extend-sandbox",
+        "sleep-sandbox",
+        "wake-sandbox",
         "sweep",
     ] {
         for key in ["ttl", "keep-label"] {
             assert_eq!(param(template, key), setting(key), "{template} {key}");
         }
     }
+    // Sleep and wake run with the same settings as the rest of the lifecycle.
+    for template in ["sleep-sandbox", "wake-sandbox"] {
+        assert_eq!(param(template, "repositories"), setting("repository"));
+        for key in [
+            "infra-repo",
+            "bucket-prefix",
+            "base-domain",
+            "argo-ui-url",
+            "argocd-ui-url",
+            "argocd-namespace",
+        ] {
+            assert_eq!(param(template, key), setting(key), "{template} {key}");
+        }
+    }
+    for template in ["create-sandbox", "update-sandbox", "wake-sandbox"] {
+        assert_eq!(param(template, "max-sandboxes"), setting("max-sandboxes"));
+    }
+    assert_eq!(param("sweep", "sleep-after"), setting("sleep-after"));
+    let night = &rendered["CronWorkflow argo/sandbox-night"]["spec"];
+    assert_eq!(night["schedules"][0], setting("night-schedule"));
+    assert_eq!(night["timezone"], setting("night-timezone"));
     for kind in ["Role", "RoleBinding"] {
         let key = format!("{kind} gitops/sandbox-steps-argocd-apps");
         assert!(rendered.contains_key(&key), "no {key}");

@@ -296,7 +296,7 @@ pub fn on_pull_request(body: &Value, repository: &str) -> Value {
 
 /// The Workflow each Sensor submits for a pull request numbered `pr_number`, in this order:
 /// create-sandbox (opened with the label), delete-sandbox (closed), update-sandbox (a push),
-/// extend-sandbox (`/extend`), as Argo Events builds it.
+/// extend-sandbox (`/extend`), wake-sandbox (`/wake`), as Argo Events builds it.
 pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (sensor, wanted) in [
@@ -304,9 +304,10 @@ pub fn sensor_workflows(pr_number: u64) -> Vec<(String, Value)> {
         ("delete-sandbox-sensor", "closed"),
         ("update-sandbox-sensor", "synchronize"),
         ("extend-sandbox-sensor", "/extend"),
+        ("wake-sandbox-sensor", "/wake"),
     ] {
-        let event = if wanted == "/extend" {
-            comment_event(pr_number, 2_000_000_000_123, "/extend")
+        let event = if wanted.starts_with('/') {
+            comment_event(pr_number, 2_000_000_000_123, wanted)
         } else {
             sensor_event(sensor, wanted, pr_number)
         };

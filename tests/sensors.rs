@@ -201,14 +201,15 @@ fn the_submitted_workflows_carry_the_pull_request() {
     }
 }
 
-/// `/extend`: the extend Sensor fires exactly for a created comment whose first word is
-/// `/extend` (report-status's own reading, `github::is_extend_command`), on an open pull request
-/// (not an issue) of the repository carrying the label, and submits extend-sandbox with the pull
-/// request, the repository and the comment's id (past 2^32, as GitHub's ids are); the lifecycle
-/// Sensors never fire for a comment, nor the extend Sensor for a pull_request event. GitHub's
-/// issue_comment examples, with their bodies, labels and repository varied.
+/// `/extend` and `/wake`: each command's Sensor fires exactly for a created comment whose first
+/// word is its command (report-status's own reading, `github::command_of`), on an open pull
+/// request (not an issue) of the repository carrying the label, and submits its workflow with the
+/// pull request, the repository and the comment's id (past 2^32, as GitHub's ids are; wake-sandbox
+/// also the repository's name for its mutex and the comment's time for its place in the queue);
+/// the lifecycle Sensors never fire for a comment, nor the command Sensors for a pull_request
+/// event. GitHub's issue_comment examples, with their bodies, labels and repository varied.
 #[test]
-fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
+fn commands_fire_exactly_for_their_word_on_a_labelled_pull_request() {
     const COMMENT_ID: u64 = 2_000_000_000_123;
     let mut events = Vec::new();
     for example in webhook_examples("issue_comment") {
@@ -218,6 +219,9 @@ fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
             "/extend one more day",
             "/extended",
             "please /extend",
+            "/wake",
+            "/wake\tplease",
+            "/wakeup",
             "LGTM",
         ] {
             for (pull, label, repository, state) in [
@@ -246,59 +250,75 @@ fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
             }
         }
     }
-    let wants = |body: &Value| {
-        body["action"] == "created"
-            && body["issue"]["state"] == "open"
-            && body["issue"].get("pull_request").is_some()
-            && body["repository"]["full_name"] == "acme/platform"
-            && body["issue"]["labels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|l| l["name"] == LABEL)
-            && github::is_extend_command(body["comment"]["body"].as_str().unwrap())
-    };
-    let mut fired = 0;
-    for (event, (fires, workflows)) in events
-        .iter()
-        .zip(sensor_check("extend-sandbox-sensor", &events))
-    {
-        let body = &event["body"];
-        let what = format!(
-            "{} {:?} on {} #{} ({})",
-            body["action"],
-            body["comment"]["body"],
-            body["repository"]["full_name"],
-            body["issue"]["number"],
-            body["issue"]["state"]
-        );
-        assert_eq!(fires, wants(body), "{what}");
-        if !fires {
-            continue;
+    for (command, workflow_name) in [
+        (github::EXTEND_COMMAND, "extend-sandbox"),
+        (github::WAKE_COMMAND, "wake-sandbox"),
+    ] {
+        let sensor = format!("{workflow_name}-sensor");
+        let wants = |body: &Value| {
+            body["action"] == "created"
+                && body["issue"]["state"] == "open"
+                && body["issue"].get("pull_request").is_some()
+                && body["repository"]["full_name"] == "acme/platform"
+                && body["issue"]["labels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l["name"] == LABEL)
+                && github::command_of(body["comment"]["body"].as_str().unwrap()) == Some(command)
+        };
+        let mut fired = 0;
+        for (event, (fires, workflows)) in events.iter().zip(sensor_check(&sensor, &events)) {
+            let body = &event["body"];
+            let what = format!(
+                "{sensor}: {} {:?} on {} #{} ({})",
+                body["action"],
+                body["comment"]["body"],
+                body["repository"]["full_name"],
+                body["issue"]["number"],
+                body["issue"]["state"]
+            );
+            assert_eq!(fires, wants(body), "{what}");
+            if !fires {
+                continue;
+            }
+            fired += 1;
+            let number = body["issue"]["number"].as_u64().unwrap();
+            let workflow = &workflows[0];
+            assert_eq!(
+                workflow["metadata"]["generateName"],
+                format!("{workflow_name}-pr-{number}-")
+            );
+            assert_eq!(
+                workflow["spec"]["workflowTemplateRef"],
+                json!({"name": workflow_name, "clusterScope": true})
+            );
+            let mut parameters = vec![
+                json!({"name": "pr-number", "value": number.to_string()}),
+                json!({"name": "repository", "value": "acme/platform"}),
+                json!({"name": "comment-id", "value": COMMENT_ID.to_string()}),
+            ];
+            if command == github::WAKE_COMMAND {
+                parameters.push(json!({"name": "repository-name",
+                                       "value": body["repository"]["name"]}));
+                parameters.push(json!({"name": "requested-at",
+                                       "value": body["comment"]["created_at"]}));
+            }
+            assert_eq!(
+                workflow["spec"]["arguments"]["parameters"],
+                Value::Array(parameters),
+                "{what}"
+            );
         }
-        fired += 1;
-        let number = body["issue"]["number"].as_u64().unwrap();
-        let workflow = &workflows[0];
-        assert_eq!(
-            workflow["metadata"]["generateName"],
-            format!("extend-sandbox-pr-{number}-")
-        );
-        assert_eq!(
-            workflow["spec"]["workflowTemplateRef"],
-            json!({"name": "extend-sandbox", "clusterScope": true})
-        );
-        assert_eq!(
-            workflow["spec"]["arguments"]["parameters"],
-            json!([
-                {"name": "pr-number", "value": number.to_string()},
-                {"name": "repository", "value": "acme/platform"},
-                {"name": "comment-id", "value": COMMENT_ID.to_string()},
-            ]),
-            "{what}"
-        );
+        // Two or three bodies are the command, on the created examples of the right kind.
+        assert!(fired >= 2, "{sensor}: {fired}");
+        let pulls = pull_request_events();
+        let fired = sensor_check(&sensor, &pulls)
+            .iter()
+            .filter(|(f, _)| *f)
+            .count();
+        assert_eq!(fired, 0, "{sensor} fired for a pull_request event");
     }
-    // Three bodies are /extend, on the created examples of the right kind.
-    assert!(fired >= 3, "{fired}");
     for sensor in [
         "create-sandbox-sensor",
         "delete-sandbox-sensor",
@@ -310,15 +330,6 @@ fn extend_fires_exactly_for_extend_on_a_labelled_pull_request() {
             .count();
         assert_eq!(fired, 0, "{sensor} fired for a comment");
     }
-    let pulls = pull_request_events();
-    let fired = sensor_check("extend-sandbox-sensor", &pulls)
-        .iter()
-        .filter(|(f, _)| *f)
-        .count();
-    assert_eq!(
-        fired, 0,
-        "extend-sandbox-sensor fired for a pull_request event"
-    );
 }
 
 /// Every Argo Events manifest decodes strictly into Argo Events' own types (its CRDs are

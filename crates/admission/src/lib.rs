@@ -1,6 +1,7 @@
 //! The cap on live sandboxes, as the ConfigMap [`CONFIGMAP`] in the workflows' namespace holds it: one key per admitted sandbox
-//! (`admitted.<environment>`) and one per waiting request (`queued.<environment>`), each a small
-//! JSON document. Readable with `kubectl get configmap sandbox-admission -o yaml`, changed only as
+//! (`admitted.<environment>`), one per waiting request (`queued.<environment>`) and one per
+//! sleeping sandbox (`asleep.<environment>`: it stays, costs nothing, and holds no slot), each a
+//! small JSON document. Readable with `kubectl get configmap sandbox-admission -o yaml`, changed only as
 //! a whole by compare-and-swap on the ConfigMap's `resourceVersion` (admit-sandbox); the sweep
 //! reads it to find sandboxes whose only trace is their slot. Pure: decisions are functions of the
 //! state, the request and the time.
@@ -15,6 +16,7 @@ pub const CONFIGMAP: &str = "sandbox-admission";
 
 const ADMITTED: &str = "admitted.";
 const QUEUED: &str = "queued.";
+const ASLEEP: &str = "asleep.";
 
 /// A sandbox counted as live: from its admission until delete-sandbox releases it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +36,19 @@ pub struct Queued {
     pub renewed: String,
 }
 
+/// A sandbox put to sleep: its slot is free; waking asks for one again, like a new request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asleep {
+    pub pr: u64,
+    /// Since when.
+    pub since: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Admission {
     pub admitted: BTreeMap<String, Admitted>,
     pub queued: BTreeMap<String, Queued>,
+    pub asleep: BTreeMap<String, Asleep>,
     /// Keys that are neither (left as they are, and named in the log).
     pub other: BTreeMap<String, String>,
 }
@@ -75,6 +86,11 @@ impl Admission {
                     admission.queued.insert(env.to_owned(), entry);
                     continue;
                 }
+            } else if let Some(env) = key.strip_prefix(ASLEEP) {
+                if let Ok(entry) = serde_json::from_str(value) {
+                    admission.asleep.insert(env.to_owned(), entry);
+                    continue;
+                }
             }
             admission.other.insert(key.clone(), value.clone());
         }
@@ -90,6 +106,10 @@ impl Admission {
         for (env, entry) in &self.queued {
             let json = serde_json::to_string(entry).expect("plain data");
             data.insert(format!("{QUEUED}{env}"), json);
+        }
+        for (env, entry) in &self.asleep {
+            let json = serde_json::to_string(entry).expect("plain data");
+            data.insert(format!("{ASLEEP}{env}"), json);
         }
         data
     }
@@ -170,6 +190,8 @@ impl Admission {
         let index = order.iter().position(|e| e == env).expect("queued above");
         if index < self.free(cap) {
             let entry = self.queued.remove(env).expect("queued above");
+            // Woken: awake from now on.
+            self.asleep.remove(env);
             self.admitted.insert(
                 env.to_owned(),
                 Admitted {
@@ -212,11 +234,36 @@ impl Admission {
         }
     }
 
-    /// Frees `env`'s slot, or takes its request out of the queue; false when it had neither.
+    /// Frees `env`'s slot, or takes its request out of the queue, and forgets it sleeping; false
+    /// when it had none of these.
     pub fn release(&mut self, env: &str) -> bool {
         let admitted = self.admitted.remove(env).is_some();
         let queued = self.queued.remove(env).is_some();
-        admitted || queued
+        let asleep = self.asleep.remove(env).is_some();
+        admitted || queued || asleep
+    }
+
+    /// `env` goes to sleep: its slot (or its place in the queue) is freed for the next in line,
+    /// and it is recorded asleep until a request wakes it. False when it was asleep already.
+    pub fn sleep(&mut self, env: &str, pr: u64, now: SystemTime) -> bool {
+        if self.asleep.contains_key(env) {
+            return false;
+        }
+        let pr = self
+            .admitted
+            .remove(env)
+            .map(|a| a.pr)
+            .or(self.queued.remove(env).map(|q| q.pr))
+            .filter(|pr| *pr != 0)
+            .unwrap_or(pr);
+        self.asleep.insert(
+            env.to_owned(),
+            Asleep {
+                pr,
+                since: time(now),
+            },
+        );
+        true
     }
 }
 
@@ -304,6 +351,40 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeping_sandbox_frees_its_slot_and_waking_asks_again() {
+        let mut state = Admission::default();
+        state.request("sbx-pr-1", 1, at(0), 1, at(0), MINUTE);
+        state.request("sbx-pr-2", 2, at(1), 1, at(1), MINUTE);
+        assert!(state.sleep("sbx-pr-1", 0, at(2)));
+        assert!(!state.sleep("sbx-pr-1", 0, at(3)), "asleep already");
+        assert_eq!(state.asleep["sbx-pr-1"].pr, 1);
+        assert!(state.admitted.is_empty());
+        // The slot goes to the next in line; the sleeper, waking, queues behind.
+        assert_eq!(
+            state.request("sbx-pr-2", 2, at(1), 1, at(3), MINUTE).0,
+            Decision::Admit
+        );
+        assert_eq!(
+            state.request("sbx-pr-1", 1, at(4), 1, at(4), MINUTE).0,
+            Decision::Queued { position: 1, of: 1 }
+        );
+        assert!(
+            state.asleep.contains_key("sbx-pr-1"),
+            "asleep until admitted"
+        );
+        state.release("sbx-pr-2");
+        assert_eq!(
+            state.request("sbx-pr-1", 1, at(4), 1, at(5), MINUTE).0,
+            Decision::Admit
+        );
+        assert!(state.asleep.is_empty());
+        // Deleting a sleeping sandbox forgets it.
+        state.sleep("sbx-pr-1", 0, at(6));
+        assert!(state.release("sbx-pr-1"));
+        assert_eq!(state, Admission::default());
+    }
+
+    #[test]
     fn the_data_round_trips_and_foreign_keys_stay() {
         let mut state = Admission::default();
         state.request("sbx-pr-1", 1, at(0), 1, at(0), MINUTE);
@@ -315,6 +396,8 @@ mod tests {
         assert_eq!(read.admitted, state.admitted);
         assert_eq!(read.queued, state.queued);
         assert_eq!(read.other.len(), 2);
+        state.sleep("sbx-pr-1", 0, at(2));
+        assert_eq!(Admission::from_data(&state.to_data()), state);
         assert_eq!(read.to_data(), data);
     }
 }

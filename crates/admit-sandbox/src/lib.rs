@@ -5,7 +5,8 @@
 //! workflows' namespace, read and replaced as a whole with compare-and-swap on its
 //! `resourceVersion`: two requests racing for the last slot never both get it (the loser's write
 //! is refused with 409 and it decides again). A waiting request renews its place; one whose run
-//! crashed stops renewing and loses it after `--lease`.
+//! crashed stops renewing and loses it after `--lease`. A sandbox put to sleep frees its slot
+//! (`--sleep`); waking it is a request like a creation's.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -16,12 +17,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use step_kit::{escape_untrusted, CommonArgs, Context, StepArgs, StepError};
 
-pub use admission::{Admission, Admitted, Decision, Queued};
+pub use admission::{Admission, Admitted, Asleep, Decision, Queued};
 
 pub const NAME: &str = "admit-sandbox";
 
 /// The files this step writes in `--outputs-dir`.
-pub const OUTPUTS: &[&str] = &["admitted", "live", "position", "queued", "released"];
+pub const OUTPUTS: &[&str] = &[
+    "admitted", "live", "position", "queued", "released", "asleep",
+];
 
 const EXAMPLE: &str = "\
 Example:
@@ -30,8 +33,9 @@ Example:
   # queued, position 2 of 3 (10 of 10 live sandboxes) ... admitted: 10 of 10 live
   # outputs: admitted=true live=10 position=0 queued=2 released=false
   admit-sandbox --environment sbx-pr-42 --namespace argo --release   # delete-sandbox, last
+  admit-sandbox --environment sbx-pr-42 --namespace argo --sleep     # sleep-sandbox: frees the slot
 
-Exit codes: 0 admitted (now or before), or released; 2 invalid flags; 3 the cap reached with
+Exit codes: 0 admitted (now or before), released, or recorded asleep; 2 invalid flags; 3 the cap reached with
 --when-full refuse, or access to the ConfigMap refused (with the RBAC needed); 4 the Kubernetes
 API unreachable, or the deadline while queued (a retry keeps the place in the queue).";
 
@@ -79,6 +83,11 @@ pub struct Args {
     /// Free the sandbox's slot (or take its request out of the queue) instead.
     #[arg(long)]
     pub release: bool,
+
+    /// Record the sandbox asleep instead: its slot is freed for the next in line; waking it
+    /// later is a request like any other (it queues at the cap).
+    #[arg(long)]
+    pub sleep: bool,
 
     /// The queue position the pull request's card shows (0: none yet): a waiting request ends
     /// (exit 0, admitted=false) as soon as its position differs, so that the workflow can show the
@@ -128,6 +137,11 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
 }
 
 fn check(args: &Args) -> Result<SystemTime, StepError> {
+    if args.release && args.sleep {
+        return Err(StepError::invalid(
+            "--release and --sleep: one or the other (a deleted sandbox is not asleep)",
+        ));
+    }
     naming::check_dns_label(&args.environment).map_err(|rule| {
         StepError::invalid(format!(
             "--environment {}: {rule}",
@@ -238,6 +252,7 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
     let mut requests = 0u32;
     let mut shown: Option<Decision> = None;
     ctx.outputs.set("released", "false")?;
+    ctx.outputs.set("asleep", "false")?;
     loop {
         let (found, mut state) = read(&api, name).await?;
         requests += 1;
@@ -251,6 +266,33 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
         }
         // Dropping a stale request is a change to write, whatever else is decided.
         let dropped = !stale.is_empty();
+
+        if args.sleep {
+            let slept = !state.asleep.contains_key(env);
+            if slept && args.dry_run {
+                tracing::info!("dry run: would record {env} asleep and free its slot");
+            } else if slept {
+                state.sleep(env, args.pr_number, now);
+            } else {
+                tracing::info!("{env} is recorded asleep already");
+            }
+            if (slept || dropped) && !args.dry_run {
+                requests += 1;
+                if !write(&api, name, found, &state).await? {
+                    continue;
+                }
+                if slept {
+                    tracing::info!(
+                        "{env} asleep, its slot freed: {} live, {} queued ({requests} API \
+                         requests)",
+                        state.admitted.len(),
+                        state.queued.len()
+                    );
+                }
+            }
+            ctx.outputs.set("asleep", "true")?;
+            return outputs(&ctx, &state, false, 0);
+        }
 
         if args.release {
             let released = state.release(env);

@@ -416,3 +416,62 @@ fn with_report_position_each_move_of_the_queue_ends_the_call() {
         )
     );
 }
+
+/// A sandbox put to sleep frees its slot: the one waiting behind it is admitted; waking the
+/// sleeper is a request that waits at the cap, and admits it once a slot is free.
+#[test]
+fn sleeping_frees_the_slot_and_waking_waits_for_one() {
+    let ns = Ns::new("admit-sleep", true);
+    let (out, _) = ns.run(&[
+        "--environment",
+        "sbx-pr-1",
+        "--pr-number",
+        "1",
+        "--max-sandboxes",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (mut waiter, waiter_outputs) = request(&ns, 2, 1);
+    ns.wait_for("2 queued", |(_, queued)| queued == &["sbx-pr-2"]);
+
+    let (out, outputs) = ns.run(&["--environment", "sbx-pr-1", "--sleep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outputs["asleep"], "true");
+    assert!(
+        text(&out).contains("asleep, its slot freed"),
+        "{}",
+        text(&out)
+    );
+    let status = waiter.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(read_outputs(waiter_outputs.path())["admitted"], "true");
+    ns.wait_for("2 admitted", |(admitted, _)| admitted == &["sbx-pr-2"]);
+
+    // Asleep again: nothing written.
+    let (out, _) = ns.run(&["--environment", "sbx-pr-1", "--sleep"]);
+    assert!(
+        text(&out).contains("recorded asleep already"),
+        "{}",
+        text(&out)
+    );
+
+    // Waking at the cap waits; 2's deletion admits it, and it is no longer asleep.
+    let (mut waker, waker_outputs) = ns.spawn(&[
+        "--environment",
+        "sbx-pr-1",
+        "--pr-number",
+        "1",
+        "--max-sandboxes",
+        "1",
+    ]);
+    ns.wait_for("1 queued", |(_, queued)| queued == &["sbx-pr-1"]);
+    assert!(release(&ns, 2).status.success());
+    assert!(waker.wait().unwrap().success());
+    assert_eq!(read_outputs(waker_outputs.path())["admitted"], "true");
+    let (_, cm) = shared().get(&format!(
+        "/api/v1/namespaces/{}/configmaps/sandbox-admission",
+        ns.name
+    ));
+    let keys: Vec<&String> = cm["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["admitted.sbx-pr-1"]);
+}

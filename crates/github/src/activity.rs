@@ -27,6 +27,9 @@ pub const CARD_MARKER: &str = "<!-- sandbox-steps:card ";
 /// The comment that resets the clock, as its first line.
 pub const EXTEND_COMMAND: &str = "/extend";
 
+/// The comment that wakes a sleeping sandbox (and, by a writer, resets the clock too).
+pub const WAKE_COMMAND: &str = "/wake";
+
 const TIMELINE: Call = Call {
     what: "GitHub pull request timeline",
     permission: "issues: read or pull requests: read",
@@ -91,14 +94,23 @@ pub struct Candidate {
     pub login: String,
     /// `author_association` OWNER: the repository's owner, write access without asking.
     pub owner: bool,
-    pub extend: bool,
+    /// `/extend` or `/wake`.
+    pub command: Option<&'static str>,
     pub review: bool,
 }
 
 /// Whether a comment's body is an `/extend` command: its first word is `/extend` (a reason may
 /// follow after a space or on the next lines).
 pub fn is_extend_command(body: &str) -> bool {
-    body.split_whitespace().next() == Some(EXTEND_COMMAND)
+    command_of(body) == Some(EXTEND_COMMAND)
+}
+
+/// The command a comment's body is, by its first word: `/extend` or `/wake`.
+pub fn command_of(body: &str) -> Option<&'static str> {
+    let first = body.split_whitespace().next()?;
+    [EXTEND_COMMAND, WAKE_COMMAND]
+        .into_iter()
+        .find(|command| *command == first)
 }
 
 fn time(value: &Option<String>) -> Option<SystemTime> {
@@ -161,7 +173,7 @@ pub fn fold_page(
                         at,
                         login: user.login.clone(),
                         owner: association == "OWNER",
-                        extend: kind == "commented" && is_extend_command(body),
+                        command: command_of(body).filter(|_| kind == "commented"),
                         review: kind == "reviewed",
                     });
                 }
@@ -173,8 +185,8 @@ pub fn fold_page(
 
 impl Candidate {
     fn describe(&self) -> String {
-        let what = if self.extend {
-            "/extend"
+        let what = if let Some(command) = self.command {
+            command
         } else if self.review {
             "review"
         } else {
@@ -309,7 +321,7 @@ mod tests {
         );
         let logins: Vec<(&str, bool)> = candidates
             .iter()
-            .map(|c| (c.login.as_str(), c.extend))
+            .map(|c| (c.login.as_str(), c.command == Some(EXTEND_COMMAND)))
             .collect();
         assert_eq!(logins, [("alice", true), ("bob", false)]);
     }
@@ -323,6 +335,8 @@ mod tests {
         assert!(!is_extend_command("/extended"));
         assert!(!is_extend_command("please /extend"));
         assert!(!is_extend_command(""));
+        assert_eq!(command_of("/wake up please"), Some(WAKE_COMMAND));
+        assert_eq!(command_of("/waken"), None);
     }
 
     #[test]

@@ -25,7 +25,9 @@ use step_kit::{
 };
 use tokio::time::Instant;
 
-pub use activity::{is_extend_command, shown_login, Activity, CARD_MARKER, EXTEND_COMMAND};
+pub use activity::{
+    command_of, is_extend_command, shown_login, Activity, CARD_MARKER, EXTEND_COMMAND, WAKE_COMMAND,
+};
 pub use status::{
     Comment, CommitState, CommitStatus, Deployment, DeploymentState, DeploymentStatus,
     NewDeployment,

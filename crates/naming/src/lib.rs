@@ -404,3 +404,17 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a sandbox sleeps, as patch-kustomize records it and the card shows it: asked for (a
+/// person or an operator), idle (the sweep's --sleep-after), night (the night schedule), capacity
+/// (put to sleep to make room under the cap).
+pub const SLEEP_REASONS: &[&str] = &["requested", "idle", "night", "capacity"];
+
+/// One of [`SLEEP_REASONS`].
+pub fn check_sleep_reason(s: &str) -> Result<(), String> {
+    if SLEEP_REASONS.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!("must be one of {}", SLEEP_REASONS.join(", ")))
+    }
+}

@@ -29,7 +29,40 @@ pub struct Patch {
     pub images: Vec<ImageSet>,
     pub literals: Vec<Literal>,
     pub labels: Vec<(String, String)>,
+    /// `replicas:` entries (NAME, COUNT), added when missing.
+    pub replicas: Vec<(String, i32)>,
+    /// Put every Deployment and StatefulSet of the environment to sleep.
+    pub sleep: Option<Sleep>,
+    /// Undo a sleep exactly (before the other edits of the run).
+    pub wake: bool,
 }
+
+/// A sleep as recorded in the kustomization's own `metadata.annotations` (kustomize never copies
+/// those onto the resources it renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sleep {
+    /// RFC 3339, UTC.
+    pub since: String,
+    /// Why: requested, idle, night, capacity (shown on the card).
+    pub reason: String,
+}
+
+/// When the environment went to sleep (the first sleep's time: a repeated sleep keeps it).
+pub const ASLEEP_SINCE: &str = "sandbox-steps.io/asleep-since";
+/// Why it sleeps.
+pub const ASLEEP_REASON: &str = "sandbox-steps.io/asleep-reason";
+/// The `replicas:` entries as they were before the sleep set them to 0, `NAME=COUNT,...`: waking
+/// restores exactly these; workloads without an entry get theirs back by removing the patches.
+pub const REPLICAS_BEFORE_SLEEP: &str = "sandbox-steps.io/replicas-before-sleep";
+
+/// The kinds a sleep scales to 0: by kind, with no names, so a workload added to the environment
+/// while it sleeps sleeps too.
+pub const SLEEP_KINDS: [&str; 2] = ["Deployment", "StatefulSet"];
+
+/// The JSON 6902 patch a sleep adds per kind. `add` (not `replace`) sets `spec.replicas` whether
+/// or not the manifest has it. kustomize applies `replicas:` entries after `patches:`
+/// (ReplicaCountTransformer runs after PatchTransformer), so those entries are set to 0 as well.
+pub const SLEEP_PATCH: &str = r#"[{"op": "add", "path": "/spec/replicas", "value": 0}]"#;
 
 /// Why a file cannot be patched.
 #[derive(Debug, PartialEq, Eq)]
@@ -172,6 +205,19 @@ impl Patch {
         for (key, value) in &self.labels {
             set_label(&root, key, value)?;
             set_label_model(model_root, key, value)?;
+        }
+        if self.wake {
+            for edit in wake_edits(model_root)? {
+                edit.apply(&root, model_root)?;
+            }
+        }
+        for (name, count) in &self.replicas {
+            ReplicaEdit::Count(name.clone(), *count).apply(&root, model_root)?;
+        }
+        if let Some(sleep) = &self.sleep {
+            for edit in sleep_edits(model_root, sleep)? {
+                edit.apply(&root, model_root)?;
+            }
         }
 
         let edited = file.to_string();
@@ -426,6 +472,363 @@ fn set_label_model(root: &mut Model, key: &str, value: &str) -> Result<(), Patch
         None => model_mapping(root, "commonLabels")?,
     };
     map.insert(key.into(), value.into());
+    Ok(())
+}
+
+// ---- sleep and wake ------------------------------------------------------------------------
+
+/// Whether a kustomization's text records a sleep, and since when and why.
+pub fn asleep(text: &str) -> Option<Sleep> {
+    let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
+    let model: Value = serde_yaml::from_str(text).ok()?;
+    let annotations = model.get("metadata")?.get("annotations")?;
+    let get = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Some(Sleep {
+        since: get(ASLEEP_SINCE)?,
+        reason: get(ASLEEP_REASON).unwrap_or_default(),
+    })
+}
+
+/// One edit of a sleep or a wake, applied alike to the text and to the model.
+enum ReplicaEdit {
+    /// `metadata.annotations[key]` set, or removed (with `annotations:` and `metadata:` when that
+    /// leaves them empty).
+    Annotation(&'static str, Option<String>),
+    /// The `replicas:` entry of a name set to a count (added when missing).
+    Count(String, i32),
+    /// The sleep patch of a kind added to `patches:`, or removed (with `patches:` when empty).
+    SleepPatch(&'static str, bool),
+}
+
+impl ReplicaEdit {
+    fn apply(&self, root: &Mapping, model: &mut Model) -> Result<(), PatchError> {
+        match self {
+            ReplicaEdit::Annotation(key, value) => {
+                set_annotation(root, key, value.as_deref())?;
+                set_annotation_model(model, key, value.as_deref())
+            }
+            ReplicaEdit::Count(name, count) => {
+                set_replica_count(root, name, *count)?;
+                set_replica_count_model(model, name, *count)
+            }
+            ReplicaEdit::SleepPatch(kind, present) => {
+                set_sleep_patch(root, kind, *present)?;
+                set_sleep_patch_model(model, kind, *present)
+            }
+        }
+    }
+}
+
+/// The annotations of the kustomization (the model's), when there are any.
+fn model_annotations(model: &Model) -> Option<&Model> {
+    model.get("metadata")?.get("annotations")?.as_mapping()
+}
+
+/// `NAME=COUNT,...` read back.
+fn parse_record(text: &str) -> Result<Vec<(String, i32)>, PatchError> {
+    text.split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.split_once('=')
+                .and_then(|(name, count)| Some((name.to_owned(), count.parse().ok()?)))
+                .ok_or_else(|| {
+                    PatchError::Invalid(format!(
+                        "metadata.annotations[{REPLICAS_BEFORE_SLEEP}]: {item:?} is not \
+                         NAME=COUNT"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The `replicas:` entries of the model, (name, count).
+fn model_replicas(model: &Model) -> Result<Vec<(String, i32)>, PatchError> {
+    let Some(replicas) = model.get("replicas").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let replicas = replicas
+        .as_sequence()
+        .ok_or_else(|| PatchError::Invalid("replicas: is not a list".into()))?;
+    replicas
+        .iter()
+        .map(|entry| {
+            let name = entry.get("name").and_then(Value::as_str);
+            let count = entry
+                .get("count")
+                .and_then(Value::as_i64)
+                .and_then(|c| i32::try_from(c).ok());
+            match (name, count) {
+                (Some(name), Some(count)) => Ok((name.to_owned(), count)),
+                _ => Err(PatchError::Invalid(
+                    "a replicas: entry without a name and a whole count".into(),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A sleep: every `replicas:` entry to 0 (the counts recorded first, once: a repeated sleep
+/// keeps the first record and time), the annotations, and the patches by kind.
+fn sleep_edits(model: &Model, sleep: &Sleep) -> Result<Vec<ReplicaEdit>, PatchError> {
+    let annotations = model_annotations(model);
+    let annotation = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut record = match annotation(REPLICAS_BEFORE_SLEEP) {
+        Some(text) => parse_record(&text)?,
+        None => Vec::new(),
+    };
+    let recorded = record.len();
+    let mut edits = Vec::new();
+    for (name, count) in model_replicas(model)? {
+        if !record.iter().any(|(n, _)| *n == name) {
+            record.push((name.clone(), count));
+        }
+        if count != 0 {
+            edits.push(ReplicaEdit::Count(name, 0));
+        }
+    }
+    if annotation(ASLEEP_SINCE).is_none() {
+        edits.push(ReplicaEdit::Annotation(
+            ASLEEP_SINCE,
+            Some(sleep.since.clone()),
+        ));
+    }
+    if annotation(ASLEEP_REASON).is_none() {
+        edits.push(ReplicaEdit::Annotation(
+            ASLEEP_REASON,
+            Some(sleep.reason.clone()),
+        ));
+    }
+    if record.len() > recorded {
+        let text: Vec<String> = record.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        edits.push(ReplicaEdit::Annotation(
+            REPLICAS_BEFORE_SLEEP,
+            Some(text.join(",")),
+        ));
+    }
+    edits.extend(SLEEP_KINDS.map(|kind| ReplicaEdit::SleepPatch(kind, true)));
+    Ok(edits)
+}
+
+/// A wake: the recorded counts back (entries removed since stay removed), the annotations and
+/// the patches gone. Nothing recorded and no patches: nothing to do.
+fn wake_edits(model: &Model) -> Result<Vec<ReplicaEdit>, PatchError> {
+    let record = model_annotations(model)
+        .and_then(|a| a.get(REPLICAS_BEFORE_SLEEP))
+        .and_then(Value::as_str)
+        .map(parse_record)
+        .transpose()?
+        .unwrap_or_default();
+    let present = model_replicas(model)?;
+    let mut edits: Vec<ReplicaEdit> = record
+        .into_iter()
+        .filter(|(name, _)| present.iter().any(|(n, _)| n == name))
+        .map(|(name, count)| ReplicaEdit::Count(name, count))
+        .collect();
+    edits.extend(
+        [REPLICAS_BEFORE_SLEEP, ASLEEP_REASON, ASLEEP_SINCE]
+            .map(|key| ReplicaEdit::Annotation(key, None)),
+    );
+    edits.extend(SLEEP_KINDS.map(|kind| ReplicaEdit::SleepPatch(kind, false)));
+    Ok(edits)
+}
+
+fn set_annotation(root: &Mapping, key: &str, value: Option<&str>) -> Result<(), PatchError> {
+    let metadata = match root.get("metadata") {
+        Some(YamlNode::Mapping(m)) => Some(m),
+        node if is_null(node.as_ref()) => None,
+        _ => return Err(PatchError::Invalid("metadata: is not a mapping".into())),
+    };
+    let Some(value) = value else {
+        let Some(metadata) = metadata else {
+            return Ok(());
+        };
+        let Some(YamlNode::Mapping(annotations)) = metadata.get("annotations") else {
+            return Ok(());
+        };
+        annotations.remove(key);
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+        if metadata.is_empty() {
+            root.remove("metadata");
+        }
+        return Ok(());
+    };
+    let metadata = match metadata {
+        Some(m) => m,
+        None => {
+            // Where `kustomize create` puts it: after apiVersion and kind.
+            match ["kind", "apiVersion"]
+                .into_iter()
+                .find(|k| root.contains_key(*k))
+            {
+                Some(after) => {
+                    root.insert_after(after, "metadata", Mapping::new());
+                }
+                None => root.insert_at_index(0, "metadata", Mapping::new()),
+            }
+            root.get_mapping("metadata")
+                .ok_or_else(|| PatchError::Unfaithful("could not add metadata:".into()))?
+        }
+    };
+    let annotations = mapping_or_new(&metadata, "annotations")?;
+    // Always quoted: an unquoted time is a timestamp to YAML 1.1 readers, and annotations are
+    // strings.
+    if scalar_text(annotations.get(key)).as_deref() != Some(value) {
+        annotations.set(key, ScalarValue::double_quoted(value));
+    }
+    Ok(())
+}
+
+fn set_annotation_model(
+    model: &mut Model,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), PatchError> {
+    match value {
+        Some(value) => {
+            let metadata = model_mapping(model, "metadata")?;
+            model_mapping(metadata, "annotations")?.insert(key.into(), value.into());
+        }
+        None => {
+            let Some(metadata) = model.get_mut("metadata").and_then(Value::as_mapping_mut) else {
+                return Ok(());
+            };
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_mapping_mut)
+            {
+                annotations.remove(key);
+                if annotations.is_empty() {
+                    metadata.remove("annotations");
+                }
+            }
+            if metadata.is_empty() {
+                model.remove("metadata");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_replica_count(root: &Mapping, name: &str, count: i32) -> Result<(), PatchError> {
+    let replicas = sequence_or_new(root, "replicas")?;
+    let entry = match find_item(&replicas, |m| {
+        scalar_text(m.get("name")).as_deref() == Some(name)
+    }) {
+        Some(entry) => entry,
+        None => push_named(&replicas, name)?,
+    };
+    if scalar_text(entry.get("count")) != Some(count.to_string()) {
+        entry.set("count", ScalarValue::from(count));
+    }
+    Ok(())
+}
+
+fn set_replica_count_model(model: &mut Model, name: &str, count: i32) -> Result<(), PatchError> {
+    let replicas = model_sequence(model, "replicas")?;
+    let found = replicas
+        .iter_mut()
+        .filter_map(Value::as_mapping_mut)
+        .find(|m| m.get("name").and_then(Value::as_str) == Some(name));
+    match found {
+        Some(entry) => {
+            entry.insert("count".into(), count.into());
+        }
+        None => {
+            let mut entry = Model::new();
+            entry.insert("name".into(), name.into());
+            entry.insert("count".into(), count.into());
+            replicas.push(Value::Mapping(entry));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a `patches:` item is the sleep patch of `kind`, as a sleep writes it.
+fn is_sleep_patch_text(item: &Mapping, kind: &str) -> bool {
+    let target_is_kind = match item.get("target") {
+        Some(YamlNode::Mapping(target)) => {
+            target.len() == 1 && scalar_text(target.get("kind")).as_deref() == Some(kind)
+        }
+        _ => false,
+    };
+    target_is_kind
+        && item.len() == 2
+        && scalar_text(item.get("patch")).as_deref() == Some(SLEEP_PATCH)
+}
+
+fn is_sleep_patch_model(item: &Value, kind: &str) -> bool {
+    let Some(item) = item.as_mapping() else {
+        return false;
+    };
+    let target_is_kind = item
+        .get("target")
+        .and_then(Value::as_mapping)
+        .is_some_and(|t| t.len() == 1 && t.get("kind").and_then(Value::as_str) == Some(kind));
+    target_is_kind
+        && item.len() == 2
+        && item.get("patch").and_then(Value::as_str) == Some(SLEEP_PATCH)
+}
+
+fn set_sleep_patch(root: &Mapping, kind: &str, present: bool) -> Result<(), PatchError> {
+    if !present {
+        let Some(patches) = root.get_sequence("patches") else {
+            return Ok(());
+        };
+        while let Some(at) = patches.values().position(
+            |item| matches!(item, YamlNode::Mapping(ref m) if is_sleep_patch_text(m, kind)),
+        ) {
+            patches.remove(at);
+        }
+        if patches.is_empty() {
+            root.remove("patches");
+        }
+        return Ok(());
+    }
+    let patches = sequence_or_new(root, "patches")?;
+    if find_item(&patches, |m| is_sleep_patch_text(m, kind)).is_some() {
+        return Ok(());
+    }
+    let entry = Mapping::new();
+    let target = Mapping::new();
+    target.set("kind", ScalarValue::plain(kind));
+    entry.set("target", target);
+    entry.set("patch", ScalarValue::single_quoted(SLEEP_PATCH));
+    patches.push(&entry);
+    Ok(())
+}
+
+fn set_sleep_patch_model(model: &mut Model, kind: &str, present: bool) -> Result<(), PatchError> {
+    if !present {
+        let Some(patches) = model.get_mut("patches").and_then(Value::as_sequence_mut) else {
+            return Ok(());
+        };
+        patches.retain(|item| !is_sleep_patch_model(item, kind));
+        if patches.is_empty() {
+            model.remove("patches");
+        }
+        return Ok(());
+    }
+    let patches = model_sequence(model, "patches")?;
+    if !patches.iter().any(|item| is_sleep_patch_model(item, kind)) {
+        let mut target = Model::new();
+        target.insert("kind".into(), kind.into());
+        let mut entry = Model::new();
+        entry.insert("target".into(), Value::Mapping(target));
+        entry.insert("patch".into(), SLEEP_PATCH.into());
+        patches.push(Value::Mapping(entry));
+    }
     Ok(())
 }
 
@@ -746,5 +1149,119 @@ mod tests {
             out,
             "\u{feff}kind: Kustomization\nnamespace: apps-sbx-pr-42 # keep\n"
         );
+    }
+
+    fn sleep() -> Patch {
+        Patch {
+            sleep: Some(Sleep {
+                since: "2026-12-01T20:00:00Z".into(),
+                reason: "night".into(),
+            }),
+            ..Patch::default()
+        }
+    }
+
+    fn wake() -> Patch {
+        Patch {
+            wake: true,
+            ..Patch::default()
+        }
+    }
+
+    #[test]
+    fn a_sleep_is_undone_byte_for_byte_by_a_wake() {
+        let files = [
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base # the base\n",
+            "kind: Kustomization\nmetadata:\n  name: sbx\nresources: [a.yaml]\nreplicas:\n  - name: web\n    count: 3 # three\n  - name: worker\n    count: 0\n",
+            "resources:\n- a.yaml\nmetadata:\n  annotations:\n    team: shop\npatches:\n- path: p.yaml\n",
+            "replicas: []\nnamespace: x\r\n",
+        ];
+        for text in files {
+            let asleep = sleep().apply(text).unwrap();
+            assert_ne!(asleep, text);
+            assert_eq!(
+                sleep().apply(&asleep).unwrap(),
+                asleep,
+                "a second sleep changes nothing"
+            );
+            assert!(asleep.contains(SLEEP_PATCH), "{asleep}");
+            let state = super::asleep(&asleep).unwrap();
+            assert_eq!(state.since, "2026-12-01T20:00:00Z");
+            assert_eq!(state.reason, "night");
+            let awake = wake().apply(&asleep).unwrap();
+            assert_eq!(awake, text, "asleep:\n{asleep}");
+            assert_eq!(super::asleep(&awake), None);
+            assert_eq!(
+                wake().apply(text).unwrap(),
+                text,
+                "waking an awake file is a no-op"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sleep_records_the_counts_once_and_the_wake_restores_them() {
+        let text = "kind: Kustomization\nreplicas:\n  - name: web\n    count: 3\n";
+        let asleep = sleep().apply(text).unwrap();
+        let model: Value = serde_yaml::from_str(&asleep).unwrap();
+        assert_eq!(model["replicas"][0]["count"], Value::from(0));
+        assert_eq!(
+            model["metadata"]["annotations"][REPLICAS_BEFORE_SLEEP],
+            Value::from("web=3")
+        );
+        // An entry added while asleep (a human's commit) is put to sleep and recorded by the next
+        // sleep; the first record and time are kept.
+        let later = asleep.replace("replicas:\n", "replicas:\n  - name: api\n    count: 2\n");
+        let mut again = sleep();
+        again.sleep.as_mut().unwrap().since = "2026-12-02T20:00:00Z".into();
+        let asleep2 = again.apply(&later).unwrap();
+        let model: Value = serde_yaml::from_str(&asleep2).unwrap();
+        assert_eq!(
+            model["metadata"]["annotations"][REPLICAS_BEFORE_SLEEP],
+            Value::from("web=3,api=2")
+        );
+        assert_eq!(
+            super::asleep(&asleep2).unwrap().since,
+            "2026-12-01T20:00:00Z"
+        );
+        let awake: Value = serde_yaml::from_str(&wake().apply(&asleep2).unwrap()).unwrap();
+        assert_eq!(
+            awake["replicas"][0],
+            serde_yaml::from_str::<Value>("{name: api, count: 2}").unwrap()
+        );
+        assert_eq!(
+            awake["replicas"][1],
+            serde_yaml::from_str::<Value>("{name: web, count: 3}").unwrap()
+        );
+        assert!(awake.get("metadata").is_none() && awake.get("patches").is_none());
+    }
+
+    #[test]
+    fn set_replicas_adds_or_changes_one_entry() {
+        let set = |name: &str, count| Patch {
+            replicas: vec![(name.into(), count)],
+            ..Patch::default()
+        };
+        let text = "kind: Kustomization\nreplicas:\n  - name: web # front\n    count: 3\n";
+        assert_eq!(
+            set("web", 5).apply(text).unwrap(),
+            "kind: Kustomization\nreplicas:\n  - name: web # front\n    count: 5\n"
+        );
+        assert_eq!(set("web", 3).apply(text).unwrap(), text);
+        let added: Value = serde_yaml::from_str(&set("worker", 0).apply(text).unwrap()).unwrap();
+        assert_eq!(
+            added["replicas"][1],
+            serde_yaml::from_str::<Value>("{name: worker, count: 0}").unwrap()
+        );
+        let fresh: Value =
+            serde_yaml::from_str(&set("web", 1).apply("kind: Kustomization\n").unwrap()).unwrap();
+        assert_eq!(fresh["replicas"][0]["count"], Value::from(1));
+        assert!(invalid(set("web", 1).apply("replicas: web\n")).contains("not a list"));
+    }
+
+    #[test]
+    fn a_malformed_record_is_refused_not_guessed() {
+        let text = "kind: Kustomization\nmetadata:\n  annotations:\n    sandbox-steps.io/replicas-before-sleep: web\n";
+        assert!(invalid(wake().apply(text)).contains("NAME=COUNT"));
     }
 }

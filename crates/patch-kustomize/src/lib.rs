@@ -1,6 +1,7 @@
-//! patch-kustomize: sets the namespace, image versions, generator literals and labels of an
-//! environment's kustomization on its branch, losslessly (only the changed values' lines move),
-//! commits and pushes. Nothing to change: no commit.
+//! patch-kustomize: sets the namespace, image versions, generator literals, labels and replica
+//! counts of an environment's kustomization on its branch, losslessly (only the changed values'
+//! lines move), commits and pushes; puts the environment to sleep and wakes it. Nothing to
+//! change: no commit.
 
 use std::ffi::OsString;
 
@@ -12,12 +13,12 @@ pub mod image;
 pub mod kustomization;
 
 pub use image::ImageSet;
-pub use kustomization::{Literal, Patch, PatchError};
+pub use kustomization::{asleep, Literal, Patch, PatchError, Sleep};
 
 pub const NAME: &str = "patch-kustomize";
 
 /// The files this step writes in `--outputs-dir`.
-pub const OUTPUTS: &[&str] = &["commit", "changed"];
+pub const OUTPUTS: &[&str] = &["commit", "changed", "asleep", "asleep-since"];
 
 const EXAMPLE: &str = "\
 Example:
@@ -26,19 +27,28 @@ Example:
     --images-from integration:kustomize/environments/integration/kustomization.yaml \\
     --set-image registry.example.com/acme/api=:pr-42 --set-literal app-config/DB_NAME=sbx_pr_42 \\
     --git-token env:GITHUB_TOKEN
-  # outputs: commit=<sha> changed=true
+  # outputs: commit=<sha> changed=true asleep=false asleep-since=
+  patch-kustomize --repo ... --branch sbx-pr-42 --file ... --sleep --sleep-reason idle
+  # every Deployment and StatefulSet at 0 replicas; --wake puts back exactly what was there
 
 Exit codes: 0 patched or already as asked; 2 invalid flags, malformed YAML (line and column) or a
 file that is not a kustomization; 3 file or branch missing, a protected branch (main, master, the default
 branch, --protected-branches), credentials refused; 4 network failure
 or timeout after retries.";
 
-/// Patch an environment's kustomization on its branch: namespace, images, literals, labels.
+/// Patch an environment's kustomization on its branch: namespace, images, literals, labels,
+/// replicas; or put it to sleep, or wake it.
 ///
 /// The file is edited in place, keeping comments, key order, quoting, indentation, anchors and
 /// line endings: the commit's diff touches only the lines whose values change. `--set-image`
 /// follows `kustomize edit set image`: the entry is added when missing, the given fields replaced
 /// when present. When nothing changes, nothing is committed (`changed=false`).
+///
+/// `--sleep` scales every Deployment and StatefulSet the kustomization renders to 0 (a
+/// `patches:` entry per kind, and every `replicas:` entry at 0, their counts recorded in the
+/// kustomization's own `metadata.annotations`, which kustomize does not render); `--wake`
+/// removes the patches and puts the recorded counts back, leaving the file as it was before
+/// the sleep. Argo CD syncs either like any commit.
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
 pub struct Args {
@@ -77,6 +87,26 @@ pub struct Args {
     /// file uses those) (repeatable or comma-separated).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub set_label: Vec<String>,
+
+    /// Sets a `replicas:` entry, NAME=COUNT (kustomize's replicas field: the Deployment,
+    /// StatefulSet or ReplicaSet named NAME) (repeatable or comma-separated).
+    #[arg(long, value_name = "NAME=COUNT", value_delimiter = ',')]
+    pub set_replicas: Vec<String>,
+
+    /// Puts the environment to sleep: every Deployment and StatefulSet at 0 replicas, what was
+    /// there recorded for --wake. Asleep already: nothing changes.
+    #[arg(long)]
+    pub sleep: bool,
+
+    /// Why it sleeps, recorded with the time and shown on the card: requested (a `/sleep` or an
+    /// operator), idle, night or capacity.
+    #[arg(long, value_name = "REASON", default_value = "requested")]
+    pub sleep_reason: String,
+
+    /// Wakes the environment: removes what --sleep added and restores the recorded counts (with
+    /// the other flags' edits in the same commit). Awake already: nothing changes.
+    #[arg(long)]
+    pub wake: bool,
 
     /// The commit message (default: "<branch>: patch <file>").
     #[arg(long, value_name = "TEXT")]
@@ -154,6 +184,31 @@ pub fn validate<'a>(args: &'a Args) -> Result<(Patch, Option<ImagesFrom>), StepE
             None => check("--set-label", arg, Err("must be KEY=VALUE".into())),
         }
     }
+    for arg in given(&args.set_replicas) {
+        match parse_replicas(arg) {
+            Ok(entry) => patch.replicas.push(entry),
+            Err(rule) => check("--set-replicas", arg, Err(rule)),
+        }
+    }
+    if args.sleep && (args.wake || !patch.replicas.is_empty()) {
+        check(
+            "--sleep",
+            "true",
+            Err("goes alone: not with --wake or --set-replicas".into()),
+        );
+    }
+    if args.sleep {
+        check(
+            "--sleep-reason",
+            &args.sleep_reason,
+            naming::check_sleep_reason(&args.sleep_reason),
+        );
+        patch.sleep = Some(Sleep {
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            reason: args.sleep_reason.clone(),
+        });
+    }
+    patch.wake = args.wake;
     let images_from = args.images_from.as_ref().and_then(|arg| {
         let Some((branch, path)) = arg.split_once(':') else {
             check("--images-from", arg, Err("must be BRANCH:PATH".into()));
@@ -170,15 +225,30 @@ pub fn validate<'a>(args: &'a Args) -> Result<(Patch, Option<ImagesFrom>), StepE
         && patch.images.is_empty()
         && patch.literals.is_empty()
         && patch.labels.is_empty()
+        && patch.replicas.is_empty()
+        && patch.sleep.is_none()
+        && !patch.wake
         && images_from.is_none()
     {
         problems.push(
-            "nothing to set: give --namespace, --set-image, --images-from, --set-literal or \
-             --set-label",
+            "nothing to set: give --namespace, --set-image, --images-from, --set-literal, \
+             --set-label, --set-replicas, --sleep or --wake",
         );
     }
     problems.into_result()?;
     Ok((patch, images_from))
+}
+
+/// `NAME=COUNT`: a Kubernetes object name, a count Kubernetes accepts (an int32, not negative).
+fn parse_replicas(arg: &str) -> Result<(String, i32), String> {
+    let (name, count) = arg.split_once('=').ok_or("must be NAME=COUNT")?;
+    naming::check_dns_subdomain(name).map_err(|rule| format!("name: {rule}"))?;
+    let count = count
+        .parse::<i32>()
+        .ok()
+        .filter(|c| *c >= 0)
+        .ok_or("COUNT must be a whole number from 0 to 2147483647")?;
+    Ok((name.to_owned(), count))
 }
 
 /// `GENERATOR/KEY=VALUE`: a generator name (DNS subdomain), a ConfigMap key, any single-line value.
@@ -282,6 +352,9 @@ async fn patch_kustomize(args: Args, ctx: Context) -> Result<(), StepError> {
             .unwrap_or_else(|| format!("{}: patch {}", args.branch, args.file)),
         dry_run: args.dry_run,
     };
+    // The text as the last (re-)application left it, for the asleep outputs.
+    let result = std::sync::Arc::new(std::sync::Mutex::new(None::<Sleep>));
+    let result_of_edit = result.clone();
     let (commit, changed) = edit_file(edit, &args.git, &args.commit, &ctx, move |existing| {
         let existing = existing.ok_or_else(|| {
             StepError::precondition(format!(
@@ -293,7 +366,10 @@ async fn patch_kustomize(args: Args, ctx: Context) -> Result<(), StepError> {
             StepError::invalid(format!("{}: not UTF-8: {e}", escape_untrusted(&file)))
         })?;
         match patch.apply(text) {
-            Ok(patched) => Ok(Some(patched.into_bytes())),
+            Ok(patched) => {
+                *result_of_edit.lock().expect("not poisoned") = asleep(&patched);
+                Ok(Some(patched.into_bytes()))
+            }
             Err(PatchError::Invalid(why)) => Err(StepError::invalid(format!(
                 "{}: {why}",
                 escape_untrusted(&file)
@@ -312,7 +388,17 @@ async fn patch_kustomize(args: Args, ctx: Context) -> Result<(), StepError> {
         (true, false) => "dry run: already as asked; a real run would commit nothing",
     };
     tracing::info!("{}: {state} (commit {commit})", args.file);
+    let asleep = result.lock().expect("not poisoned").clone();
+    if let Some(sleep) = &asleep {
+        tracing::info!("asleep since {} ({})", sleep.since, sleep.reason);
+    }
     ctx.outputs.set("commit", &commit.to_string())?;
     ctx.outputs
-        .set("changed", if changed { "true" } else { "false" })
+        .set("changed", if changed { "true" } else { "false" })?;
+    ctx.outputs
+        .set("asleep", if asleep.is_some() { "true" } else { "false" })?;
+    ctx.outputs.set(
+        "asleep-since",
+        asleep.as_ref().map_or("", |s| s.since.as_str()),
+    )
 }

@@ -95,7 +95,12 @@ pub struct Card {
     /// Queued: (position, of) in admit-sandbox's queue.
     pub queue: Option<(usize, usize)>,
     pub keep_label: String,
+    /// Sleeping: since when, and why (patch-kustomize's record).
+    pub asleep: Option<(SystemTime, String)>,
 }
+
+/// The comment that wakes a sleeping sandbox.
+pub const WAKE_COMMAND: &str = "/wake";
 
 /// The marker's fixed start: `<!-- sandbox-steps:card pr=N `.
 fn marker_start(pr_number: u64) -> String {
@@ -112,6 +117,8 @@ pub struct Marker {
     pub log_url: Option<url::Url>,
     pub app_url: Option<url::Url>,
     pub deployed_commit: Option<String>,
+    /// Sleeping since, and why.
+    pub asleep: Option<(SystemTime, String)>,
 }
 
 /// The marker of pull request `pr_number`'s card, if `body` is one.
@@ -122,6 +129,7 @@ pub fn parse_marker(body: &str, pr_number: u64) -> Option<Marker> {
     let mut reported_at = None;
     let (mut environment_url, mut log_url, mut app_url, mut deployed_commit) =
         (None, None, None, None);
+    let mut asleep = None;
     // Only what our own rendering writes is taken: http(s) URLs (serialized by the url crate:
     // no spaces, no `>`), a checked commit id.
     let link = |value: &str| {
@@ -141,6 +149,13 @@ pub fn parse_marker(body: &str, pr_number: u64) -> Option<Marker> {
             Some(("deployed", value)) if naming::check_commit_id(value, false).is_ok() => {
                 deployed_commit = Some(value.to_owned())
             }
+            Some(("asleep", value)) => {
+                asleep = value.split_once(',').and_then(|(at, reason)| {
+                    let reason_ok = reason.bytes().all(|b| b.is_ascii_lowercase());
+                    Some((humantime::parse_rfc3339(at).ok()?, reason.to_owned()))
+                        .filter(|_| reason_ok)
+                })
+            }
             _ => {}
         }
     }
@@ -151,6 +166,7 @@ pub fn parse_marker(body: &str, pr_number: u64) -> Option<Marker> {
         log_url,
         app_url,
         deployed_commit,
+        asleep,
     })
 }
 
@@ -174,6 +190,11 @@ impl Card {
     /// The comment's body: the marker, then the Markdown.
     pub fn render(&self, reported_at: SystemTime) -> String {
         let environment = self.environment.as_deref().unwrap_or_default();
+        let asleep = self
+            .asleep
+            .as_ref()
+            .filter(|_| self.state == Some(State::Sleeping))
+            .map(|(at, reason)| format!("{},{reason}", humantime::format_rfc3339_seconds(*at)));
         let mut out = format!(
             "{}environment={environment} at={}",
             marker_start(self.pr_number),
@@ -184,6 +205,7 @@ impl Card {
             ("log", self.log_url.as_ref().map(url::Url::as_str)),
             ("app", self.app_url.as_ref().map(url::Url::as_str)),
             ("deployed", self.deployed_commit.as_deref()),
+            ("asleep", asleep.as_deref()),
         ] {
             if let Some(value) = value {
                 out.push_str(&format!(" {name}={value}"));
@@ -215,6 +237,22 @@ impl Card {
                 format!(
                     "position {position} of {of}: the cap on live sandboxes is reached; it is \
                      created when a slot frees up"
+                ),
+            ));
+        }
+        if let Some((since, reason)) = self.asleep.as_ref().filter(|_| state == State::Sleeping) {
+            let why = match reason.as_str() {
+                "idle" => " (idle)",
+                "night" => " (the night schedule)",
+                "capacity" => " (to make room for another sandbox)",
+                _ => "",
+            };
+            rows.push((
+                "Sleeping",
+                format!(
+                    "since {} UTC{why}: scaled to zero, its data kept; a push or `{WAKE_COMMAND}` \
+                     (by a writer) wakes it",
+                    shown_time(*since)
                 ),
             ));
         }
@@ -391,6 +429,7 @@ mod tests {
                 log_url: None,
                 app_url: None,
                 deployed_commit: None,
+                asleep: None,
             })
         );
         // What the card links to travels in the marker.
@@ -417,6 +456,31 @@ mod tests {
                 linked.deployed_commit.clone()
             )
         );
+        // A sleeping card carries since when and why; only while it says sleeping.
+        let since = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let sleeping = Card {
+            state: Some(State::Sleeping),
+            asleep: Some((since, "night".into())),
+            ..card.clone()
+        };
+        let body_asleep = sleeping.render(at);
+        assert_eq!(
+            parse_marker(&body_asleep, 42).unwrap().asleep,
+            Some((since, "night".into()))
+        );
+        assert!(
+            body_asleep.contains(
+                "| Sleeping | since 2025-11-24 16:00:00 UTC (the night schedule): scaled to zero, \
+                 its data kept; a push or `/wake` (by a writer) wakes it |"
+            ),
+            "{body_asleep}"
+        );
+        let awake = Card {
+            state: Some(State::Ready),
+            ..sleeping.clone()
+        };
+        assert!(!awake.render(at).contains("Sleeping"));
+        assert_eq!(parse_marker(&awake.render(at), 42).unwrap().asleep, None);
         // A hand-made marker with something else than a URL or a commit id: ignored.
         let forged = "<!-- sandbox-steps:card pr=42 environment=x at=2026-11-30T10:00:00Z \
                       url=javascript:alert(1) deployed=zz -->\n";

@@ -113,10 +113,10 @@ pub struct Args {
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
 
-    /// An `/extend` comment (its id, from the issue_comment webhook): when its author has write
-    /// access, it reacts 👍 and the card shows the new expiry (needs --ttl), its state and links
-    /// kept (an expiring card is ready again); otherwise it reacts 😕 and exits 3. Only the card
-    /// is written.
+    /// An `/extend` or `/wake` comment (its id, from the issue_comment webhook): when its author
+    /// has write access, it reacts 👍 and the card shows the new expiry (needs --ttl), its state
+    /// and links kept (an expiring card is ready again); otherwise it reacts 😕 and exits 3. Only
+    /// the card is written (wake-sandbox then wakes the sandbox).
     #[arg(long, value_name = "COMMENT_ID")]
     pub extend_comment: Option<u64>,
 
@@ -127,6 +127,15 @@ pub struct Args {
     /// Queued: the queue's length (admit-sandbox's `queued` output).
     #[arg(long, value_name = "M")]
     pub queue_length: Option<usize>,
+
+    /// Sleeping: since when (RFC 3339; patch-kustomize's `asleep-since` output). The card says so
+    /// and how to wake it.
+    #[arg(long, value_name = "TIME")]
+    pub sleeping_since: Option<String>,
+
+    /// Sleeping: why (patch-kustomize's --sleep-reason: requested, idle, night, capacity).
+    #[arg(long, value_name = "REASON", default_value = "requested")]
+    pub sleep_reason: String,
 
     /// The commit this run is about (update-sandbox's push): when the pull request's head is no
     /// longer it, nothing is written and the output superseded is true (a newer push has its own
@@ -316,6 +325,29 @@ fn check(args: &Args) -> Result<Report, StepError> {
                 .unwrap_or_default(),
             expires_at,
             keep_label: args.keep_label.clone(),
+            asleep: match args.sleeping_since.as_deref().filter(|t| !t.is_empty()) {
+                None => None,
+                Some(_) if args.state != Some(State::Sleeping) => {
+                    return Err(StepError::invalid(
+                        "--sleeping-since goes with --state sleeping",
+                    ))
+                }
+                Some(at) => {
+                    let at = humantime::parse_rfc3339_weak(at).map_err(|e| {
+                        StepError::invalid(format!(
+                            "--sleeping-since {}: {e}",
+                            escape_untrusted(at)
+                        ))
+                    })?;
+                    naming::check_sleep_reason(&args.sleep_reason).map_err(|rule| {
+                        StepError::invalid(format!(
+                            "--sleep-reason {}: {rule}",
+                            escape_untrusted(&args.sleep_reason)
+                        ))
+                    })?;
+                    Some((at, args.sleep_reason.clone()))
+                }
+            },
             queue: match (args.queue_position, args.queue_length) {
                 (Some(position), Some(of)) if position >= 1 && position <= of => {
                     Some((position, of))
@@ -430,6 +462,7 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
         card.log_url = card.log_url.or(marker.log_url);
         card.app_url = card.app_url.or(marker.app_url);
         card.deployed_commit = card.deployed_commit.or(marker.deployed_commit);
+        card.asleep = card.asleep.or(marker.asleep);
     }
     let shows_expiry = !matches!(state, State::Queued | State::Deleting | State::Deleted);
     if let Some(ttl) = ttl.filter(|_| shows_expiry && card.expires_at.is_none()) {
@@ -546,12 +579,13 @@ async fn check_extend(github: &GitHub, args: &Args, id: u64) -> Result<(), StepE
             "comment {id} is not on pull request #{pr}"
         )));
     }
-    if !github::is_extend_command(&comment.body) {
+    let Some(command) = github::command_of(&comment.body) else {
         return Err(StepError::precondition(format!(
-            "comment {id} is not an {} command (its first line)",
-            github::EXTEND_COMMAND
+            "comment {id} is not an {} or {} command (its first word)",
+            github::EXTEND_COMMAND,
+            github::WAKE_COMMAND
         )));
-    }
+    };
     let login = github::shown_login(&comment.author);
     let bot = comment.author.ends_with("[bot]");
     if bot || !github.can_write(&comment.author).await? {
@@ -559,13 +593,12 @@ async fn check_extend(github: &GitHub, args: &Args, id: u64) -> Result<(), StepE
             github.react(id, "confused").await?;
         }
         return Err(StepError::precondition(format!(
-            "/extend by @{login} on #{pr} refused: {} needs write access to {} (comments of \
-             others do not count as activity either)",
-            github::EXTEND_COMMAND,
+            "{command} by @{login} on #{pr} refused: {command} needs write access to {} \
+             (comments of others do not count as activity either)",
             github.repository()
         )));
     }
-    tracing::info!("/extend by @{login} on #{pr}: write access, accepted");
+    tracing::info!("{command} by @{login} on #{pr}: write access, accepted");
     Ok(())
 }
 

@@ -634,7 +634,7 @@ fn the_card_shows_the_expiry_and_extend_by_a_writer_moves_it() {
     github.add_pull(7, "open", "feature/other");
     let elsewhere = github.add_comment(7, "alice", "/extend");
     for (id, says) in [
-        (chat, "not an /extend command"),
+        (chat, "not an /extend or /wake command"),
         (elsewhere, "not on pull request #42"),
     ] {
         let run = run(

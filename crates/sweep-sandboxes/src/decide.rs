@@ -16,10 +16,12 @@ pub enum Resource {
     Secrets,
     /// A slot under the cap on live sandboxes (admit-sandbox).
     Admission,
+    /// Recorded asleep (admit-sandbox --sleep): scaled to zero, holding no slot.
+    Asleep,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 8] = [
+    pub const ALL: [Resource; 9] = [
         Resource::Branch,
         Resource::Application,
         Resource::Namespace,
@@ -28,6 +30,7 @@ impl Resource {
         Resource::Bucket,
         Resource::Secrets,
         Resource::Admission,
+        Resource::Asleep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Resource {
             Resource::Bucket => "bucket",
             Resource::Secrets => "secrets",
             Resource::Admission => "admission",
+            Resource::Asleep => "asleep",
         }
     }
 }
@@ -70,11 +74,16 @@ pub struct Policy {
     /// Only pull requests with this label have a sandbox (the create Sensor's label); without
     /// it, the sandbox is an orphan. `None`: every open pull request may have one.
     pub require_label: Option<String>,
+    /// A sandbox inactive this long is put to sleep (zero: every one, the night schedule);
+    /// `None`: the sweep puts none to sleep.
+    pub sleep_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Keep,
+    /// Keep, and put to sleep: inactive past --sleep-after.
+    Sleep,
     /// Post the warning: it expires at the given time unless someone acts.
     Warn,
     /// Delete: inactive past the TTL.
@@ -87,6 +96,7 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Action::Keep => "keep",
+            Action::Sleep => "sleep",
             Action::Warn => "warn",
             Action::Expire => "expire",
             Action::Orphan => "orphan",
@@ -105,6 +115,8 @@ pub struct Decision {
     pub reason: String,
     /// When an open, unkept sandbox expires (or expired).
     pub expires_at: Option<SystemTime>,
+    /// Put it to sleep (a Sleep, or a Warn past --sleep-after too).
+    pub sleep: bool,
 }
 
 impl Policy {
@@ -130,6 +142,7 @@ pub fn decide(
         action,
         reason,
         expires_at,
+        sleep: false,
     };
     let (open, labels, last_activity) = match pull {
         Pull::Missing => return decision(Action::Orphan, "no such pull request".into(), None),
@@ -164,6 +177,10 @@ pub fn decide(
     }
     let idle = now.duration_since(last_activity).unwrap_or_default();
     let expires_at = last_activity + policy.ttl;
+    let asleep = found.contains(&Resource::Asleep);
+    // Only a complete, awake sandbox is put to sleep (a create still running finishes first).
+    let sleeps =
+        !asleep && incomplete.is_empty() && policy.sleep_after.is_some_and(|after| idle >= after);
     if idle >= policy.ttl {
         return decision(
             Action::Expire,
@@ -172,19 +189,38 @@ pub fn decide(
         );
     }
     if idle + policy.warn_before >= policy.ttl {
-        return decision(
+        let mut warn = decision(
             Action::Warn,
             format!(
-                "inactive for {}: expires in {}",
+                "inactive for {}: expires in {}{}",
                 human(idle),
-                human(policy.ttl - idle)
+                human(policy.ttl - idle),
+                if sleeps { "; sleeps" } else { "" }
             ),
             Some(expires_at),
         );
+        warn.sleep = sleeps;
+        return warn;
     }
+    if sleeps {
+        let after = policy.sleep_after.unwrap_or_default();
+        let why = if after.is_zero() {
+            "the night schedule".to_owned()
+        } else {
+            format!("sleep after {}", human(after))
+        };
+        let mut sleep = decision(
+            Action::Sleep,
+            format!("active {} ago ({why})", human(idle)),
+            Some(expires_at),
+        );
+        sleep.sleep = true;
+        return sleep;
+    }
+    let asleep = if asleep { "; asleep" } else { "" };
     decision(
         Action::Keep,
-        format!("active {} ago{incomplete}", human(idle)),
+        format!("active {} ago{incomplete}{asleep}", human(idle)),
         Some(expires_at),
     )
 }
@@ -214,11 +250,16 @@ mod tests {
             warn_before: 24 * HOUR,
             keep_label: "sandbox-keep".into(),
             require_label: Some("create-sandbox".into()),
+            sleep_after: None,
         }
     }
 
+    /// Everything of an awake sandbox.
     fn all() -> BTreeSet<Resource> {
-        Resource::ALL.into_iter().collect()
+        Resource::ALL
+            .into_iter()
+            .filter(|r| *r != Resource::Asleep)
+            .collect()
     }
 
     fn open(labels: &[&str], idle: Duration, now: SystemTime) -> Pull {
@@ -335,6 +376,75 @@ mod tests {
             decide(&found, &closed, &policy(), now).action,
             Action::Orphan
         );
+    }
+
+    #[test]
+    fn idle_awake_sandboxes_are_put_to_sleep() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let sleepy = Policy {
+            sleep_after: Some(8 * HOUR),
+            ..policy()
+        };
+        let awake = all();
+        let asleep: BTreeSet<Resource> = Resource::ALL.into_iter().collect();
+        let d = decide(
+            &awake,
+            &open(&["create-sandbox"], 9 * HOUR, now),
+            &sleepy,
+            now,
+        );
+        assert_eq!((d.action, d.sleep), (Action::Sleep, true), "{d:?}");
+        assert_eq!(d.reason, "active 9h ago (sleep after 8h)");
+        let d = decide(
+            &awake,
+            &open(&["create-sandbox"], 7 * HOUR, now),
+            &sleepy,
+            now,
+        );
+        assert_eq!((d.action, d.sleep), (Action::Keep, false));
+        // Asleep already: kept, and said so.
+        let d = decide(
+            &asleep,
+            &open(&["create-sandbox"], 9 * HOUR, now),
+            &sleepy,
+            now,
+        );
+        assert_eq!((d.action, d.sleep), (Action::Keep, false));
+        assert!(d.reason.ends_with("; asleep"), "{}", d.reason);
+        // About to expire and idle: warned and put to sleep.
+        let d = decide(
+            &awake,
+            &open(&["create-sandbox"], 50 * HOUR, now),
+            &sleepy,
+            now,
+        );
+        assert_eq!((d.action, d.sleep), (Action::Warn, true));
+        // The keep label keeps it awake; an incomplete one is left to its create.
+        let kept = ["create-sandbox", "sandbox-keep"];
+        assert!(!decide(&awake, &open(&kept, 9 * HOUR, now), &sleepy, now).sleep);
+        let partial: BTreeSet<Resource> = [Resource::Branch].into();
+        assert!(
+            !decide(
+                &partial,
+                &open(&["create-sandbox"], 9 * HOUR, now),
+                &sleepy,
+                now
+            )
+            .sleep
+        );
+        // The night schedule: every awake one, however recent.
+        let night = Policy {
+            sleep_after: Some(Duration::ZERO),
+            ..policy()
+        };
+        let d = decide(
+            &awake,
+            &open(&["create-sandbox"], Duration::ZERO, now),
+            &night,
+            now,
+        );
+        assert_eq!(d.action, Action::Sleep);
+        assert_eq!(d.reason, "active 0m ago (the night schedule)");
     }
 
     #[test]

@@ -228,5 +228,8 @@ pub async fn admissions(
         state.admitted.into_keys(),
         |n| scheme.pr_of_environment(n),
     );
+    inventory.add("asleep", Resource::Asleep, state.asleep.into_keys(), |n| {
+        scheme.pr_of_environment(n)
+    });
     Ok(())
 }

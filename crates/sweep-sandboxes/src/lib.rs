@@ -1,8 +1,9 @@
 //! sweep-sandboxes: the fleet's housekeeping. Finds what every backend holds of the sandboxes
 //! (by the naming scheme, so what a crashed run or a lost webhook left is found too), asks GitHub
 //! about each one's pull request, and decides: keep, warn (expiry near), expire (inactive past
-//! the TTL) or orphan (pull request closed, unlabelled or missing). It changes nothing itself:
-//! the deletions are an output list that the CronWorkflow hands to delete-sandbox.
+//! the TTL) or orphan (pull request closed, unlabelled or missing), and which sandboxes to put to
+//! sleep (inactive past --sleep-after). It changes nothing itself: the deletions and the sleeps are
+//! output lists that the CronWorkflow hands to delete-sandbox and sleep-sandbox.
 
 mod decide;
 mod inventory;
@@ -24,6 +25,7 @@ pub const NAME: &str = "sweep-sandboxes";
 pub const OUTPUTS: &[&str] = &[
     "deletes",
     "warnings",
+    "sleeps",
     "sandboxes",
     "summary",
     "github-requests",
@@ -66,7 +68,7 @@ pub enum Backend {
     Admissions,
 }
 
-/// Take stock of every sandbox and decide, per sandbox, keep, warn, expire or orphan.
+/// Take stock of every sandbox and decide, per sandbox, keep, sleep, warn, expire or orphan.
 ///
 /// Lists each backend in --inventory by the naming scheme (environment `<env-prefix><PR>`;
 /// namespace, bucket, database and Vault folder derived as validate-params derives them), joins
@@ -74,8 +76,10 @@ pub enum Backend {
 /// without --require-label is an orphan; --keep-label keeps it; otherwise inactivity past --ttl
 /// expires it, and within --warn-before of that warns. Activity, read from the pull request's
 /// timeline, is a push, a label change, or a comment or review by someone with write access
-/// (`/extend` is such a comment); comments of others, bots and the card do not count. Names that start like a sandbox's but are not one are
-/// left alone. Nothing is deleted here: the deletions are the `deletes` output.
+/// (`/extend` is such a comment); comments of others, bots and the card do not count. With
+/// --sleep-after, an awake sandbox inactive that long is put to sleep (the asleep ones are known
+/// from admit-sandbox's ConfigMap). Names that start like a sandbox's but are not one are left
+/// alone. Nothing is deleted or put to sleep here: those are the `deletes` and `sleeps` outputs.
 #[derive(Debug, Parser)]
 #[command(name = NAME, version, after_help = EXAMPLE)]
 pub struct Args {
@@ -156,9 +160,18 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = step_kit::parse_duration)]
     pub warn_before: Duration,
 
-    /// A pull request with this label never expires.
+    /// A pull request with this label never expires, and is never put to sleep.
     #[arg(long, value_name = "LABEL", default_value = "sandbox-keep")]
     pub keep_label: String,
+
+    /// A sandbox whose pull request has been inactive this long is put to sleep (the `sleeps`
+    /// output, for sleep-sandbox); 0s: every awake sandbox (the night schedule). Empty: none.
+    #[arg(long, value_name = "DURATION")]
+    pub sleep_after: Option<String>,
+
+    /// Why the sandboxes in `sleeps` sleep, as their cards say: idle, or night.
+    #[arg(long, value_name = "REASON", default_value = "idle")]
+    pub sleep_reason: String,
 
     /// Only pull requests with this label have a sandbox (the create Sensor's label); without
     /// it the sandbox is an orphan.
@@ -300,11 +313,25 @@ fn check_flags(args: &Args) -> Result<(Scheme, Policy), StepError> {
         namespace_prefix: args.namespace_prefix.clone(),
         bucket_prefix: args.bucket_prefix.clone(),
     };
+    let sleep_after = given(&args.sleep_after)
+        .map(|text| {
+            step_kit::parse_duration(text).map_err(|e| {
+                StepError::invalid(format!("--sleep-after {}: {e}", escape_untrusted(text)))
+            })
+        })
+        .transpose()?;
+    if !matches!(args.sleep_reason.as_str(), "idle" | "night") {
+        return Err(StepError::invalid(format!(
+            "--sleep-reason {}: idle or night",
+            escape_untrusted(&args.sleep_reason)
+        )));
+    }
     let policy = Policy {
         ttl: args.ttl,
         warn_before: args.warn_before,
         keep_label: args.keep_label.clone(),
         require_label: given(&args.require_label).map(str::to_owned),
+        sleep_after,
     };
     Ok((scheme, policy))
 }
@@ -432,6 +459,7 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
                         decision.reason
                     ),
                     expires_at: None,
+                    sleep: false,
                 };
             }
         }
@@ -477,11 +505,23 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
             })
         })
         .collect();
+    let sleeps: Vec<Value> = rows
+        .iter()
+        .filter(|r| r.decision.sleep)
+        .map(|r| {
+            json!({
+                "pr-number": r.pr.to_string(),
+                "environment": r.environment,
+                "reason": args.sleep_reason,
+            })
+        })
+        .collect();
     let summary = summary(&rows);
     tracing::info!("{summary}; {} GitHub requests", github.requests());
     let outputs = &ctx.outputs;
     outputs.set_json("deletes", &Value::Array(deletes))?;
     outputs.set_json("warnings", &Value::Array(warnings))?;
+    outputs.set_json("sleeps", &Value::Array(sleeps))?;
     outputs.set("sandboxes", &rows.len().to_string())?;
     outputs.set("summary", &summary)?;
     outputs.set("github-requests", &github.requests().to_string())
@@ -490,7 +530,13 @@ async fn sweep(args: Args, ctx: Context) -> Result<(), StepError> {
 /// `12 sandboxes: 7 keep, 1 warn, 2 expire, 2 orphan`.
 fn summary(rows: &[Row]) -> String {
     let mut parts = Vec::new();
-    for action in [Action::Keep, Action::Warn, Action::Expire, Action::Orphan] {
+    for action in [
+        Action::Keep,
+        Action::Sleep,
+        Action::Warn,
+        Action::Expire,
+        Action::Orphan,
+    ] {
         let n = rows.iter().filter(|r| r.decision.action == action).count();
         if n > 0 {
             parts.push(format!("{n} {}", action.name()));

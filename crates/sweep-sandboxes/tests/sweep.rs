@@ -52,7 +52,7 @@ fn now() -> u64 {
 
 impl World {
     /// admit-sandbox's ConfigMap in `argo`, with these pull requests' sandboxes holding a slot
-    /// (and one request queued: not a sandbox yet).
+    /// (and one request queued: not a sandbox yet; and sandbox 2 recorded asleep).
     fn admit(&self, prs: &[u64]) {
         self.api.create_namespace("argo");
         let mut data = serde_json::Map::new();
@@ -64,6 +64,10 @@ impl World {
                 .to_string()),
             );
         }
+        data.insert(
+            "asleep.sbx-pr-2".into(),
+            json!(json!({"pr": 2, "since": "2026-12-01T20:00:00Z"}).to_string()),
+        );
         data.insert(
             "queued.sbx-pr-60".into(),
             json!(json!({"pr": 60, "requested": "2026-12-01T09:00:00Z",
@@ -440,6 +444,11 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
     );
     assert!(line(1).contains("secrets admission"), "{}", line(1));
     assert!(
+        line(2).contains("secrets asleep") && line(2).ends_with("; asleep"),
+        "{}",
+        line(2)
+    );
+    assert!(
         line(52).contains("orphan") && line(52).contains(" admission "),
         "{}",
         line(52)
@@ -552,6 +561,43 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         "45",
         "44 sandboxes' databases and a lookalike"
     );
+
+    // Without --sleep-after nothing sleeps. With it, the awake, complete, unkept sandboxes
+    // inactive that long (1-25 but 2, asleep already: warned ones too); not the kept (31-33) or
+    // the incomplete (48-50), nor what is deleted.
+    assert!(json(&run, "sleeps").is_empty());
+    let sleepy = world
+        .sweep(&["--sleep-after", "30m", "--sleep-reason", "night"])
+        .ok();
+    let sleeps = json(&sleepy, "sleeps");
+    let slept: BTreeSet<u64> = sleeps
+        .iter()
+        .map(|s| s["pr-number"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        slept,
+        (1..=25).filter(|pr| *pr != 2).collect(),
+        "{}",
+        sleepy.text
+    );
+    for item in &sleeps {
+        let keys: BTreeSet<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, BTreeSet::from(["pr-number", "environment", "reason"]));
+        assert_eq!(item["reason"], "night");
+    }
+    assert_eq!(
+        sleepy.outputs["summary"],
+        "52 sandboxes: 8 keep, 21 sleep, 3 warn, 5 expire, 15 orphan"
+    );
+    let bad = world.sweep(&["--sleep-after", "soon"]);
+    assert_eq!(bad.code, Some(2), "{}", bad.text);
+    let bad = world.sweep(&["--sleep-after", "1h", "--sleep-reason", "capacity"]);
+    assert_eq!(bad.code, Some(2), "{}", bad.text);
 
     // The safety stop: more deletions than --max-deletes lists none.
     let stopped = world.sweep(&["--max-deletes", "10"]);
