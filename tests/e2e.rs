@@ -1008,35 +1008,21 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     // its entrypoint `admission`): the card says queued, position 1 of 1, until 42's deletion
     // releases the slot (below).
     platform.github.add_pull(49, "open", "feature/queued");
-    let queued_run = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "admission-pr-49-", "namespace": "argo"},
-        "spec": {
-            "workflowTemplateRef": {"name": "create-sandbox", "clusterScope": true},
-            "entrypoint": "admission",
-            "arguments": {"parameters": [
-                {"name": "pr-number", "value": "49"},
-                {"name": "head-ref", "value": "feature/queued"},
-                {"name": "repository", "value": "acme/platform"},
-                {"name": "repository-name", "value": "platform"},
-                {"name": "max-sandboxes", "value": "1"},
-                {"name": "environment", "value": "sbx-pr-49"},
-                {"name": "shown", "value": "0"},
-            ]},
-        },
-    });
-    let (status, created_queued) = cluster.api.request(
-        "POST",
-        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
-        Some(queued_run),
-        None,
+    let queued_name = submit(
+        &cluster,
+        "admission-pr-49-",
+        "create-sandbox",
+        Some("admission"),
+        &[
+            ("pr-number", "49"),
+            ("head-ref", "feature/queued"),
+            ("repository", "acme/platform"),
+            ("repository-name", "platform"),
+            ("max-sandboxes", "1"),
+            ("environment", "sbx-pr-49"),
+            ("shown", "0"),
+        ],
     );
-    assert_eq!(status, 201, "{created_queued}");
-    let queued_name = created_queued["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(180);
     while card_states(&platform.github, 49) != ["queued"] {
         assert!(
@@ -1251,6 +1237,112 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
          after the webhook): {update_seconds} s"
     );
 
+    // 1c. Sleep and wake. 42 goes to sleep (sleep-sandbox, as the sweep submits it for an idle
+    // sandbox): one commit with every Deployment and StatefulSet at 0 that Argo CD (its stand-in)
+    // syncs, the slot freed for the next in line (49, waiting at a cap of one: its admission
+    // ends), the card says sleeping. `/wake` through the webhook and the wake-sandbox Sensor: by
+    // someone without write access, refused (😕, nothing woken, the card as it was); by a writer,
+    // 42 is admitted again and woken: the commit undoes the sleep byte for byte, the card is ready.
+    let kustomization_path = "kustomize/environments/sandbox/kustomization.yaml";
+    let awake = git_show(&platform.git, "infra", "sbx-pr-42", kustomization_path).unwrap();
+    let name = submit(
+        &cluster,
+        "sweep-sleep-pr-42-",
+        "sleep-sandbox",
+        None,
+        &[
+            ("pr-number", "42"),
+            ("repository", "acme/platform"),
+            ("repository-name", "platform"),
+            ("reason", "idle"),
+        ],
+    );
+    let slept = cluster.wait("argo", &name, Duration::from_secs(600));
+    report(&name, &slept);
+    assert_eq!(slept["status"]["phase"], "Succeeded", "{}", slept["status"]);
+    let asleep = git_show(&platform.git, "infra", "sbx-pr-42", kustomization_path).unwrap();
+    assert!(
+        asleep.contains("sandbox-steps.io/asleep-reason: \"idle\"")
+            && asleep.contains(patch_kustomize::kustomization::SLEEP_PATCH),
+        "{asleep}"
+    );
+    assert_eq!(output(node(&slept, "kustomize"), "asleep"), "true");
+    assert_eq!(
+        output(node(&slept, "synced"), "revision"),
+        output(node(&slept, "kustomize"), "commit")
+    );
+    let admission = cluster.wait("argo", &queued_name, Duration::from_secs(180));
+    report(&queued_name, &admission);
+    assert_eq!(
+        admission["status"]["phase"], "Succeeded",
+        "49 admitted into the slot 42's sleep freed: {}",
+        admission["status"]
+    );
+    assert_eq!(
+        admission_keys(&cluster.api),
+        ["admitted.sbx-pr-49", "asleep.sbx-pr-42"]
+    );
+    assert_eq!(card_states(&platform.github, 49), ["queued"]);
+    let card = card_body(&platform.github, 42);
+    assert!(
+        card.contains(":zzz: Sandbox `sbx-pr-42`: sleeping")
+            && card.contains("| Sleeping | since ")
+            && card.contains("(idle): scaled to zero"),
+        "{card}"
+    );
+    let wake = |author: &str, text: &str| {
+        let id = platform.github.add_comment(42, author, text);
+        let name = events.deliver(&cluster, "wake-sandbox", &comment_event(42, id, text));
+        let run = cluster.wait("argo", &name, Duration::from_secs(600));
+        report(&name, &run);
+        (id, run)
+    };
+    let (refused_id, refused) = wake("passer-by", "/wake");
+    assert_eq!(
+        refused["status"]["phase"], "Failed",
+        "{}",
+        refused["status"]
+    );
+    assert_eq!(attempts(&refused, "authorize"), ["3"]);
+    assert_eq!(platform.github.reactions(refused_id), ["confused"]);
+    assert_eq!(
+        git_show(&platform.git, "infra", "sbx-pr-42", kustomization_path).unwrap(),
+        asleep
+    );
+    assert!(card_body(&platform.github, 42).contains("sleeping"));
+    platform.github.set_permission("maintainer", "write");
+    let (id, woken) = wake("maintainer", "/wake please");
+    assert_eq!(woken["status"]["phase"], "Succeeded", "{}", woken["status"]);
+    assert_eq!(platform.github.reactions(id), ["+1"]);
+    assert_eq!(
+        git_show(&platform.git, "infra", "sbx-pr-42", kustomization_path).unwrap(),
+        awake,
+        "woken: the kustomization as it was before the sleep"
+    );
+    assert_eq!(
+        admission_keys(&cluster.api),
+        ["admitted.sbx-pr-42", "admitted.sbx-pr-49"]
+    );
+    assert_eq!(
+        card_states(&platform.github, 42),
+        ["creating", "ready", "updating", "ready", "sleeping", "ready"]
+    );
+    eprintln!(
+        "sleep-sandbox: {} s; /wake from the webhook's delivery to ready: {} s (refused: {} s)",
+        seconds_between(
+            &slept["status"]["startedAt"],
+            &slept["status"]["finishedAt"]
+        ),
+        seconds_between(
+            &woken["status"]["startedAt"],
+            &woken["status"]["finishedAt"]
+        ),
+        seconds_between(
+            &refused["status"]["startedAt"],
+            &refused["status"]["finishedAt"]
+        )
+    );
+
     // 2. The pull request is closed: delete-sandbox. GitHub answers 503 to cleanup-branch's
     // first attempt (7 times: its own retries spent, it exits 4) and Argo retries the step.
     platform.github.set_pull_state(42, "closed");
@@ -1268,14 +1360,6 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         deleted["status"]
     );
     assert_eq!(output(node(&deleted, "release"), "released"), "true");
-    // 42's slot went to 49, which waited for it.
-    let admission = cluster.wait("argo", &queued_name, Duration::from_secs(180));
-    report(&queued_name, &admission);
-    assert_eq!(
-        admission["status"]["phase"], "Succeeded",
-        "{}",
-        admission["status"]
-    );
     assert_eq!(admitted(&cluster.api), ["sbx-pr-49"]);
     assert_eq!(card_states(&platform.github, 49), ["queued"]);
     // 49 was only a request: its slot freed as its deletion would.
@@ -1339,10 +1423,11 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "0",
         "drop-db dropped its owner role"
     );
-    // One card from creating to deleted (the push in between); the deployments inactive.
+    // One card from creating to deleted (the push, the sleep and the wake in between); the
+    // deployments inactive.
     assert_eq!(
         card_states(&platform.github, 42),
-        ["creating", "ready", "updating", "ready", "deleting", "deleted"]
+        ["creating", "ready", "updating", "ready", "sleeping", "ready", "deleting", "deleted"]
     );
     let cards = platform
         .github
@@ -1637,26 +1722,13 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     platform
         .github
         .add_pull_with(48, "open", "feature/quiet", &labelled, now - 60 * 3600);
-    let sweep = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "sweep-", "namespace": "argo"},
-        "spec": {
-            "workflowTemplateRef": {"name": "sweep", "clusterScope": true},
-            "arguments": {"parameters": [
-                {"name": "apply", "value": "true"},
-                {"name": "gcs-project", "value": "e2e"},
-            ]},
-        },
-    });
-    let (status, created) = cluster.api.request(
-        "POST",
-        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
-        Some(sweep),
+    let sweep_name = submit(
+        &cluster,
+        "sweep-",
+        "sweep",
         None,
+        &[("apply", "true"), ("gcs-project", "e2e")],
     );
-    assert_eq!(status, 201, "{created}");
-    let sweep_name = created["metadata"]["name"].as_str().unwrap().to_owned();
     let swept = cluster.wait("argo", &sweep_name, Duration::from_secs(900));
     report(&sweep_name, &swept);
     assert_eq!(swept["status"]["phase"], "Succeeded", "{}", swept["status"]);
@@ -1804,23 +1876,7 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
             &refused["status"]["finishedAt"]
         )
     );
-    let sweep = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "sweep-", "namespace": "argo"},
-        "spec": {
-            "workflowTemplateRef": {"name": "sweep", "clusterScope": true},
-            "arguments": {"parameters": [{"name": "gcs-project", "value": "e2e"}]},
-        },
-    });
-    let (status, created) = cluster.api.request(
-        "POST",
-        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
-        Some(sweep),
-        None,
-    );
-    assert_eq!(status, 201, "{created}");
-    let name = created["metadata"]["name"].as_str().unwrap().to_owned();
+    let name = submit(&cluster, "sweep-", "sweep", None, &[("gcs-project", "e2e")]);
     let swept = cluster.wait("argo", &name, Duration::from_secs(600));
     report(&name, &swept);
     assert_eq!(swept["status"]["phase"], "Succeeded", "{}", swept["status"]);
@@ -2018,6 +2074,53 @@ fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 /// The sandboxes admit-sandbox counts as live (the ConfigMap sandbox-admission in `argo`).
+/// Submits a Workflow of the ClusterWorkflowTemplate `template` with these parameters (and
+/// another entrypoint when given), as `argo submit --from clusterworkflowtemplate/...` does;
+/// its name.
+fn submit(
+    cluster: &Cluster,
+    generate_name: &str,
+    template: &str,
+    entrypoint: Option<&str>,
+    parameters: &[(&str, &str)],
+) -> String {
+    let parameters: Vec<Value> = parameters
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let mut workflow = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": generate_name, "namespace": "argo"},
+        "spec": {
+            "workflowTemplateRef": {"name": template, "clusterScope": true},
+            "arguments": {"parameters": parameters},
+        },
+    });
+    if let Some(entrypoint) = entrypoint {
+        workflow["spec"]["entrypoint"] = json!(entrypoint);
+    }
+    let (status, created) = cluster.api.request(
+        "POST",
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflows",
+        Some(workflow),
+        None,
+    );
+    assert_eq!(status, 201, "{created}");
+    created["metadata"]["name"].as_str().unwrap().to_owned()
+}
+
+/// The keys of admit-sandbox's ConfigMap.
+fn admission_keys(api: &KubeApiServer) -> Vec<String> {
+    let (_, cm) = api.get("/api/v1/namespaces/argo/configmaps/sandbox-admission");
+    cm["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 fn admitted(api: &KubeApiServer) -> Vec<String> {
     let (_, cm) = api.get("/api/v1/namespaces/argo/configmaps/sandbox-admission");
     cm["data"]
@@ -2086,6 +2189,8 @@ fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
         "delete-sandbox",
         "update-sandbox",
         "extend-sandbox",
+        "sleep-sandbox",
+        "wake-sandbox",
         "sweep",
     ] {
         let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");
