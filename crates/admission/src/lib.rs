@@ -26,6 +26,10 @@ pub struct Admitted {
     pub requested: String,
     /// When it was admitted.
     pub since: String,
+    /// Its last sign of use seen here: a push (update-sandbox asks again) or a wake. Unset: since
+    /// it was admitted. The idlest sandbox is the one whose last sign is oldest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
 }
 
 /// A request waiting for a slot; its waiter renews it while it waits.
@@ -198,6 +202,7 @@ impl Admission {
                     pr: entry.pr,
                     requested: entry.requested,
                     since: time(now),
+                    active: None,
                 },
             );
             return (Decision::Admit, true);
@@ -241,6 +246,60 @@ impl Admission {
         let queued = self.queued.remove(env).is_some();
         let asleep = self.asleep.remove(env).is_some();
         admitted || queued || asleep
+    }
+
+    /// An admitted sandbox asked again (a push, a re-run): it is in use. Records the time when
+    /// the last record is older than `every` (so that a burst of pushes writes once); whether the
+    /// state changed.
+    pub fn touch(&mut self, env: &str, now: SystemTime, every: Duration) -> bool {
+        let Some(entry) = self.admitted.get_mut(env) else {
+            return false;
+        };
+        let last = entry.active.as_deref().unwrap_or(&entry.since);
+        if parse(last).is_some_and(|t| t + every > now) {
+            return false;
+        }
+        entry.active = Some(time(now));
+        true
+    }
+
+    /// The admitted sandbox whose last sign of use is oldest (ties by name), other than `except`.
+    pub fn idlest(&self, except: &str) -> Option<(String, u64)> {
+        self.admitted
+            .iter()
+            .filter(|(env, _)| env.as_str() != except)
+            .map(|(env, a)| {
+                let last = parse(a.active.as_deref().unwrap_or(&a.since));
+                (last.unwrap_or(SystemTime::UNIX_EPOCH), env, a.pr)
+            })
+            .min()
+            .map(|(_, env, pr)| (env.clone(), pr))
+    }
+
+    /// A request that, first in line at the cap, makes room by putting the idlest admitted
+    /// sandbox to sleep: it waits in the queue like [`Admission::request`] while others wait
+    /// ahead of it (it never passes them), and once first, with no slot free, the idlest goes to
+    /// sleep and it is admitted. Returns the decision, the sandbox put to sleep (environment,
+    /// pull request) and whether the state changed.
+    pub fn request_or_sleep_idlest(
+        &mut self,
+        env: &str,
+        pr: u64,
+        requested: SystemTime,
+        cap: usize,
+        now: SystemTime,
+        renew_after: Duration,
+    ) -> (Decision, Option<(String, u64)>, bool) {
+        let (decision, changed) = self.request(env, pr, requested, cap, now, renew_after);
+        if !matches!(decision, Decision::Queued { position: 1, .. }) {
+            return (decision, None, changed);
+        }
+        let Some((victim, victim_pr)) = self.idlest(env) else {
+            return (decision, None, changed);
+        };
+        self.sleep(&victim, victim_pr, now);
+        let (decision, _) = self.request(env, pr, requested, cap, now, renew_after);
+        (decision, Some((victim, victim_pr)), true)
     }
 
     /// `env` goes to sleep: its slot (or its place in the queue) is freed for the next in line,
@@ -382,6 +441,46 @@ mod tests {
         state.sleep("sbx-pr-1", 0, at(6));
         assert!(state.release("sbx-pr-1"));
         assert_eq!(state, Admission::default());
+    }
+
+    #[test]
+    fn sleep_idlest_makes_room_only_for_the_first_in_line() {
+        let mut state = Admission::default();
+        state.request("sbx-pr-1", 1, at(0), 2, at(0), MINUTE);
+        state.request("sbx-pr-2", 2, at(1), 2, at(1), MINUTE);
+        // 1 was pushed to at 30: 2 is the idlest.
+        assert!(state.touch("sbx-pr-1", at(30), MINUTE));
+        assert!(
+            !state.touch("sbx-pr-1", at(30) + MINUTE / 2, MINUTE),
+            "written once a minute"
+        );
+        assert_eq!(state.idlest(""), Some(("sbx-pr-2".into(), 2)));
+        // 3 waits in wait mode; 4 asks with sleep-idlest: it does not pass 3.
+        state.request("sbx-pr-3", 3, at(40), 2, at(40), MINUTE);
+        let (decision, slept, _) =
+            state.request_or_sleep_idlest("sbx-pr-4", 4, at(41), 2, at(41), MINUTE);
+        assert_eq!(
+            (decision, slept),
+            (Decision::Queued { position: 2, of: 2 }, None)
+        );
+        // 3 is admitted by a release; now 4 is first in line: the idlest (2) sleeps for it.
+        state.release("sbx-pr-1");
+        state.request("sbx-pr-3", 3, at(40), 2, at(42), MINUTE);
+        let (decision, slept, changed) =
+            state.request_or_sleep_idlest("sbx-pr-4", 4, at(41), 2, at(43), MINUTE);
+        assert_eq!(decision, Decision::Admit);
+        assert_eq!(slept, Some(("sbx-pr-2".into(), 2)));
+        assert!(changed);
+        assert_eq!(
+            state.admitted.keys().collect::<Vec<_>>(),
+            ["sbx-pr-3", "sbx-pr-4"]
+        );
+        assert!(state.asleep.contains_key("sbx-pr-2"));
+        // Under the cap nothing sleeps.
+        let mut roomy = Admission::default();
+        let (decision, slept, _) =
+            roomy.request_or_sleep_idlest("sbx-pr-5", 5, at(0), 2, at(0), MINUTE);
+        assert_eq!((decision, slept), (Decision::Admit, None));
     }
 
     #[test]

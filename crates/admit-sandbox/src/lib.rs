@@ -23,7 +23,14 @@ pub const NAME: &str = "admit-sandbox";
 
 /// The files this step writes in `--outputs-dir`.
 pub const OUTPUTS: &[&str] = &[
-    "admitted", "live", "position", "queued", "released", "asleep",
+    "admitted",
+    "live",
+    "position",
+    "queued",
+    "released",
+    "asleep",
+    "put-to-sleep",
+    "put-to-sleep-pr",
 ];
 
 const EXAMPLE: &str = "\
@@ -34,6 +41,9 @@ Example:
   # outputs: admitted=true live=10 position=0 queued=2 released=false
   admit-sandbox --environment sbx-pr-42 --namespace argo --release   # delete-sandbox, last
   admit-sandbox --environment sbx-pr-42 --namespace argo --sleep     # sleep-sandbox: frees the slot
+
+With --when-full sleep-idlest, first in line at the cap: the idlest live sandbox (the oldest last
+push or wake) is recorded asleep and its slot taken; put-to-sleep names it for sleep-sandbox.
 
 Exit codes: 0 admitted (now or before), released, or recorded asleep; 2 invalid flags; 3 the cap reached with
 --when-full refuse, or access to the ConfigMap refused (with the RBAC needed); 4 the Kubernetes
@@ -46,6 +56,9 @@ pub enum WhenFull {
     Wait,
     /// Exit 3 with the reason.
     Refuse,
+    /// First in line, put the idlest live sandbox to sleep (the outputs name it: the workflow
+    /// starts its sleep-sandbox) and take its slot; behind others, wait like `wait`.
+    SleepIdlest,
 }
 
 /// Admit a sandbox under a cap on live sandboxes, or queue it; or release its slot.
@@ -253,6 +266,8 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
     let mut shown: Option<Decision> = None;
     ctx.outputs.set("released", "false")?;
     ctx.outputs.set("asleep", "false")?;
+    ctx.outputs.set("put-to-sleep", "")?;
+    ctx.outputs.set("put-to-sleep-pr", "")?;
     loop {
         let (found, mut state) = read(&api, name).await?;
         requests += 1;
@@ -319,9 +334,40 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
             return outputs(&ctx, &state, false, 0);
         }
 
+        let mut put_to_sleep = None;
         let (decision, changed) = match args.when_full {
             WhenFull::Wait if !args.dry_run => {
                 state.request(env, args.pr_number, requested, cap, now, args.lease / 3)
+            }
+            WhenFull::SleepIdlest if !args.dry_run => {
+                let (decision, slept, changed) = state.request_or_sleep_idlest(
+                    env,
+                    args.pr_number,
+                    requested,
+                    cap,
+                    now,
+                    args.lease / 3,
+                );
+                put_to_sleep = slept;
+                (decision, changed)
+            }
+            WhenFull::SleepIdlest => {
+                // A dry run: decided on a copy, nothing written.
+                let mut trial = state.clone();
+                let (decision, slept, _) = trial.request_or_sleep_idlest(
+                    env,
+                    args.pr_number,
+                    requested,
+                    cap,
+                    now,
+                    args.lease / 3,
+                );
+                if let Some((victim, _)) = slept {
+                    tracing::info!(
+                        "dry run: {victim} would be put to sleep to make room for {env}"
+                    );
+                }
+                (decision, false)
             }
             _ => {
                 let decision = state.request_or_refuse(env, args.pr_number, requested, cap, now);
@@ -332,6 +378,14 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
         let live = state.admitted.len();
         match &decision {
             Decision::AlreadyAdmitted => {
+                // Asked again (a push, a re-run): in use, which the idlest is chosen by;
+                // written at most once a third of the lease (a burst of pushes writes once).
+                if !args.dry_run && state.touch(env, now, args.lease / 3) {
+                    requests += 1;
+                    if !write(&api, name, found, &state).await? {
+                        continue;
+                    }
+                }
                 tracing::info!("{env} was admitted before: {live} live ({cap_text})");
                 return outputs(&ctx, &state, true, 0);
             }
@@ -371,6 +425,14 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
                 // Another request changed the ConfigMap since it was read: decide again.
                 continue;
             }
+        }
+        if let Some((victim, victim_pr)) = &put_to_sleep {
+            tracing::info!(
+                "{victim} (#{victim_pr}), the idlest live sandbox, recorded asleep to make room \
+                 for {env} (--when-full sleep-idlest): the workflow puts it to sleep"
+            );
+            ctx.outputs.set("put-to-sleep", victim)?;
+            ctx.outputs.set("put-to-sleep-pr", &victim_pr.to_string())?;
         }
         match decision {
             Decision::Admit => {

@@ -475,3 +475,69 @@ fn sleeping_frees_the_slot_and_waking_waits_for_one() {
     let keys: Vec<&String> = cm["data"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["admitted.sbx-pr-1"]);
 }
+
+/// --when-full sleep-idlest: at the cap, the live sandbox asked for least recently (a push asks
+/// again) is recorded asleep and its slot taken, in one compare-and-swap; the outputs name it
+/// for sleep-sandbox. A dry run says which, and writes nothing.
+#[test]
+fn sleep_idlest_takes_the_slot_of_the_least_recently_used() {
+    let ns = Ns::new("admit-sleep-idlest", true);
+    for pr in [1, 2] {
+        let (out, _) = ns.run(&[
+            "--environment",
+            &format!("sbx-pr-{pr}"),
+            "--pr-number",
+            &pr.to_string(),
+            "--max-sandboxes",
+            "2",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // A push to 1 (update-sandbox asks again): 2 is now the idlest.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (out, _) = ns.run(&["--environment", "sbx-pr-1", "--max-sandboxes", "2"]);
+    assert!(text(&out).contains("admitted before"), "{}", text(&out));
+    let asks = |dry: bool| {
+        let mut args = vec![
+            "--environment",
+            "sbx-pr-3",
+            "--pr-number",
+            "3",
+            "--max-sandboxes",
+            "2",
+            "--when-full",
+            "sleep-idlest",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        ns.run(&args)
+    };
+    let (out, outputs) = asks(true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("sbx-pr-2 would be put to sleep to make room for sbx-pr-3"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(outputs["put-to-sleep"], "");
+    assert_eq!(
+        ns.state().0,
+        ["sbx-pr-1", "sbx-pr-2"],
+        "a dry run writes nothing"
+    );
+    let (out, outputs) = asks(false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outputs["admitted"], "true");
+    assert_eq!(outputs["put-to-sleep"], "sbx-pr-2");
+    assert_eq!(outputs["put-to-sleep-pr"], "2");
+    let (_, cm) = shared().get(&format!(
+        "/api/v1/namespaces/{}/configmaps/sandbox-admission",
+        ns.name
+    ));
+    let keys: Vec<&String> = cm["data"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["admitted.sbx-pr-1", "admitted.sbx-pr-3", "asleep.sbx-pr-2"]
+    );
+}

@@ -35,6 +35,7 @@ pub struct Report {
     pub database: BTreeMap<String, String>,
     pub orders_read_as_owner: String,
     pub after_delete: AfterDelete,
+    pub capacity: CapacityReport,
     pub sweep: SweepReport,
     /// Pull request 42's card (report-status): the states it showed, in order, one comment
     /// throughout; its Markdown when the sandbox was ready, and at the end.
@@ -57,6 +58,25 @@ pub struct SweepReport {
     pub deleted: Vec<String>,
     /// What is left of sandboxes 44 and 45 afterwards (branches, Application files, databases).
     pub left: Vec<String>,
+}
+
+/// Sleep, wake and the cap on live sandboxes.
+#[derive(Debug, Default)]
+pub struct CapacityReport {
+    /// The sleep commit's diff of #42's kustomization.
+    pub sleep_diff: String,
+    /// #42's card row while it slept.
+    pub sleeping_row: String,
+    /// The reactions on the maintainer's `/wake`.
+    pub wake_reactions: Vec<String>,
+    /// Whether the wake left #42's kustomization byte for byte as before the sleep.
+    pub woken_as_before: bool,
+    /// admit-sandbox's ConfigMap once #46 waited at the cap of two (its keys).
+    pub at_cap: Vec<String>,
+    /// #46's card row while it waited.
+    pub queue_row: String,
+    /// The ConfigMap's keys once #45's sleep gave #46 its slot.
+    pub after_sleep: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -378,6 +398,46 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         report.orders_read_as_owner
     ));
 
+    // #42 idle: the sweep (its sleep-after) puts it to sleep; here sleep-sandbox runs as the
+    // sweep's `sleep` step submits it. Then a maintainer comments /wake (the Sensor on
+    // issue_comment submits wake-sandbox).
+    let kustomization = "kustomize/environments/sandbox/kustomization.yaml";
+    let show_42 = format!("sbx-pr-42:{kustomization}");
+    let before_sleep = git(&git_server, "infra", &["show", &show_42]).1;
+    say("\n== sleep-sandbox for acme/platform#42 (idle, as the sweep's sleep-after decides)");
+    let mut sleep = parameters(42, "feature/JIRA-42-checkout");
+    sleep.insert("reason".to_owned(), "idle".to_owned());
+    runner.run_workflow("sleep-sandbox", None, &sleep, "argo")?;
+    report.capacity.sleep_diff = git(
+        &git_server,
+        "infra",
+        &["diff", "sbx-pr-42~1", "sbx-pr-42", "--", kustomization],
+    )
+    .1;
+    report.capacity.sleeping_row = card_of(&github, 42)
+        .lines()
+        .find(|l| l.starts_with("| Sleeping |"))
+        .unwrap_or_default()
+        .to_owned();
+    say(&format!(
+        "the sleep, one commit on sbx-pr-42 (every Deployment and StatefulSet at 0; what was \
+         there recorded):\n{}#42's card: {}",
+        report.capacity.sleep_diff, report.capacity.sleeping_row
+    ));
+    github.set_permission("maintainer", "write");
+    let wake_comment = github.add_comment(42, "maintainer", "/wake");
+    say("\n== wake-sandbox for acme/platform#42 (a maintainer commented /wake)");
+    let mut wake = parameters(42, "feature/JIRA-42-checkout");
+    wake.insert("comment-id".to_owned(), wake_comment.to_string());
+    runner.run_workflow("wake-sandbox", None, &wake, "argo")?;
+    report.capacity.wake_reactions = github.reactions(wake_comment);
+    report.capacity.woken_as_before =
+        git(&git_server, "infra", &["show", &show_42]).1 == before_sleep;
+    say(&format!(
+        "the comment's reactions: {:?}; the kustomization as before the sleep: {}",
+        report.capacity.wake_reactions, report.capacity.woken_as_before
+    ));
+
     // Pull request 42 is merged and closed; 43 loses its label but stays open.
     github.set_pull_state(42, "closed");
     for (pr, head, why) in [
@@ -480,22 +540,94 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         &["create-sandbox"],
         hours_ago(100),
     );
-    for (pr, head) in [
-        (44, "feature/JIRA-44-cart"),
-        (45, "feature/JIRA-45-export"),
-        (46, "feature/JIRA-46-search"),
-    ] {
-        say(&format!(
-            "\n== create-sandbox for acme/platform#{pr} ({head})"
-        ));
+    // A cap of two live sandboxes (install setting max-sandboxes) and three pull requests
+    // asking: #44 and #45 are admitted, #46 waits its turn with its place on its card, until
+    // #45, idle for 100 h, is put to sleep and its slot goes to #46.
+    say(
+        "\n== create-sandbox for acme/platform#44, #45 and #46 at a cap of two live sandboxes \
+         (max-sandboxes: 2): they run at once",
+    );
+    let capped = |pr: u64, head: &str| {
+        let mut p = parameters(pr, head);
+        p.insert("max-sandboxes".to_owned(), "2".to_owned());
+        p.insert(
+            "requested-at".to_owned(),
+            format!("2026-12-01T09:0{}:00Z", pr - 44),
+        );
+        p
+    };
+    let admission_keys = || {
+        runner
+            .env()
+            .kube
+            .configmap_data("argo", "sandbox-admission")
+            .unwrap_or_default()
+            .into_keys()
+            .collect::<Vec<String>>()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("the demo waited 300 s for {what}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    };
+    for pr in [44, 45, 46] {
         gcs.create_bucket(&format!("acme-sbx-pr-{pr}"));
-        runner.run_workflow("create-sandbox", None, &parameters(pr, head), "argo")?;
     }
+    std::thread::scope(|scope| -> Result<(), String> {
+        let runner = &runner;
+        let first: Vec<_> = [(44, "feature/JIRA-44-cart"), (45, "feature/JIRA-45-export")]
+            .into_iter()
+            .map(|(pr, head)| {
+                let parameters = capped(pr, head);
+                scope
+                    .spawn(move || runner.run_workflow("create-sandbox", None, &parameters, "argo"))
+            })
+            .collect();
+        wait_for("#44 and #45 admitted", &|| {
+            let keys = admission_keys();
+            keys.contains(&"admitted.sbx-pr-44".to_owned())
+                && keys.contains(&"admitted.sbx-pr-45".to_owned())
+        })?;
+        let third_parameters = capped(46, "feature/JIRA-46-search");
+        let third = scope
+            .spawn(move || runner.run_workflow("create-sandbox", None, &third_parameters, "argo"));
+        wait_for("#46's card to show its place", &|| {
+            card_of(&github, 46).contains("| Queue |")
+        })?;
+        report.capacity.at_cap = admission_keys();
+        report.capacity.queue_row = card_of(&github, 46)
+            .lines()
+            .find(|l| l.starts_with("| Queue |"))
+            .unwrap_or_default()
+            .to_owned();
+        say(&format!(
+            "admit-sandbox's ConfigMap: {:?}; #46's card: {}",
+            report.capacity.at_cap, report.capacity.queue_row
+        ));
+        for run in first {
+            run.join().map_err(|_| "a create panicked".to_owned())??;
+        }
+        say("\n== sleep-sandbox for acme/platform#45 (idle for 100 h): its slot goes to #46");
+        let mut sleep = parameters(45, "feature/JIRA-45-export");
+        sleep.insert("reason".to_owned(), "idle".to_owned());
+        runner.run_workflow("sleep-sandbox", None, &sleep, "argo")?;
+        third.join().map_err(|_| "a create panicked".to_owned())??;
+        report.capacity.after_sleep = admission_keys();
+        say(&format!(
+            "#46 created; admit-sandbox's ConfigMap: {:?}",
+            report.capacity.after_sleep
+        ));
+        Ok(())
+    })?;
     github.set_pull_state(44, "closed");
     // A maintainer comments `/extend` on #46: the Sensor on issue_comment would submit
     // extend-sandbox; report-status checks the write access, reacts, and the card shows the new
     // expiry. The sweep reads the same comment from the pull request's timeline.
-    github.set_permission("maintainer", "write");
     let comment = github.add_comment(46, "maintainer", "/extend\nreviewing it tomorrow");
     say(
         "\n== extend-sandbox for acme/platform#46 (a maintainer commented /extend; idle for 100 h)",

@@ -145,6 +145,11 @@ impl Scope {
 }
 
 impl Runner {
+    /// What the runner's "cluster" provides (the Kubernetes API double among it).
+    pub fn env(&self) -> &Environment {
+        &self.env
+    }
+
     /// Loads every ClusterWorkflowTemplate under `dir`.
     pub fn new(dir: &Path, env: Environment) -> Runner {
         let mut templates = BTreeMap::new();

@@ -70,10 +70,53 @@ fn the_whole_lifecycle_runs_locally() {
                 .contains("unless a push or `/extend` (by a writer)"),
         "{sweep:?}"
     );
+    // Sleep and wake: #42's sleep is one commit that only zeroes and records; the card says
+    // since when and how to wake it; a maintainer's /wake (👍) wakes it byte for byte.
+    let capacity = &report.capacity;
+    assert!(
+        capacity
+            .sleep_diff
+            .contains("+    sandbox-steps.io/asleep-reason: \"idle\"")
+            && capacity.sleep_diff.contains("+      kind: StatefulSet"),
+        "{}",
+        capacity.sleep_diff
+    );
+    assert!(
+        capacity.sleeping_row.starts_with("| Sleeping | since ")
+            && capacity.sleeping_row.contains("(idle)")
+            && capacity.sleeping_row.contains("`/wake`"),
+        "{}",
+        capacity.sleeping_row
+    );
+    assert_eq!(capacity.wake_reactions, ["+1"]);
+    assert!(capacity.woken_as_before);
+    // Three requests at a cap of two: #46 waits, its card shows its place; #45's sleep frees a
+    // slot and #46 takes it.
+    assert_eq!(
+        capacity.at_cap,
+        [
+            "admitted.sbx-pr-44",
+            "admitted.sbx-pr-45",
+            "queued.sbx-pr-46"
+        ]
+    );
+    assert!(
+        capacity.queue_row.starts_with("| Queue | position 1 of 1"),
+        "{}",
+        capacity.queue_row
+    );
+    assert_eq!(
+        capacity.after_sleep,
+        [
+            "admitted.sbx-pr-44",
+            "admitted.sbx-pr-46",
+            "asleep.sbx-pr-45"
+        ]
+    );
     // Pull request 42's card: one comment from creating to deleted, ready with its URL.
     assert_eq!(
         report.card_states,
-        ["creating", "ready", "updating", "ready", "deleting", "deleted"],
+        ["creating", "ready", "updating", "ready", "sleeping", "ready", "deleting", "deleted"],
         "{}",
         report.card_at_end
     );

@@ -126,6 +126,22 @@ impl KubeApiDouble {
         publish(&mut state, rv, kind, object);
     }
 
+    /// ConfigMap `namespace/name`'s data, when it exists.
+    pub fn configmap_data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        let state = self.state.lock().unwrap();
+        let object = state
+            .configmaps
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        Some(
+            object["data"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect(),
+        )
+    }
+
     /// Deletes Workflow `namespace/name`.
     pub fn delete_workflow(&self, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
