@@ -233,12 +233,15 @@ fn resource_manifest(template: &str, inputs: &[(&str, &str)]) -> Value {
         text = text.replace(&format!("{{{{inputs.parameters.{name}}}}}"), value);
     }
     text = text.replace("{{workflow.namespace}}", "argo");
+    text = text.replace("{{workflow.name}}", "create-sandbox-pr-8-x7k2p");
     for (name, value) in [
         ("infra-repo", "https://git.example/acme/infra.git"),
         ("vault-addr", "https://vault.example:8200"),
         ("integration-bucket", "acme-integration"),
         ("database-backups", "gs://acme-integration-backups/nightly/"),
         ("storage-emulator-host", ""),
+        ("repository", "acme/platform"),
+        ("repository-name", "platform"),
     ] {
         text = text.replace(&format!("{{{{workflow.parameters.{name}}}}}"), value);
     }
@@ -392,10 +395,40 @@ fn the_admission_policy_confines_the_workflows_account_to_sandboxes() {
     let mut workflow = child_workflow(sandbox);
     workflow["metadata"]["namespace"] = "kube-system".into();
     expect_denied("workflow in kube-system", create(server, &workflow, &token));
+    // Outside the sandboxes, only create-sandbox's sleep-sandbox Workflow in argo
+    // (--when-full sleep-idlest), run as this same account.
+    let sleep = || resource_manifest("sleep-idlest", &[("pr-number", "7")]);
+    let mut workflow = sleep();
+    workflow["spec"]["workflowTemplateRef"]["name"] = "delete-sandbox".into();
+    expect_denied("delete-sandbox in argo", create(server, &workflow, &token));
+    let mut workflow = sleep();
+    workflow["spec"]["serviceAccountName"] = "sandbox-sweep".into();
+    expect_denied(
+        "sleep-sandbox as another account",
+        create(server, &workflow, &token),
+    );
+    let mut workflow = sleep();
+    workflow["spec"]["templates"] = json!([{"name": "x",
+        "container": {"image": "busybox", "command": ["true"]}}]);
+    expect_denied(
+        "sleep-sandbox with templates of its own",
+        create(server, &workflow, &token),
+    );
+    let mut workflow = sleep();
+    workflow["metadata"]["namespace"] = "default".into();
+    expect_denied(
+        "sleep-sandbox in default",
+        create(server, &workflow, &token),
+    );
     assert!(
         refused.is_empty(),
         "not denied by the policy:\n{}",
         refused.join("\n")
+    );
+    let (status, body) = create(server, &sleep(), &token);
+    assert_eq!(
+        status, 201,
+        "create-sandbox's sleep-idlest Workflow: {body}"
     );
 
     // Others are not blocked: the administrator, and the namespace controller, which empties the

@@ -1327,6 +1327,77 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         card_states(&platform.github, 42),
         ["creating", "ready", "updating", "ready", "sleeping", "ready"]
     );
+    // 1d. `when-full: sleep-idlest` at a cap of one: PR 50's request makes room. 42, the only
+    // live sandbox once 49's slot is given back (49 was only a request), is recorded asleep in
+    // the same write that admits 50, and the admission creates 42's sleep-sandbox Workflow
+    // (reason capacity) as the workflows' account, under its admission policy.
+    let path = "/api/v1/namespaces/argo/configmaps/sandbox-admission";
+    let give_back = |env: &str| {
+        let (_, mut configmap) = cluster.api.get(path);
+        configmap["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove(&format!("admitted.{env}"));
+        let (status, answer) = cluster.api.request("PUT", path, Some(configmap), None);
+        assert_eq!(status, 200, "{answer}");
+    };
+    give_back("sbx-pr-49");
+    platform.github.add_pull(50, "open", "feature/room");
+    let making_room = submit(
+        &cluster,
+        "admission-pr-50-",
+        "create-sandbox",
+        Some("admission"),
+        &[
+            ("pr-number", "50"),
+            ("head-ref", "feature/room"),
+            ("repository", "acme/platform"),
+            ("repository-name", "platform"),
+            ("max-sandboxes", "1"),
+            ("when-full", "sleep-idlest"),
+            ("environment", "sbx-pr-50"),
+            ("shown", "0"),
+        ],
+    );
+    let made_room = cluster.wait("argo", &making_room, Duration::from_secs(300));
+    report(&making_room, &made_room);
+    assert_eq!(
+        made_room["status"]["phase"], "Succeeded",
+        "{}",
+        made_room["status"]
+    );
+    assert_eq!(
+        output(node(&made_room, "admit"), "put-to-sleep"),
+        "sbx-pr-42"
+    );
+    let sleepers = workflows_labelled(
+        &cluster.api,
+        &format!("sandbox-steps.io/made-room-for={making_room}"),
+    );
+    assert_eq!(sleepers.len(), 1, "{sleepers:?}");
+    let slept_for_room = cluster.wait("argo", &sleepers[0], Duration::from_secs(600));
+    report(&sleepers[0], &slept_for_room);
+    assert_eq!(
+        slept_for_room["status"]["phase"], "Succeeded",
+        "{}",
+        slept_for_room["status"]
+    );
+    assert!(
+        git_show(&platform.git, "infra", "sbx-pr-42", kustomization_path)
+            .unwrap()
+            .contains("sandbox-steps.io/asleep-reason: \"capacity\""),
+    );
+    assert_eq!(
+        admission_keys(&cluster.api),
+        ["admitted.sbx-pr-50", "asleep.sbx-pr-42"]
+    );
+    let card = card_body(&platform.github, 42);
+    assert!(
+        card.contains("(to make room for another sandbox)"),
+        "{card}"
+    );
+    // 50 was only a request: its slot freed as its deletion would.
+    give_back("sbx-pr-50");
     eprintln!(
         "sleep-sandbox: {} s; /wake from the webhook's delivery to ready: {} s (refused: {} s)",
         seconds_between(
@@ -1359,18 +1430,10 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "{}",
         deleted["status"]
     );
+    // The sleeping sandbox's record went with it.
     assert_eq!(output(node(&deleted, "release"), "released"), "true");
-    assert_eq!(admitted(&cluster.api), ["sbx-pr-49"]);
+    assert!(admission_keys(&cluster.api).is_empty());
     assert_eq!(card_states(&platform.github, 49), ["queued"]);
-    // 49 was only a request: its slot freed as its deletion would.
-    let path = "/api/v1/namespaces/argo/configmaps/sandbox-admission";
-    let (_, mut configmap) = cluster.api.get(path);
-    configmap["data"]
-        .as_object_mut()
-        .unwrap()
-        .remove("admitted.sbx-pr-49");
-    let (status, answer) = cluster.api.request("PUT", path, Some(configmap), None);
-    assert_eq!(status, 200, "{answer}");
     assert_eq!(
         attempts(&deleted, "branch"),
         ["4", "0"],
@@ -1423,11 +1486,14 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "0",
         "drop-db dropped its owner role"
     );
-    // One card from creating to deleted (the push, the sleep and the wake in between); the
-    // deployments inactive.
+    // One card from creating to deleted (the push, the sleep, the wake and the sleep to make
+    // room in between); the deployments inactive.
     assert_eq!(
         card_states(&platform.github, 42),
-        ["creating", "ready", "updating", "ready", "sleeping", "ready", "deleting", "deleted"]
+        [
+            "creating", "ready", "updating", "ready", "sleeping", "ready", "sleeping", "deleting",
+            "deleted"
+        ]
     );
     let cards = platform
         .github

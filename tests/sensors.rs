@@ -355,8 +355,8 @@ fn the_argo_events_manifests_decode_strictly_and_a_typo_is_refused() {
     assert!(out.status.success(), "{text}");
     assert_eq!(
         text.matches(": ok").count(),
-        5,
-        "four Sensors and the EventSource: {text}"
+        6,
+        "five Sensors and the EventSource: {text}"
     );
 
     let dir = tempfile::tempdir().unwrap();

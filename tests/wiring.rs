@@ -109,6 +109,11 @@ const ITEM_KEYS: &[(&str, &str, &[&str])] = &[
         "warnings",
         &["pr-number", "environment", "expires-at", "reason"],
     ),
+    (
+        "sweep-sandboxes",
+        "sleeps",
+        &["pr-number", "environment", "reason"],
+    ),
 ];
 
 fn calls(cwt: &str, template: &Value) -> Vec<Call> {
