@@ -193,7 +193,7 @@ impl Card {
         let asleep = self
             .asleep
             .as_ref()
-            .filter(|_| self.state == Some(State::Sleeping))
+            .filter(|_| matches!(self.state, Some(State::Sleeping | State::Expiring)))
             .map(|(at, reason)| format!("{},{reason}", humantime::format_rfc3339_seconds(*at)));
         let mut out = format!(
             "{}environment={environment} at={}",
@@ -240,7 +240,12 @@ impl Card {
                 ),
             ));
         }
-        if let Some((since, reason)) = self.asleep.as_ref().filter(|_| state == State::Sleeping) {
+        // A sleeping sandbox about to expire still says it sleeps, and how to wake it.
+        let asleep = self
+            .asleep
+            .as_ref()
+            .filter(|_| matches!(state, State::Sleeping | State::Expiring));
+        if let Some((since, reason)) = asleep {
             let why = match reason.as_str() {
                 "idle" => " (idle)",
                 "night" => " (the night schedule)",

@@ -433,8 +433,12 @@ async fn report_status(args: Args, ctx: Context) -> Result<(), StepError> {
     }
     let state = match state {
         Some(state) => state,
-        // An /extend keeps the card's state; an expiring sandbox is ready again.
+        // An /extend keeps the card's state; an expiring sandbox is ready again, or sleeping
+        // again when it slept when warned (the marker keeps that).
         None => match newest.as_ref().and_then(|(c, _)| shown_state(&c.body)) {
+            Some(State::Expiring) if newest.as_ref().is_some_and(|(_, m)| m.asleep.is_some()) => {
+                State::Sleeping
+            }
             Some(State::Expiring) => State::Ready,
             Some(shown) if !matches!(shown, State::Deleting | State::Deleted) => shown,
             shown => {

@@ -736,3 +736,91 @@ fn a_queued_sandbox_shows_its_place() {
         .collect();
     assert_eq!(states, ["queued", "in_progress"]);
 }
+
+/// Sleeping: the card says since when, why and how to wake it; the sweep's warning keeps that;
+/// a writer's `/extend` or `/wake` then leaves it sleeping (not ready); ready clears it.
+#[test]
+fn a_sleeping_sandbox_says_so_through_a_warning_and_an_extend() {
+    let github = github();
+    github.set_permission("maintainer", "write");
+    run(&github, READY).ok();
+    let sleeping = [
+        "--state",
+        "sleeping",
+        "--environment",
+        "sbx-pr-42",
+        "--sleeping-since",
+        "2026-12-01T20:00:00Z",
+        "--sleep-reason",
+        "night",
+    ];
+    run(&github, &sleeping).ok();
+    let row = "| Sleeping | since 2026-12-01 20:00:00 UTC (the night schedule): scaled to zero, \
+               its data kept; a push or `/wake` (by a writer) wakes it |";
+    let card = cards(&github)[0].body.clone();
+    assert!(
+        card.contains(":zzz: Sandbox `sbx-pr-42`: sleeping"),
+        "{card}"
+    );
+    assert!(card.contains(row), "{card}");
+    let head = github.pull(PR).unwrap().head_sha;
+    assert_eq!(
+        github.commit_statuses(&head).last().unwrap()["description"],
+        "sandbox sleeping"
+    );
+    let warning = [
+        "--state",
+        "expiring",
+        "--environment",
+        "sbx-pr-42",
+        "--expires-at",
+        "2026-12-04T20:00:00Z",
+    ];
+    run(&github, &warning).ok();
+    let card = cards(&github)[0].body.clone();
+    assert!(card.contains(": expiring") && card.contains(row), "{card}");
+    for command in ["/extend", "/wake"] {
+        let id = github.add_comment(PR, "maintainer", command);
+        run(
+            &github,
+            &["--extend-comment", &id.to_string(), "--ttl", "72h"],
+        )
+        .ok();
+        let card = cards(&github)[0].body.clone();
+        assert!(
+            card.contains(": sleeping") && card.contains(row),
+            "{command}: {card}"
+        );
+        assert_eq!(github.reactions(id), ["+1"]);
+    }
+    run(&github, READY).ok();
+    let card = cards(&github)[0].body.clone();
+    assert!(
+        card.contains(": ready") && !card.contains("| Sleeping |"),
+        "{card}"
+    );
+    // --sleeping-since goes with --state sleeping, a known reason, a time.
+    for bad in [
+        &[
+            "--state",
+            "ready",
+            "--sleeping-since",
+            "2026-12-01T20:00:00Z",
+        ][..],
+        &["--state", "sleeping", "--sleeping-since", "tonight"][..],
+        &[
+            "--state",
+            "sleeping",
+            "--sleeping-since",
+            "2026-12-01T20:00:00Z",
+            "--sleep-reason",
+            "bored",
+        ][..],
+    ] {
+        let before = github.requests().len();
+        let args = [&["--environment", "sbx-pr-42"][..], bad].concat();
+        let refused = run(&github, &args);
+        assert_eq!(refused.code, Some(2), "{bad:?}: {}", refused.text);
+        assert_eq!(github.requests().len(), before, "{bad:?}: no request");
+    }
+}
