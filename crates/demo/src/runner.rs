@@ -9,7 +9,9 @@
 //!   bindings), except a created Workflow, which it runs itself and publishes to the Kubernetes
 //!   API double so wait-workflow can watch it;
 //! - HTTP templates (the failure report) are logged, not sent;
-//! - retries follow the templates' rule (exit 4 only); no pods, volumes, deadlines or mutexes.
+//! - retries follow the templates' rule (exit 4 only); no pods, volumes, deadlines or mutexes;
+//! - a DAG fails as Argo decides it: from its leaf tasks, an omitted one taking a failed parent's
+//!   phase (workflow/controller/dag.go, assessDAGPhase).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -441,19 +443,13 @@ impl Runner {
                 }
             });
         }
-        // A failed task fails the DAG unless a task depends on its failure.
+        // The DAG's phase, as Argo decides it (workflow/controller/dag.go, assessDAGPhase): the
+        // phases of its leaf tasks (none depends on them), an omitted task taking its parents'
+        // (a failed one first). A failure handled by a task that `depends` on it still fails the
+        // DAG when a leaf is omitted below the failure, as in wake-sandbox.
         let done = status.into_inner().unwrap();
-        let unhandled = done.iter().find(|(name, state)| {
-            **state == "Failed"
-                && !tasks.iter().any(|t| {
-                    t["depends"]
-                        .as_str()
-                        .unwrap_or("")
-                        .contains(&format!("{name}.Failed"))
-                })
-        });
-        match unhandled {
-            Some((name, _)) => Err(format!("{path}: task {name} failed")),
+        match dag_failure(&tasks, &done) {
+            Some((cause, leaf)) => Err(format!("{path}: task {cause} failed (leaf {leaf})")),
             None => Ok(BTreeMap::new()),
         }
     }
@@ -818,6 +814,55 @@ fn eval_depends(expr: &str, done: &BTreeMap<String, &'static str>) -> Option<boo
     }
 }
 
+/// Whether a finished DAG failed, as Argo decides (assessDAGPhase): a leaf task failed, or was
+/// omitted below a failed task; (the failed task, the leaf).
+fn dag_failure(tasks: &[Value], done: &BTreeMap<String, &'static str>) -> Option<(String, String)> {
+    let parents = |name: &str| -> Vec<String> {
+        tasks
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| depends_names(t["depends"].as_str().unwrap_or("")))
+            .unwrap_or_default()
+    };
+    // The failed task a branch inherits, if any.
+    fn failed_in(
+        name: &str,
+        done: &BTreeMap<String, &'static str>,
+        parents: &dyn Fn(&str) -> Vec<String>,
+    ) -> Option<String> {
+        match done.get(name).copied() {
+            Some("Failed") => Some(name.to_owned()),
+            Some("Omitted") => parents(name)
+                .iter()
+                .find_map(|p| failed_in(p, done, parents)),
+            _ => None,
+        }
+    }
+    tasks
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default())
+        .filter(|name| {
+            !tasks.iter().any(|t| {
+                parents(t["name"].as_str().unwrap_or_default())
+                    .iter()
+                    .any(|p| p == name)
+            })
+        })
+        .find_map(|leaf| failed_in(leaf, done, &parents).map(|cause| (cause, leaf.to_owned())))
+}
+
+/// The tasks a `depends` expression names.
+fn depends_names(expr: &str) -> Vec<String> {
+    expr.split(['|', '&', '(', ')', ' ', '!'])
+        .filter(|term| !term.is_empty())
+        .map(|term| {
+            term.split_once('.')
+                .map_or(term, |(task, _)| task)
+                .to_owned()
+        })
+        .collect()
+}
+
 /// An output as the demo shows it: a JSON list of objects (sweep-sandboxes' `deletes`) as
 /// `[{key: value, ...}, ...]` with spaces, so that it wraps; any other value as it is.
 fn readable(value: &str) -> String {
@@ -934,6 +979,61 @@ mod tests {
                     tasks.validate.outputs.parameters.branch : workflow.parameters['base-branch']}}";
         assert_eq!(scope.substitute(text), Ok("main".into()));
         assert!(scope.substitute("{{=1 + 1}}").is_err());
+    }
+
+    #[test]
+    fn a_dag_fails_as_argo_decides_from_its_leaves() {
+        // wake-sandbox's shape: a report of the failure does not make the DAG succeed.
+        let tasks: Vec<Value> = serde_json::from_value(json!([
+            {"name": "admit"},
+            {"name": "kustomize", "depends": "admit"},
+            {"name": "ready", "depends": "kustomize"},
+            {"name": "report-failed", "depends": "admit.Failed || kustomize.Failed"},
+        ]))
+        .unwrap();
+        let done = |states: [&'static str; 4]| -> BTreeMap<String, &'static str> {
+            ["admit", "kustomize", "ready", "report-failed"]
+                .into_iter()
+                .map(str::to_owned)
+                .zip(states)
+                .collect()
+        };
+        assert_eq!(
+            dag_failure(
+                &tasks,
+                &done(["Succeeded", "Failed", "Omitted", "Succeeded"])
+            ),
+            Some(("kustomize".into(), "ready".into()))
+        );
+        assert_eq!(
+            dag_failure(
+                &tasks,
+                &done(["Succeeded", "Succeeded", "Succeeded", "Omitted"])
+            ),
+            None
+        );
+        assert_eq!(
+            dag_failure(
+                &tasks,
+                &done(["Succeeded", "Succeeded", "Skipped", "Omitted"])
+            ),
+            None
+        );
+        // A failure whose only dependent is the leaf that handles it: the DAG succeeds (as Argo).
+        let handled: Vec<Value> = serde_json::from_value(json!([
+            {"name": "try"},
+            {"name": "cleanup", "depends": "try.Failed"},
+        ]))
+        .unwrap();
+        let states = BTreeMap::from([
+            ("try".to_owned(), "Failed"),
+            ("cleanup".to_owned(), "Succeeded"),
+        ]);
+        assert_eq!(dag_failure(&handled, &states), None);
+        assert_eq!(
+            depends_names("admit.Failed || (a && !b)"),
+            ["admit", "a", "b"]
+        );
     }
 
     #[test]
