@@ -1331,14 +1331,13 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
     // live sandbox once 49's slot is given back (49 was only a request), is recorded asleep in
     // the same write that admits 50, and the admission creates 42's sleep-sandbox Workflow
     // (reason capacity) as the workflows' account, under its admission policy.
-    let path = "/api/v1/namespaces/argo/configmaps/sandbox-admission";
     let give_back = |env: &str| {
-        let (_, mut configmap) = cluster.api.get(path);
+        let (_, mut configmap) = cluster.api.get(ADMISSION);
         configmap["data"]
             .as_object_mut()
             .unwrap()
             .remove(&format!("admitted.{env}"));
-        let (status, answer) = cluster.api.request("PUT", path, Some(configmap), None);
+        let (status, answer) = cluster.api.request("PUT", ADMISSION, Some(configmap), None);
         assert_eq!(status, 200, "{answer}");
     };
     give_back("sbx-pr-49");
@@ -2176,9 +2175,12 @@ fn submit(
     created["metadata"]["name"].as_str().unwrap().to_owned()
 }
 
+/// admit-sandbox's ConfigMap in the workflows' namespace.
+const ADMISSION: &str = "/api/v1/namespaces/argo/configmaps/sandbox-admission";
+
 /// The keys of admit-sandbox's ConfigMap.
 fn admission_keys(api: &KubeApiServer) -> Vec<String> {
-    let (_, cm) = api.get("/api/v1/namespaces/argo/configmaps/sandbox-admission");
+    let (_, cm) = api.get(ADMISSION);
     cm["data"]
         .as_object()
         .into_iter()
@@ -2187,13 +2189,11 @@ fn admission_keys(api: &KubeApiServer) -> Vec<String> {
         .collect()
 }
 
+/// The sandboxes holding a slot.
 fn admitted(api: &KubeApiServer) -> Vec<String> {
-    let (_, cm) = api.get("/api/v1/namespaces/argo/configmaps/sandbox-admission");
-    cm["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, _)| key.strip_prefix("admitted.").map(str::to_owned))
+    admission_keys(api)
+        .iter()
+        .filter_map(|key| key.strip_prefix("admitted.").map(str::to_owned))
         .collect()
 }
 

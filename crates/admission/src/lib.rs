@@ -76,45 +76,54 @@ fn parse(t: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(t).ok()
 }
 
+/// One key's JSON into `entries`; false when it does not parse (the key is kept as foreign).
+fn read_entry<T: serde::de::DeserializeOwned>(
+    entries: &mut BTreeMap<String, T>,
+    env: &str,
+    json: &str,
+) -> bool {
+    serde_json::from_str(json)
+        .map(|entry| entries.insert(env.to_owned(), entry))
+        .is_ok()
+}
+
+/// `entries` as keys `<prefix><environment>` of JSON.
+fn write_entries<T: Serialize>(
+    data: &mut BTreeMap<String, String>,
+    prefix: &str,
+    entries: &BTreeMap<String, T>,
+) {
+    for (env, entry) in entries {
+        let json = serde_json::to_string(entry).expect("plain data");
+        data.insert(format!("{prefix}{env}"), json);
+    }
+}
+
 impl Admission {
     pub fn from_data(data: &BTreeMap<String, String>) -> Admission {
         let mut admission = Admission::default();
         for (key, value) in data {
-            if let Some(env) = key.strip_prefix(ADMITTED) {
-                if let Ok(entry) = serde_json::from_str(value) {
-                    admission.admitted.insert(env.to_owned(), entry);
-                    continue;
-                }
+            let kept = if let Some(env) = key.strip_prefix(ADMITTED) {
+                read_entry(&mut admission.admitted, env, value)
             } else if let Some(env) = key.strip_prefix(QUEUED) {
-                if let Ok(entry) = serde_json::from_str(value) {
-                    admission.queued.insert(env.to_owned(), entry);
-                    continue;
-                }
+                read_entry(&mut admission.queued, env, value)
             } else if let Some(env) = key.strip_prefix(ASLEEP) {
-                if let Ok(entry) = serde_json::from_str(value) {
-                    admission.asleep.insert(env.to_owned(), entry);
-                    continue;
-                }
+                read_entry(&mut admission.asleep, env, value)
+            } else {
+                false
+            };
+            if !kept {
+                admission.other.insert(key.clone(), value.clone());
             }
-            admission.other.insert(key.clone(), value.clone());
         }
         admission
     }
 
     pub fn to_data(&self) -> BTreeMap<String, String> {
         let mut data = self.other.clone();
-        for (env, entry) in &self.admitted {
-            let json = serde_json::to_string(entry).expect("plain data");
-            data.insert(format!("{ADMITTED}{env}"), json);
-        }
-        for (env, entry) in &self.queued {
-            let json = serde_json::to_string(entry).expect("plain data");
-            data.insert(format!("{QUEUED}{env}"), json);
-        }
-        for (env, entry) in &self.asleep {
-            let json = serde_json::to_string(entry).expect("plain data");
-            data.insert(format!("{ASLEEP}{env}"), json);
-        }
+        write_entries(&mut data, ADMITTED, &self.admitted);
+        write_entries(&mut data, QUEUED, &self.queued);
+        write_entries(&mut data, ASLEEP, &self.asleep);
         data
     }
 

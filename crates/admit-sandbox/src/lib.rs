@@ -282,55 +282,46 @@ async fn admit(args: Args, ctx: Context) -> Result<(), StepError> {
         // Dropping a stale request is a change to write, whatever else is decided.
         let dropped = !stale.is_empty();
 
-        if args.sleep {
-            let slept = !state.asleep.contains_key(env);
-            if slept && args.dry_run {
-                tracing::info!("dry run: would record {env} asleep and free its slot");
-            } else if slept {
-                state.sleep(env, args.pr_number, now);
+        // --sleep and --release: one change of the state, written once (nothing to change: the
+        // stale requests dropped are still written).
+        if args.sleep || args.release {
+            let (changed, done, unchanged) = if args.sleep {
+                (
+                    state.sleep(env, args.pr_number, now),
+                    format!("{env} asleep, its slot freed"),
+                    "is recorded asleep already",
+                )
             } else {
-                tracing::info!("{env} is recorded asleep already");
-            }
-            if (slept || dropped) && !args.dry_run {
-                requests += 1;
-                if !write(&api, name, found, &state).await? {
-                    continue;
-                }
-                if slept {
-                    tracing::info!(
-                        "{env} asleep, its slot freed: {} live, {} queued ({requests} API \
-                         requests)",
-                        state.admitted.len(),
-                        state.queued.len()
-                    );
-                }
-            }
-            ctx.outputs.set("asleep", "true")?;
-            return outputs(&ctx, &state, false, 0);
-        }
-
-        if args.release {
-            let released = state.release(env);
-            if !released {
-                tracing::info!("{env} holds no slot and is not queued: nothing to release");
+                (
+                    state.release(env),
+                    format!("released {env}"),
+                    "holds no slot, is not queued or asleep: nothing to release",
+                )
+            };
+            if !changed {
+                tracing::info!("{env} {unchanged}");
             } else if args.dry_run {
-                tracing::info!("dry run: would release {env}");
+                tracing::info!("dry run, nothing written: {done}");
             }
-            if (released || dropped) && !args.dry_run {
+            if (changed || dropped) && !args.dry_run {
                 requests += 1;
                 if !write(&api, name, found, &state).await? {
                     continue;
                 }
-                if released {
+                if changed {
                     tracing::info!(
-                        "released {env}: {} live, {} queued ({requests} API requests)",
+                        "{done}: {} live, {} queued ({requests} API requests)",
                         state.admitted.len(),
                         state.queued.len()
                     );
                 }
             }
-            ctx.outputs
-                .set("released", if released { "true" } else { "false" })?;
+            if args.sleep {
+                ctx.outputs.set("asleep", "true")?;
+            } else {
+                ctx.outputs
+                    .set("released", if changed { "true" } else { "false" })?;
+            }
             return outputs(&ctx, &state, false, 0);
         }
 

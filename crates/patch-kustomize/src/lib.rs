@@ -98,8 +98,8 @@ pub struct Args {
     #[arg(long)]
     pub sleep: bool,
 
-    /// Why it sleeps, recorded with the time and shown on the card: requested (a `/sleep` or an
-    /// operator), idle, night or capacity.
+    /// Why it sleeps, recorded with the time and shown on the card: requested (by hand), idle
+    /// (the sweep's --sleep-after), night (the night schedule) or capacity (to make room).
     #[arg(long, value_name = "REASON", default_value = "requested")]
     pub sleep_reason: String,
 
@@ -352,7 +352,7 @@ async fn patch_kustomize(args: Args, ctx: Context) -> Result<(), StepError> {
             .unwrap_or_else(|| format!("{}: patch {}", args.branch, args.file)),
         dry_run: args.dry_run,
     };
-    // The text as the last (re-)application left it, for the asleep outputs.
+    // The sleep the file records as the last (re-)application left it, for the asleep outputs.
     let result = std::sync::Arc::new(std::sync::Mutex::new(None::<Sleep>));
     let result_of_edit = result.clone();
     let (commit, changed) = edit_file(edit, &args.git, &args.commit, &ctx, move |existing| {

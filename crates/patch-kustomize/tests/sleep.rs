@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{git, text};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -66,20 +68,6 @@ fn infra() -> (GitServer, String) {
     (server, url)
 }
 
-fn git(server: &GitServer, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(server.repo_path("infra"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn patch(outputs: &Path, url: &str, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_patch-kustomize"))
         .env_clear()
@@ -96,27 +84,10 @@ fn output(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Renders the branch's overlay with kustomize and applies its workloads to the API server, as
 /// Argo CD would after a sync; returns the replica counts the API server then holds, by name.
 fn sync(server: &GitServer, api: &KubeApiServer) -> BTreeMap<String, i64> {
-    let tree = tempfile::tempdir().unwrap();
-    let tar = tree.path().join("tree.tar");
-    git(server, &["archive", "-o", tar.to_str().unwrap(), BRANCH]);
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .current_dir(tree.path())
-        .status()
-        .unwrap();
-    assert!(untar.success());
+    let tree = common::tree(server, BRANCH);
     let mut counts = BTreeMap::new();
     for doc in common::kustomize(&tree.path().join("env/sandbox"), BRANCH) {
         let object: serde_json::Value = serde_json::to_value(&doc).unwrap();

@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::{git, text};
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_yaml::Value;
 use testkit::GitServer;
@@ -92,20 +94,6 @@ fn infra() -> (GitServer, String) {
     (server, url)
 }
 
-fn git(server: &GitServer, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(server.repo_path("infra"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn step(outputs: &Path, url: &str) -> Command {
     step_on(outputs, url, "sbx-pr-42")
 }
@@ -123,26 +111,9 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Renders the sandbox overlay of `branch` with a real kustomize; returns its documents.
 fn render(server: &GitServer, branch: &str) -> Vec<Value> {
-    let tree = tempfile::tempdir().unwrap();
-    let tar = tree.path().join("tree.tar");
-    git(server, &["archive", "-o", tar.to_str().unwrap(), branch]);
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .current_dir(tree.path())
-        .status()
-        .unwrap();
-    assert!(untar.success());
+    let tree = common::tree(server, branch);
     common::kustomize(&tree.path().join("kustomize/environments/sandbox"), branch)
 }
 

@@ -99,9 +99,6 @@ pub struct Card {
     pub asleep: Option<(SystemTime, String)>,
 }
 
-/// The comment that wakes a sleeping sandbox.
-pub const WAKE_COMMAND: &str = "/wake";
-
 /// The marker's fixed start: `<!-- sandbox-steps:card pr=N `.
 fn marker_start(pr_number: u64) -> String {
     format!("{}pr={pr_number} ", github::CARD_MARKER)
@@ -190,10 +187,13 @@ impl Card {
     /// The comment's body: the marker, then the Markdown.
     pub fn render(&self, reported_at: SystemTime) -> String {
         let environment = self.environment.as_deref().unwrap_or_default();
+        // The sleep, while the card says sleeping, or expiring (a sleeping sandbox about to
+        // expire still says it sleeps, and how to wake it).
         let asleep = self
             .asleep
             .as_ref()
-            .filter(|_| matches!(self.state, Some(State::Sleeping | State::Expiring)))
+            .filter(|_| matches!(self.state, Some(State::Sleeping | State::Expiring)));
+        let asleep_field = asleep
             .map(|(at, reason)| format!("{},{reason}", humantime::format_rfc3339_seconds(*at)));
         let mut out = format!(
             "{}environment={environment} at={}",
@@ -205,7 +205,7 @@ impl Card {
             ("log", self.log_url.as_ref().map(url::Url::as_str)),
             ("app", self.app_url.as_ref().map(url::Url::as_str)),
             ("deployed", self.deployed_commit.as_deref()),
-            ("asleep", asleep.as_deref()),
+            ("asleep", asleep_field.as_deref()),
         ] {
             if let Some(value) = value {
                 out.push_str(&format!(" {name}={value}"));
@@ -240,11 +240,6 @@ impl Card {
                 ),
             ));
         }
-        // A sleeping sandbox about to expire still says it sleeps, and how to wake it.
-        let asleep = self
-            .asleep
-            .as_ref()
-            .filter(|_| matches!(state, State::Sleeping | State::Expiring));
         if let Some((since, reason)) = asleep {
             let why = match reason.as_str() {
                 "idle" => " (idle)",
@@ -255,9 +250,10 @@ impl Card {
             rows.push((
                 "Sleeping",
                 format!(
-                    "since {} UTC{why}: scaled to zero, its data kept; a push or `{WAKE_COMMAND}` \
-                     (by a writer) wakes it",
-                    shown_time(*since)
+                    "since {} UTC{why}: scaled to zero, its data kept; a push or `{}` (by a \
+                     writer) wakes it",
+                    shown_time(*since),
+                    github::WAKE_COMMAND
                 ),
             ));
         }

@@ -279,6 +279,15 @@ fn json(run: &StepRun, name: &str) -> Vec<Value> {
 }
 
 /// The pull request numbers of a JSON list, by action.
+/// The keys of a JSON object, e.g. an item of an output list the workflow `sweep` loops over.
+fn keys_of(item: &Value) -> BTreeSet<&str> {
+    item.as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 fn by_action(list: &[Value]) -> BTreeMap<String, BTreeSet<u64>> {
     let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for item in list {
@@ -506,28 +515,16 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
     };
     // The keys the workflow `sweep` loops over (tests/wiring.rs, ITEM_KEYS).
     let item = delete_of(35);
-    let keys: BTreeSet<&str> = item
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&item),
         BTreeSet::from(["pr-number", "environment", "action", "reason"])
     );
     assert_eq!(delete_of(44)["environment"], "sbx-pr-44");
     let warnings: Vec<serde_json::Value> = serde_json::from_str(run.output("warnings")).unwrap();
     assert!(!warnings.is_empty());
     for warning in &warnings {
-        let keys: BTreeSet<&str> = warning
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            keys_of(warning),
             BTreeSet::from(["pr-number", "environment", "expires-at", "reason"])
         );
     }
@@ -581,13 +578,10 @@ fn a_fleet_in_mixed_states_gets_one_decision_each() {
         sleepy.text
     );
     for item in &sleeps {
-        let keys: BTreeSet<&str> = item
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(keys, BTreeSet::from(["pr-number", "environment", "reason"]));
+        assert_eq!(
+            keys_of(item),
+            BTreeSet::from(["pr-number", "environment", "reason"])
+        );
         assert_eq!(item["reason"], "night");
     }
     assert_eq!(

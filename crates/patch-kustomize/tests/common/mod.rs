@@ -1,9 +1,53 @@
-//! What both test files need: a real kustomize rendering an overlay.
+//! What the test files share: a real kustomize rendering an overlay, and the infra repository
+//! of the harness's git server. Not every file uses every helper (hence `allow(dead_code)`).
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_yaml::Value;
+use testkit::GitServer;
+
+/// `git ARGS` in the harness's repository `infra`; its stdout (panics with git's error).
+#[allow(dead_code)]
+pub fn git(server: &GitServer, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(server.repo_path("infra"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tree of `branch` of `infra`, unpacked in a temporary directory (`git archive`).
+#[allow(dead_code)]
+pub fn tree(server: &GitServer, branch: &str) -> tempfile::TempDir {
+    let tree = tempfile::tempdir().unwrap();
+    let tar = tree.path().join("tree.tar");
+    git(server, &["archive", "-o", tar.to_str().unwrap(), branch]);
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .current_dir(tree.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    tree
+}
+
+/// A step's stdout and stderr, for assertion messages.
+#[allow(dead_code)]
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 /// `kubectl kustomize DIR`'s documents; panics with kustomize's error (and `context`) when it fails.
 pub fn kustomize(dir: &Path, context: &str) -> Vec<Value> {
