@@ -45,6 +45,15 @@ pub struct Change {
     pub content: Option<Vec<u8>>,
 }
 
+/// What [`Checkout::read_path`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathContent {
+    Missing,
+    File(Vec<u8>),
+    /// The files directly in the directory: (name, content), in name order.
+    Dir(Vec<(String, Vec<u8>)>),
+}
+
 /// A bare repository holding the shallow tip of one branch of the remote.
 pub struct Checkout {
     repo: Repository,
@@ -156,6 +165,45 @@ impl Checkout {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// A path of the tip's tree read whole: a file's content, or the files directly in a
+    /// directory (name order), or nothing when absent.
+    pub fn read_path(&self, path: &str) -> Result<PathContent, StepError> {
+        let tree = self.tip_tree()?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(PathContent::Missing),
+            Err(e) => return Err(self.error("read the tree", e)),
+        };
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let dir = self
+                    .repo
+                    .find_tree(entry.id())
+                    .map_err(|e| self.error("read the directory", e))?;
+                let mut files = Vec::new();
+                for e in dir.iter() {
+                    if e.kind() != Some(git2::ObjectType::Blob) {
+                        continue;
+                    }
+                    let Ok(name) = e.name() else { continue };
+                    let blob = self
+                        .repo
+                        .find_blob(e.id())
+                        .map_err(|err| self.error("read a file", err))?;
+                    files.push((name.to_owned(), blob.content().to_vec()));
+                }
+                files.sort();
+                Ok(PathContent::Dir(files))
+            }
+            _ => {
+                let blob = self.repo.find_blob(entry.id()).map_err(|e| {
+                    StepError::precondition(format!("{path} is not a file: {}", e.message()))
+                })?;
+                Ok(PathContent::File(blob.content().to_vec()))
+            }
+        }
     }
 
     fn tip_tree(&self) -> Result<git2::Tree<'_>, StepError> {

@@ -2,7 +2,9 @@
 
 use step_kit::{escape_untrusted, Context, StepError};
 
-use crate::{commit_and_push, Change, Checkout, CommitFlags, GitFlags, Oid, Transport};
+use crate::{
+    commit_and_push, Change, Checkout, CommitFlags, GitFlags, Oid, PathContent, Transport,
+};
 
 /// One file of one branch, and how its change is described.
 #[derive(Debug, Clone)]
@@ -135,6 +137,26 @@ pub async fn read_branch_file(
     step_kit::doing(format!("reading {path} of {branch} from {repo}"));
     tokio::task::spawn_blocking(move || {
         Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_file(&path)
+    })
+    .await
+    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+}
+
+/// A file or a directory's files of `branch` of `repo`, read in one fetch of depth 1 into a
+/// temp dir.
+pub async fn read_branch_path(
+    repo: &str,
+    branch: &str,
+    path: &str,
+    git: &GitFlags,
+    ctx: &Context,
+) -> Result<PathContent, StepError> {
+    let auth = git.auth(repo).await?;
+    let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
+    let cancel = ctx.cancel.clone();
+    step_kit::doing(format!("reading {path} of {branch} from {repo}"));
+    tokio::task::spawn_blocking(move || {
+        Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_path(&path)
     })
     .await
     .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?

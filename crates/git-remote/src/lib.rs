@@ -17,8 +17,10 @@ mod pktline;
 mod smart_http;
 mod transport;
 
-pub use checkout::{commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity};
-pub use edit::{edit_file, list_branch_dir, read_branch_file, FileEdit};
+pub use checkout::{
+    commit_and_push, host_key_known, Change, Checkout, GitAuth, Identity, PathContent,
+};
+pub use edit::{edit_file, list_branch_dir, read_branch_file, read_branch_path, FileEdit};
 pub use git2::Oid;
 pub use transport::{is_ssh_url, CommitFlags, GitFlags, ProtectedBranches, Transport};
 

@@ -9,7 +9,6 @@
 //! after a crash drops the leftover and starts again.
 
 mod backup;
-mod dump;
 mod load;
 mod owner;
 mod restore;
@@ -133,6 +132,23 @@ pub struct Args {
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub extensions_as_admin: Vec<String>,
 
+    /// Masking rules (a YAML file, as mask-db's --rules): applied to the restored data before the
+    /// database gets its name, so it never holds unmasked personal data under its name; with
+    /// --template-db, once in the template (every copy is masked; the template is restored
+    /// anew when the rules or the key change). Strict, as mask-db: a personal-looking column
+    /// without a rule fails the restore.
+    #[arg(long, value_name = "FILE")]
+    pub mask_rules: Option<std::path::PathBuf>,
+
+    /// The masking key, a reference (env:NAME, file:/path, vault:<mount>/<path>#<key>); needed
+    /// when a rule is hash, email, name or phone.
+    #[arg(long, value_name = "SECRET_REF")]
+    pub mask_key: Option<SecretRef>,
+
+    /// With --mask-rules: only log personal-looking columns no rule covers (strict mode off).
+    #[arg(long)]
+    pub mask_allow_unmasked: bool,
+
     /// The naming scheme of sandbox databases: only names starting with it are created, replaced
     /// or dropped.
     #[arg(long, value_name = "PREFIX", default_value = "sbx_")]
@@ -174,6 +190,98 @@ fn parse_secret_path(s: &str) -> Result<SecretPath, String> {
 /// Runs the step with `argv` (the first item is the program name); returns the exit code.
 pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
     step_kit::run_from(NAME, argv, restore_db)
+}
+
+/// The masking applied to restored data before it gets its name (`--mask-rules`).
+struct Masking {
+    rules: Vec<masking::Rule>,
+    key: Option<step_kit::Secret>,
+    allow_unmasked: bool,
+    /// The rules' and the key's fingerprints, kept in the database's comment.
+    fingerprint: String,
+}
+
+async fn masking_of(args: &Args) -> Result<Option<Masking>, StepError> {
+    let key_ref = match &args.mask_key {
+        Some(SecretRef::Literal(empty)) if empty.expose().is_empty() => None,
+        other => other.as_ref(),
+    };
+    let Some(path) = args
+        .mask_rules
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    else {
+        if key_ref.is_some() {
+            return Err(StepError::invalid("--mask-key without --mask-rules"));
+        }
+        return Ok(None);
+    };
+    let text = std::fs::read(path).map_err(|e| {
+        StepError::invalid(format!(
+            "--mask-rules {}: cannot read it: {e}",
+            path.display()
+        ))
+    })?;
+    let rules = masking::parse(&String::from_utf8_lossy(&text))?;
+    let key = match key_ref {
+        Some(r) => Some(r.resolve("--mask-key", &args.vault).await?),
+        None => None,
+    };
+    if masking::needs_key(&rules) && key.is_none() {
+        return Err(StepError::invalid(
+            "--mask-key: the rules use keyed strategies (hash, email, name, phone): give the key",
+        ));
+    }
+    let rules_id: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &text,
+    ))[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key_id = key.as_ref().map(|k| masking::key_id(k.expose()));
+    Ok(Some(Masking {
+        fingerprint: format!(
+            "rules {rules_id} key {}",
+            key_id.as_deref().unwrap_or("none")
+        ),
+        rules,
+        key,
+        allow_unmasked: args.mask_allow_unmasked,
+    }))
+}
+
+/// Masks a restored database, connected as the role that restored it.
+async fn mask_restored(
+    admin: &Admin,
+    database: &str,
+    login: &restore::Login,
+    masking: &Masking,
+) -> Result<(), StepError> {
+    tracing::info!(
+        "masking {database} before it gets its name ({})",
+        masking.fingerprint
+    );
+    let options = admin
+        .options_for(database)
+        .username(&login.role)
+        .password(login.password.expose());
+    let mut conn = sqlx::postgres::PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| pg_admin::sql_error(&format!("connect to {database} to mask it"), e))?;
+    let result = masking::mask(
+        &mut conn,
+        &masking::Options {
+            rules: &masking.rules,
+            key: masking.key.as_ref().map(|k| k.expose()),
+            allow_unmasked: masking.allow_unmasked,
+            batch_rows: 50_000,
+            dry_run: false,
+        },
+    )
+    .await;
+    let _ = conn.close().await;
+    result.map(|_| ())
 }
 
 /// The checked flags.
@@ -241,6 +349,7 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let admin_url = args.admin_url.resolve("--admin-url", &args.vault).await?;
     let plan = check_flags(&args, admin_url.expose())?;
     drop(admin_url);
+    let masking = masking_of(&args).await?;
 
     let mut settings = gcs::Settings::from_env();
     settings.emulator = args
@@ -313,6 +422,13 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
                 .unwrap_or_default(),
             args.database
         );
+        if let Some(m) = &masking {
+            tracing::info!(
+                "dry run: would mask it first with {} rule(s) ({})",
+                m.rules.len(),
+                m.fingerprint
+            );
+        }
         return finish(&ctx, false, 0, 0, started);
     }
 
@@ -344,7 +460,16 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let restored = match &args.template_db {
         None => {
             create_database(&mut admin, &temp, &plan.owner, None).await?;
-            match restorer.restore(&admin, &temp, &backup, &login).await {
+            let restored = async {
+                let mut restored = restorer.restore(&admin, &temp, &backup, &login).await?;
+                if let Some(masking) = &masking {
+                    mask_restored(&admin, &temp, &login, masking).await?;
+                    restored.masked = Some(masking.fingerprint.clone());
+                }
+                Ok::<_, StepError>(restored)
+            }
+            .await;
+            match restored {
                 Ok(p) => p,
                 Err(e) => {
                     // Best effort: a re-run drops it anyway.
@@ -354,8 +479,16 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
             }
         }
         Some(template) => {
-            let provenance =
-                ensure_template(&mut admin, &ctx, &restorer, template, &backup, &endpoint).await?;
+            let provenance = ensure_template(
+                &mut admin,
+                &ctx,
+                &restorer,
+                template,
+                &backup,
+                &endpoint,
+                masking.as_ref(),
+            )
+            .await?;
             clone_template(&mut admin, template, &temp, &plan.owner).await?;
             provenance
         }
@@ -423,12 +556,14 @@ async fn ensure_template(
     template: &str,
     backup: &Backup,
     endpoint: &Endpoint,
+    masking: Option<&Masking>,
 ) -> Result<Provenance, StepError> {
     admin.lock(template).await?;
     let source = Provenance::source(&backup.url(), backup.entry.generation);
+    let masked = masking.map(|m| m.fingerprint.clone());
     if let Some(comment) = admin.database_comment(template).await? {
         if let Some(p) = Provenance::parse(&comment) {
-            if Provenance::source(&p.backup, p.generation) == source {
+            if Provenance::source(&p.backup, p.generation) == source && p.masked == masked {
                 tracing::info!("template {template} holds this backup already: copying it");
                 return Ok(p);
             }
@@ -445,7 +580,15 @@ async fn ensure_template(
     let temp = format!("{template}{RESTORING_SUFFIX}");
     admin.drop_database(&temp).await?;
     create_database(admin, &temp, template, None).await?;
-    let restored = restorer.restore(admin, &temp, backup, &login).await;
+    let restored = async {
+        let mut restored = restorer.restore(admin, &temp, backup, &login).await?;
+        if let Some(masking) = masking {
+            mask_restored(admin, &temp, &login, masking).await?;
+            restored.masked = Some(masking.fingerprint.clone());
+        }
+        Ok::<_, StepError>(restored)
+    }
+    .await;
     admin
         .execute(format!(
             "ALTER ROLE {} NOLOGIN PASSWORD NULL",
@@ -513,8 +656,14 @@ mod tests {
             generation: 1714528800123456,
             tables: 41,
             rows: 1250000,
+            masked: None,
         };
         assert_eq!(Provenance::parse(&p.comment()), Some(p.clone()));
+        let masked = Provenance {
+            masked: Some("rules 0123456789abcdef key fedcba9876543210".into()),
+            ..p.clone()
+        };
+        assert_eq!(Provenance::parse(&masked.comment()), Some(masked));
         assert_eq!(
             Provenance::parse("a database comment of someone else"),
             None

@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dump::{DumpError, Item};
 use crate::statement::{classify, Kind};
+use sql_script::{Error as DumpError, Item};
 
 /// What a restore loaded.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,7 +59,10 @@ pub enum LoadError {
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadError::Dump(e) => e.fmt(f),
+            LoadError::Dump(DumpError::Syntax { line, message }) => {
+                write!(f, "dump line {line}: {message}")
+            }
+            LoadError::Dump(e) => write!(f, "the dump: {e}"),
             LoadError::Statement { line, message } => write!(f, "dump line {line}: {message}"),
             LoadError::Connection(e) => write!(f, "the database connection failed: {e}"),
             LoadError::Unsupported { line, message } => write!(f, "dump line {line}: {message}"),

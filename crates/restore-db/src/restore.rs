@@ -14,9 +14,9 @@ use step_kit::StepError;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::backup::Backup;
-use crate::dump::{DumpError, DumpReader};
 use crate::load::{AdminExtensions, Counters, LoadError, Loaded, Loader};
 use pg_admin::{self, Admin};
+use sql_script::{Error as DumpError, Reader as DumpReader};
 
 /// What was restored into a database, kept as its comment: the backup and generation identify
 /// it (a template is reused while they match), the counts answer a later `--if-exists skip`.
@@ -26,6 +26,9 @@ pub(crate) struct Provenance {
     pub generation: i64,
     pub tables: u64,
     pub rows: u64,
+    /// The masking applied before the database got its name (`--mask-rules`): the rules' and
+    /// the key's fingerprints. A template is reused only with the same masking.
+    pub masked: Option<String>,
 }
 
 impl Provenance {
@@ -37,10 +40,14 @@ impl Provenance {
 
     pub fn comment(&self) -> String {
         format!(
-            "{}; tables {}, rows {}",
+            "{}; tables {}, rows {}{}",
             Self::source(&self.backup, self.generation),
             self.tables,
-            self.rows
+            self.rows,
+            self.masked
+                .as_deref()
+                .map(|m| format!("; masked {m}"))
+                .unwrap_or_default()
         )
     }
 
@@ -48,12 +55,17 @@ impl Provenance {
         let rest = comment.strip_prefix(Self::PREFIX)?;
         let (source, counts) = rest.split_once("; ")?;
         let (backup, generation) = source.rsplit_once(" generation ")?;
+        let (counts, masked) = match counts.split_once("; masked ") {
+            Some((counts, masked)) => (counts, Some(masked.to_owned())),
+            None => (counts, None),
+        };
         let (tables, rows) = counts.strip_prefix("tables ")?.split_once(", rows ")?;
         Some(Provenance {
             backup: backup.to_owned(),
             generation: generation.parse().ok()?,
             tables: tables.parse().ok()?,
             rows: rows.parse().ok()?,
+            masked,
         })
     }
 }
@@ -215,6 +227,7 @@ impl Restorer {
             generation: backup.entry.generation,
             tables: loaded.tables,
             rows: loaded.rows,
+            masked: None,
         })
     }
 
@@ -360,7 +373,7 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
 }
 
 fn read_error(e: std::io::Error) -> StepError {
-    if crate::dump::is_transient(&e) {
+    if sql_script::is_transient(&e) {
         StepError::transient(format!("reading the backup failed: {e}"))
     } else {
         StepError::precondition(format!("reading the backup failed: {e}"))

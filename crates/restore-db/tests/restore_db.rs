@@ -800,6 +800,141 @@ fn the_template_is_restored_once_and_copied_per_sandbox() {
     );
 }
 
+/// Masking rules for the fixture: every personal-looking column has one (strict mode).
+const MASK_RULES: &str = "\
+customers:
+  email: email
+  DisplayName: name
+  notes: null
+  api_key: hash
+audit_log:
+  table_name: keep
+";
+
+#[test]
+fn masking_happens_before_the_name_and_once_in_the_template() {
+    let world = World::start();
+    world.upload("integration/app-2024-05-01.sql", &world.dump(&[]));
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), MASK_RULES).unwrap();
+    let rules_path = rules.path().to_str().unwrap().to_owned();
+    let run = |database: &str, template: Option<&str>| {
+        let mut args = vec![
+            "--backup",
+            "gs://acme-backups/integration/",
+            "--database",
+            database,
+            "--mask-rules",
+            &rules_path,
+            "--mask-key",
+            "env:MASK_KEY",
+        ];
+        if let Some(t) = template {
+            args.extend(["--template-db", t]);
+        }
+        world
+            .run_with(&args, |cmd| {
+                cmd.env("MASK_KEY", "the-masking-key");
+            })
+            .ok()
+    };
+    let emails = |database: &str| {
+        world.pg.psql(
+            database,
+            "SELECT string_agg(email || '|' || coalesce(\"DisplayName\", '-') || '|' || \
+             coalesce(notes, '-'), ',' ORDER BY id) FROM public.customers",
+        )
+    };
+    let first = run("sbx_pr_1", Some("sbx_template"));
+    assert!(
+        first
+            .text
+            .contains("masking sbx_template_restoring before it gets its name"),
+        "{}",
+        first.text
+    );
+    let masked = emails("sbx_pr_1");
+    assert!(
+        !masked.contains("example.com|Ada") && !masked.contains("bob@"),
+        "{masked}"
+    );
+    assert_eq!(masked.matches("@example.com|").count(), 4, "{masked}");
+    assert!(!masked.contains("tab"), "notes emptied: {masked}");
+    // The second copy reuses the masked template: masked already, nothing masked again.
+    let second = run("sbx_pr_2", Some("sbx_template"));
+    assert!(
+        second.text.contains("holds this backup already"),
+        "{}",
+        second.text
+    );
+    assert!(!second.text.contains("masking sbx"), "{}", second.text);
+    assert_eq!(emails("sbx_pr_2"), masked);
+    // The copy carries the markers (so mask-db after run-sql masks only new columns), owned by
+    // the sandbox's owner like everything else in it.
+    assert_eq!(
+        world.pg.psql(
+            "sbx_pr_2",
+            "SELECT count(*) || ' ' || pg_get_userbyid(c.relowner) FROM \
+             sandbox_steps.masked_columns, pg_class c WHERE c.oid = \
+             'sandbox_steps.masked_columns'::regclass GROUP BY c.relowner"
+        ),
+        "4 sbx_pr_2"
+    );
+    // Without a template: masked before the rename, with the same values (same key).
+    let direct = run("sbx_pr_3", None);
+    assert!(
+        direct
+            .text
+            .contains("masking sbx_pr_3_restoring before it gets its name"),
+        "{}",
+        direct.text
+    );
+    assert_eq!(emails("sbx_pr_3"), masked);
+    // Other rules: the template is restored and masked anew.
+    std::fs::write(
+        rules.path(),
+        MASK_RULES.replace("  api_key: hash\n", "  api_key: hash\n  profile: null\n"),
+    )
+    .unwrap();
+    let third = run("sbx_pr_4", Some("sbx_template"));
+    assert!(third.text.contains("into it first"), "{}", third.text);
+    assert_eq!(
+        world
+            .pg
+            .psql("sbx_pr_4", "SELECT count(profile) FROM public.customers"),
+        "0"
+    );
+
+    // Strict: a personal-looking column without a rule fails the restore; no database appears.
+    std::fs::write(rules.path(), "customers:\n  email: email\n").unwrap();
+    let strict = world.run_with(
+        &[
+            "--backup",
+            "gs://acme-backups/integration/",
+            "--database",
+            "sbx_pr_5",
+            "--mask-rules",
+            &rules_path,
+            "--mask-key",
+            "env:MASK_KEY",
+        ],
+        |cmd| {
+            cmd.env("MASK_KEY", "the-masking-key");
+        },
+    );
+    assert_eq!(strict.code, Some(3), "{}", strict.text);
+    assert!(
+        strict.text.contains("public.customers.DisplayName"),
+        "{}",
+        strict.text
+    );
+    let databases = world.databases();
+    assert!(
+        !databases.iter().any(|d| d.starts_with("sbx_pr_5")),
+        "{databases:?}"
+    );
+}
+
 /// An admin as managed servers give one: CREATEDB and CREATEROLE, not superuser; on a server that
 /// checks passwords, so the owner's login is real.
 fn managed_admin(world: &World) -> String {

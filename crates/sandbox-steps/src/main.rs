@@ -26,6 +26,8 @@ const STEPS: &[(&str, Step)] = &[
     (wait_argocd_app::NAME, |argv| wait_argocd_app::run(argv)),
     (wait_image::NAME, |argv| wait_image::run(argv)),
     (admit_sandbox::NAME, |argv| admit_sandbox::run(argv)),
+    (run_sql::NAME, |argv| run_sql::run(argv)),
+    (mask_db::NAME, |argv| mask_db::run(argv)),
 ];
 
 fn find(name: &str) -> Option<Step> {

@@ -1,17 +1,18 @@
-//! Reads a plain-format dump (what `pg_dump` writes without `-F`) as a stream of items: SQL
-//! statements, `COPY ... FROM stdin` blocks with their rows, and psql meta-commands.
+//! Reads SQL text as psql does: a plain-format dump (what `pg_dump` writes without `-F`) or a
+//! script, as a stream of items: SQL statements, `COPY ... FROM stdin` blocks with their rows, and
+//! psql meta-commands. One splitter for restore-db's dumps and run-sql's scripts.
 //!
 //! Statements end at a `;` outside string literals, quoted identifiers, dollar-quoted bodies and
 //! comments, as psql splits them (function bodies with `;` in them stay whole). COPY rows are
 //! handed on in chunks of whole rows without being parsed: in COPY's text format a raw newline
 //! always ends a row (a newline inside a value is written `\n`), and the block ends at a line
-//! holding `\.`. Memory holds one chunk and the statement being read, whatever the dump's size.
+//! holding `\.`. Memory holds one chunk and the statement being read, whatever the text's size.
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// One piece of a dump, in the dump's order.
+/// One piece of the text, in its order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A statement, from its first token to its `;` (comments before it left out).
@@ -37,19 +38,19 @@ pub enum Item {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DumpError {
+pub enum Error {
     /// The input stream failed (the download or the decompression); `transient` when a retry
     /// may get further (the network), not when the data is bad.
     Read { message: String, transient: bool },
-    /// The text is not a dump this reader can split: say where.
+    /// The text is not SQL this reader can split: say where.
     Syntax { line: u64, message: String },
 }
 
-impl std::fmt::Display for DumpError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DumpError::Read { message, .. } => write!(f, "reading the dump failed: {message}"),
-            DumpError::Syntax { line, message } => write!(f, "dump line {line}: {message}"),
+            Error::Read { message, .. } => write!(f, "reading failed: {message}"),
+            Error::Syntax { line, message } => write!(f, "line {line}: {message}"),
         }
     }
 }
@@ -70,14 +71,14 @@ enum Lex {
         backslash: bool,
     },
     Double,
-    /// In a dollar-quoted body; the closing tag (e.g. `$fn$`) is `DumpReader::tag`.
+    /// In a dollar-quoted body; the closing tag (e.g. `$fn$`) is `Reader::tag`.
     Dollar,
     BlockComment {
         depth: u32,
     },
 }
 
-pub struct DumpReader<R> {
+pub struct Reader<R> {
     input: R,
     /// Read but not yet consumed.
     pending: BytesMut,
@@ -99,10 +100,10 @@ pub struct DumpReader<R> {
     backslash_strings: bool,
 }
 
-impl<R: AsyncRead + Unpin> DumpReader<R> {
+impl<R: AsyncRead + Unpin> Reader<R> {
     /// `chunk_size`: about how many bytes of rows each [`Item::CopyData`] carries.
     pub fn new(input: R, chunk_size: usize) -> Self {
-        DumpReader {
+        Reader {
             input,
             pending: BytesMut::with_capacity(READ_SIZE * 2),
             eof: false,
@@ -120,7 +121,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
     }
 
     /// Reads more input into `pending`; false at the end of the input.
-    async fn fill(&mut self) -> Result<bool, DumpError> {
+    async fn fill(&mut self) -> Result<bool, Error> {
         if self.eof {
             return Ok(false);
         }
@@ -129,7 +130,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
             .input
             .read_buf(&mut self.pending)
             .await
-            .map_err(|e| DumpError::Read {
+            .map_err(|e| Error::Read {
                 message: e.to_string(),
                 transient: is_transient(&e),
             })?;
@@ -139,8 +140,8 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
         Ok(n > 0)
     }
 
-    /// The next item, or None at the end of the dump.
-    pub async fn next(&mut self) -> Result<Option<Item>, DumpError> {
+    /// The next item, or None at the end of the text.
+    pub async fn next(&mut self) -> Result<Option<Item>, Error> {
         if self.in_copy.is_some() {
             return self.next_copy().await.map(Some);
         }
@@ -166,7 +167,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
         }
     }
 
-    fn finish(&mut self) -> Result<Option<Item>, DumpError> {
+    fn finish(&mut self) -> Result<Option<Item>, Error> {
         if self.lex != Lex::Normal || !self.statement.is_empty() {
             let what = match self.lex {
                 Lex::Single { .. } => "inside a string literal",
@@ -175,9 +176,9 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
                 Lex::BlockComment { .. } => "inside a comment",
                 Lex::Normal => "inside a statement (no closing ;)",
             };
-            return Err(DumpError::Syntax {
+            return Err(Error::Syntax {
                 line: self.statement_line.max(1),
-                message: format!("the dump ends {what}: it is truncated or not a plain pg_dump"),
+                message: format!("the text ends {what}: it is truncated, or a quote is not closed"),
             });
         }
         Ok(None)
@@ -185,7 +186,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
 
     /// Scans one line (with its `\n`) in SQL mode; returns an item when one completes. A line
     /// holding the end of one statement and the start of the next puts the rest back.
-    fn scan_line(&mut self, line: &Bytes) -> Result<Option<Item>, DumpError> {
+    fn scan_line(&mut self, line: &Bytes) -> Result<Option<Item>, Error> {
         let line_no = self.line;
         self.line += 1;
         let mut i = 0;
@@ -303,10 +304,10 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
         }
         self.statement.extend_from_slice(&bytes[begin..]);
         if self.statement.len() > MAX_STATEMENT {
-            return Err(DumpError::Syntax {
+            return Err(Error::Syntax {
                 line: self.statement_line,
                 message: format!(
-                    "a statement longer than {} MiB: an unterminated quote, or not a plain pg_dump",
+                    "a statement longer than {} MiB: a quote that is never closed?",
                     MAX_STATEMENT >> 20
                 ),
             });
@@ -314,13 +315,14 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
         Ok(None)
     }
 
-    fn complete_statement(&mut self) -> Result<Item, DumpError> {
+    fn complete_statement(&mut self) -> Result<Item, Error> {
         let bytes = std::mem::take(&mut self.statement);
         let line = self.statement_line;
-        let text = String::from_utf8(bytes).map_err(|_| DumpError::Syntax {
+        let text = String::from_utf8(bytes).map_err(|_| Error::Syntax {
             line,
-            message: "a statement that is not UTF-8 (only UTF-8 dumps are read: pg_dump -E UTF8)"
-                .into(),
+            message:
+                "a statement that is not UTF-8 (only UTF-8 text is read; dumps: pg_dump -E UTF8)"
+                    .into(),
         })?;
         let upper = text.to_ascii_uppercase();
         if upper.starts_with("SET STANDARD_CONFORMING_STRINGS") {
@@ -328,7 +330,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
         }
         if upper.starts_with("COPY ") && upper.contains(" FROM STDIN") {
             let Some(table) = copy_from_stdin_target(&text) else {
-                return Err(DumpError::Syntax {
+                return Err(Error::Syntax {
                     line,
                     message: "a COPY FROM stdin with options (pg_dump writes plain COPY ... FROM \
                               stdin; in the text format)"
@@ -347,7 +349,7 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
     }
 
     /// COPY mode: the next chunk of rows, or the end of the block.
-    async fn next_copy(&mut self) -> Result<Item, DumpError> {
+    async fn next_copy(&mut self) -> Result<Item, Error> {
         loop {
             if let Some(after) = end_marker_at_start(&self.pending) {
                 let _ = self.pending.split_to(after);
@@ -383,10 +385,10 @@ impl<R: AsyncRead + Unpin> DumpReader<R> {
             }
             if !self.fill().await? {
                 let table = self.in_copy.clone().unwrap_or_default();
-                return Err(DumpError::Syntax {
+                return Err(Error::Syntax {
                     line: self.line,
                     message: format!(
-                        "the dump ends inside the rows of {table} (no closing \\.): it is truncated"
+                        "the text ends inside the rows of {table} (no closing \\.): it is truncated"
                     ),
                 });
             }
@@ -457,8 +459,8 @@ fn copy_from_stdin_target(statement: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    async fn items(text: &str, chunk: usize) -> Result<Vec<Item>, DumpError> {
-        let mut reader = DumpReader::new(text.as_bytes(), chunk);
+    async fn items(text: &str, chunk: usize) -> Result<Vec<Item>, Error> {
+        let mut reader = Reader::new(text.as_bytes(), chunk);
         let mut out = Vec::new();
         while let Some(item) = reader.next().await? {
             out.push(item);
@@ -574,10 +576,10 @@ SELECT $1; SELECT a$b$c FROM t;\n\\unrestrict abc\n";
             .unwrap_err();
         assert_eq!(
             e,
-            DumpError::Syntax {
+            Error::Syntax {
                 line: 2,
-                message: "the dump ends inside a dollar-quoted body: it is truncated or not a \
-                          plain pg_dump"
+                message: "the text ends inside a dollar-quoted body: it is truncated, or a \
+                          quote is not closed"
                     .into()
             }
         );

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    mask_db::run(std::env::args_os()).into()
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    run_sql::run(std::env::args_os()).into()
+}
