@@ -25,6 +25,7 @@ fn sample(parameter: &str) -> &'static str {
         "database" => "sbx_pr_42",
         "image" => "europe-docker.pkg.dev/acme/apps/web:sha-1a2b3c4",
         "state" => "ready",
+        "database-url" => "vault:secret/sandboxes/sbx-pr-42/db#url",
         other => panic!("no sample for the required parameter {other}: add one"),
     }
 }

@@ -105,6 +105,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("sleep-after", "6h"),
     ("night-schedule", "30 19 * * 1-5"),
     ("night-timezone", "America/Chicago"),
+    ("sql-scripts", "db/preview"),
+    ("mask-data", "true"),
 ];
 
 #[test]
@@ -247,6 +249,13 @@ fn another_organisations_settings_reach_every_place_and_install() {
     for kind in ["Role", "RoleBinding"] {
         let key = format!("{kind} gitops/sandbox-steps-argocd-apps");
         assert!(rendered.contains_key(&key), "no {key}");
+    }
+    for key in ["sql-scripts", "mask-data"] {
+        assert_eq!(
+            param("sandbox-infra", key),
+            setting(key),
+            "sandbox-infra {key}"
+        );
     }
     for template in ["create-sandbox", "sandbox-infra"] {
         for key in ["integration-bucket", "database-backups"] {

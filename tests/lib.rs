@@ -155,6 +155,8 @@ pub fn steps() -> Vec<Step> {
             admit_sandbox::Args::command(),
             admit_sandbox::OUTPUTS,
         ),
+        step(run_sql::NAME, run_sql::Args::command(), run_sql::OUTPUTS),
+        step(mask_db::NAME, mask_db::Args::command(), mask_db::OUTPUTS),
     ]
 }
 

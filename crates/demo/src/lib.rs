@@ -34,6 +34,12 @@ pub struct Report {
     /// read as the owner with the credentials restore-db put in Vault.
     pub database: BTreeMap<String, String>,
     pub orders_read_as_owner: String,
+    /// Customer 1 as the integration database holds it, and as sandbox 42's (masked by the
+    /// setting mask-data, as the owner reads it); and the QA customer the sandbox's SQL script
+    /// (setting sql-scripts, run-sql) added after the restore.
+    pub customer_in_integration: String,
+    pub customer_in_sandbox: String,
+    pub fixture_customer: String,
     pub after_delete: AfterDelete,
     pub capacity: CapacityReport,
     pub sweep: SweepReport,
@@ -144,6 +150,11 @@ fn infra_files() -> Vec<(&'static str, &'static str)> {
         (
             "kustomize/environments/sandbox/kustomization.yaml",
             "# The sandbox overlay: create-sandbox patches it on the sandbox's branch.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: apps-sandbox   # set per sandbox\nbases:\n  - ../../base\nimages:\n  - name: registry.acme.dev/shop/api\n    newTag: latest\nconfigMapGenerator:\n  - name: sandbox-config\n    literals:\n      - ENVIRONMENT=sandbox\n",
+        ),
+        (
+            "db/sandbox/0001_qa_customer.sql",
+            "-- The QA team's login in every sandbox (run-sql, after the restore and its masking).\n\
+             INSERT INTO shop.customers (email, full_name) VALUES ('qa@acme.test', 'QA Robot');\n",
         ),
         ("terraform/sandbox/main.tf", "# the one sandbox module: every sandbox is a workspace of it\nvariable \"environment\" {}\n"),
     ]
@@ -260,6 +271,17 @@ pub fn run(verbose: bool) -> Result<Report, String> {
             "sandbox-steps-db-admin".to_owned(),
             BTreeMap::from([("url".to_owned(), pg.url("postgres"))]),
         ),
+        // The setting mask-data: the rules and the key, as install step 2 creates them.
+        (
+            "sandbox-steps-masking".to_owned(),
+            BTreeMap::from([
+                (
+                    "rules.yaml".to_owned(),
+                    "shop.customers:\n  email: email\n  full_name: name\n".to_owned(),
+                ),
+                ("key".to_owned(), "demo-masking-key".to_owned()),
+            ]),
+        ),
     ]);
     let environment = Environment {
         binary: steps_binary(),
@@ -275,6 +297,11 @@ pub fn run(verbose: bool) -> Result<Report, String> {
     };
     let mut runner = Runner::new(&repo_root().join("workflow-templates"), environment);
     runner.verbose = verbose;
+    // The data settings of install/example, on: the sandboxes' SQL scripts and masking.
+    runner.install_settings(&BTreeMap::from([
+        ("sql-scripts".to_owned(), "db/sandbox".to_owned()),
+        ("mask-data".to_owned(), "true".to_owned()),
+    ]));
 
     let parameters = |pr: u64, head: &str| {
         BTreeMap::from([
@@ -371,6 +398,11 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         owner["data"]["data"]["url"].as_str().unwrap_or_default(),
         "SELECT current_user || ' reads ' || count(*) || ' orders' FROM shop.orders",
     );
+    let customer = "SELECT id || ' | ' || email || ' | ' || full_name FROM shop.customers WHERE";
+    report.customer_in_integration = pg.psql("integration", &format!("{customer} id = 1"));
+    let owner_url = owner["data"]["data"]["url"].as_str().unwrap_or_default();
+    report.customer_in_sandbox = psql_as(&pg, owner_url, &format!("{customer} id = 1"));
+    report.fixture_customer = psql_as(&pg, owner_url, &format!("{customer} email LIKE 'qa@%'"));
 
     say("\n== Sandbox sbx-pr-42 is up");
     say(&format!(
@@ -396,6 +428,11 @@ pub fn run(verbose: bool) -> Result<Report, String> {
         report.database.get("tables").map_or("?", String::as_str),
         report.database.get("rows").map_or("?", String::as_str),
         report.orders_read_as_owner
+    ));
+    say(&format!(
+        "personal data masked (mask-data: restore-db before the name, mask-db after the \
+         scripts):\n  integration: {}\n  sbx_pr_42:   {}\n  and run-sql's fixture (db/sandbox): {}",
+        report.customer_in_integration, report.customer_in_sandbox, report.fixture_customer
     ));
 
     // #42 idle: the sweep (its sleep-after) puts it to sleep; here sleep-sandbox runs as the
@@ -748,13 +785,15 @@ fn nightly_backups(pg: &Postgres, gcs: &FakeGcs) -> Result<(), String> {
     pg.psql(
         "integration",
         "CREATE SCHEMA shop; \
-         CREATE TABLE shop.customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL); \
+         CREATE TABLE shop.customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL, \
+         full_name text); \
          CREATE TABLE shop.orders (id serial PRIMARY KEY, customer_id int REFERENCES \
          shop.customers, amount numeric(10, 2), note text); \
          CREATE FUNCTION shop.total(c int) RETURNS numeric LANGUAGE sql AS $$ \
          SELECT coalesce(sum(amount), 0) FROM shop.orders WHERE customer_id = c; $$; \
-         INSERT INTO shop.customers (email) SELECT 'customer' || g || '@example.com' FROM \
-         generate_series(1, 50) g;",
+         INSERT INTO shop.customers (email, full_name) SELECT 'customer' || g || '@example.com', \
+         (ARRAY['Ada Lovelace', 'Grace Hopper', 'Alan Turing', 'Barbara Liskov'])[1 + g % 4] \
+         FROM generate_series(1, 50) g;",
     );
     gcs.create_bucket("acme-integration-backups");
     for (night, orders) in [

@@ -9,7 +9,8 @@
 //!   bindings), except a created Workflow, which it runs itself and publishes to the Kubernetes
 //!   API double so wait-workflow can watch it;
 //! - HTTP templates (the failure report) are logged, not sent;
-//! - retries follow the templates' rule (exit 4 only); no pods, volumes, deadlines or mutexes;
+//! - retries follow the templates' rule (exit 4 only); no pods, deadlines or mutexes; of the
+//!   volumes only Secrets, written as files where the step's variables name the mount;
 //! - a DAG fails as Argo decides it: from its leaf tasks, an omitted one taking a failed parent's
 //!   phase (workflow/controller/dag.go, assessDAGPhase).
 
@@ -126,24 +127,42 @@ impl Scope {
 
 impl Scope {
     /// An Argo expression (`{{=...}}`), in the one form the library uses:
-    /// `REFERENCE == 'TEXT' ? REFERENCE : REFERENCE` (`tasks['a-b']` spelled with brackets).
+    /// `REFERENCE == 'TEXT' ? VALUE : VALUE`, a VALUE a reference or a quoted text
+    /// (`tasks['a-b']` spelled with brackets).
     fn evaluate(&self, expression: &str) -> Result<String, String> {
         let unknown = || format!("{{{{={expression}}}}}: not a form this runner evaluates");
-        let (condition, branches) = expression.split_once('?').ok_or_else(unknown)?;
-        let (then, otherwise) = branches.split_once(':').ok_or_else(unknown)?;
+        let (condition, branches) = split_outside_quotes(expression, '?').ok_or_else(unknown)?;
+        let (then, otherwise) = split_outside_quotes(branches, ':').ok_or_else(unknown)?;
         let (left, right) = condition.split_once("==").ok_or_else(unknown)?;
-        let value =
-            |reference: &str| self.lookup(&reference.trim().replace("['", ".").replace("']", ""));
-        let text = right
-            .trim()
-            .strip_prefix('\'')
-            .and_then(|t| t.strip_suffix('\''));
-        if value(left)? == text.ok_or_else(unknown)? {
+        let quoted = |text: &str| {
+            text.trim()
+                .strip_prefix('\'')
+                .and_then(|t| t.strip_suffix('\''))
+                .map(str::to_owned)
+        };
+        let value = |reference: &str| match quoted(reference) {
+            Some(text) => Ok(text),
+            None => self.lookup(&reference.trim().replace("['", ".").replace("']", "")),
+        };
+        if value(left)? == quoted(right).ok_or_else(unknown)? {
             value(then)
         } else {
             value(otherwise)
         }
     }
+}
+
+/// `text` split at the first `separator` outside single quotes.
+fn split_outside_quotes(text: &str, separator: char) -> Option<(&str, &str)> {
+    let mut in_quotes = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\'' => in_quotes = !in_quotes,
+            c if c == separator && !in_quotes => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 impl Runner {
@@ -565,6 +584,36 @@ impl Runner {
             return Ok(BTreeMap::new());
         };
         let outputs_dir = tempfile::tempdir_in(&self.env.scratch).map_err(|e| e.to_string())?;
+        // Secret volumes, as the kubelet mounts them: a file per key (none when the Secret is
+        // absent and the volume optional). Paths under the mount are rewritten to the files.
+        let mut mounts = Vec::new();
+        for volume in spec["volumes"].as_array().into_iter().flatten() {
+            let Some(secret) = volume["secret"]["secretName"].as_str() else {
+                continue;
+            };
+            let name = volume["name"].as_str().unwrap_or_default();
+            let Some(mount) = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["name"] == name)
+                .and_then(|m| m["mountPath"].as_str())
+            else {
+                continue;
+            };
+            let dir = outputs_dir.path().join(format!("volume-{name}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let secret_name = scope.substitute(secret)?;
+            for (key, value) in self.env.secrets.get(&secret_name).into_iter().flatten() {
+                std::fs::write(dir.join(key), value).map_err(|e| e.to_string())?;
+            }
+            mounts.push((mount.to_owned(), dir.display().to_string()));
+        }
+        let mounted = |value: String| {
+            mounts
+                .iter()
+                .fold(value, |v, (mount, dir)| v.replace(mount.as_str(), dir))
+        };
         let mut cmd = Command::new(&self.env.binary);
         cmd.arg(step).env_clear();
         for e in container["env"].as_array().into_iter().flatten() {
@@ -581,7 +630,7 @@ impl Runner {
                     None => continue, // optional: true
                 }
             } else {
-                scope.substitute(e["value"].as_str().unwrap_or_default())?
+                mounted(scope.substitute(e["value"].as_str().unwrap_or_default())?)
             };
             cmd.env(name, value);
         }
@@ -978,6 +1027,15 @@ mod tests {
         let text = "{{=tasks['module-branch'].outputs.parameters.existed == 'true' ? \
                     tasks.validate.outputs.parameters.branch : workflow.parameters['base-branch']}}";
         assert_eq!(scope.substitute(text), Ok("main".into()));
+        // sandbox-infra's mask-key: quoted texts, with a ':' inside one.
+        let masking = "{{=workflow.parameters['base-branch'] == 'main' ? \
+                       'file:/etc/sandbox-steps/masking/key' : ''}}";
+        assert_eq!(
+            scope.substitute(masking),
+            Ok("file:/etc/sandbox-steps/masking/key".into())
+        );
+        let off = masking.replace("== 'main'", "== 'other'");
+        assert_eq!(scope.substitute(&off), Ok(String::new()));
         assert!(scope.substitute("{{=1 + 1}}").is_err());
     }
 

@@ -41,6 +41,19 @@ fn the_whole_lifecycle_runs_locally() {
         Some("1050")
     );
     assert_eq!(report.orders_read_as_owner, "sbx_pr_42 reads 1000 orders");
+    // Masked by mask-data; run-sql's fixture added after the masking, as written.
+    assert_eq!(
+        report.customer_in_integration,
+        "1 | customer1@example.com | Grace Hopper"
+    );
+    let masked: Vec<&str> = report.customer_in_sandbox.split(" | ").collect();
+    assert_eq!(masked[0], "1");
+    assert!(
+        masked[1].starts_with("user-") && masked[1].ends_with("@example.com"),
+        "{masked:?}"
+    );
+    assert!(!report.customer_in_sandbox.contains("Grace"), "{masked:?}");
+    assert_eq!(report.fixture_customer, "51 | qa@acme.test | QA Robot");
     let after = report.after_delete;
     assert!(!after.application, "Application removed");
     assert!(

@@ -144,7 +144,10 @@ async fn mask_db(args: Args, ctx: Context) -> Result<(), StepError> {
         "mask",
     )?;
     ctx.outputs.set("database", &database)?;
+    // The key is read only when a rule needs it: rules of null, fixed and keep need none (the
+    // template always names the key's file, present or not).
     let key = match &args.key {
+        _ if !masking::needs_key(&rules) => None,
         // The templates pass an empty value when there is no key.
         Some(SecretRef::Literal(empty)) if empty.expose().is_empty() => None,
         Some(r) => Some(r.resolve("--key", &args.vault).await?),
