@@ -646,6 +646,8 @@ impl Platform {
                     "terraform/sandbox/main.tf",
                     "variable \"environment\" {}\nvariable \"namespace\" {}\n",
                 ),
+                // The setting sql-scripts: run-sql runs these on the environment branch.
+                ("db/sandbox/0001_qa_logins.sql", QA_LOGINS_SQL),
             ],
         );
         git.create_repo("gitops", &[("apps/sandboxes/README.md", "sandboxes\n")]);
@@ -761,6 +763,10 @@ impl Platform {
             vec![
                 ("sandbox-steps-git", json!({"token": GIT_TOKEN})),
                 ("sandbox-steps-db-admin", json!({"url": admin_url})),
+                (
+                    "sandbox-steps-masking",
+                    json!({"rules.yaml": MASKING_RULES, "key": "e2e-masking-key"}),
+                ),
             ],
         );
         let notify = HttpServer::start(|_| HttpResponse::new(200));
@@ -802,9 +808,21 @@ impl Platform {
                 ),
             ),
             ("registry-plain-http", "true".into()),
+            // The data settings: the scripts of db/sandbox, and masking (the Secret
+            // sandbox-steps-masking copied into each sandbox namespace).
+            ("sql-scripts", "db/sandbox".into()),
+            ("mask-data", "true".into()),
         ]
     }
 }
+
+/// The setting sql-scripts' one script: a table of QA logins every sandbox gets.
+const QA_LOGINS_SQL: &str = "CREATE TABLE qa_logins (login text PRIMARY KEY);\n\
+                             INSERT INTO qa_logins VALUES ('qa@acme.test');\n";
+
+/// The Secret sandbox-steps-masking's rules (install step 2): the integration database's one
+/// personal column.
+const MASKING_RULES: &str = "customers:\n  email: email\n";
 
 /// workflow-templates/README step 3, as a user types it: the Vault policy's HCL and the role's
 /// settings.
@@ -1094,6 +1112,29 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         "sbx_pr_42",
         "the database is its own role's"
     );
+    // mask-data: restore-db masked the customers before the database got its name; run-sql ran
+    // db/sandbox's script on the environment branch; mask-db found nothing left to mask.
+    assert_eq!(
+        platform.postgres.psql(
+            "sbx_pr_42",
+            "SELECT count(*) FILTER (WHERE email ~ '^user-[0-9a-f]{16}@example\\.com$') || ' ' || \
+             count(DISTINCT email) FROM customers"
+        ),
+        "1000 1000",
+        "every email masked, still unique"
+    );
+    assert_eq!(
+        platform
+            .postgres
+            .psql("sbx_pr_42", "SELECT string_agg(login, ',') FROM qa_logins"),
+        "qa@acme.test"
+    );
+    assert_eq!(
+        output(node(&child, "mask-database"), "already-masked"),
+        "1",
+        "the column restore-db masked is not masked twice"
+    );
+    assert_eq!(output(node(&child, "run-scripts"), "applied"), "1");
     let owner = platform
         .bao
         .api("GET", "secret/data/sandboxes/sbx-pr-42/db", None);
@@ -2258,6 +2299,7 @@ fn install_settings(api: &KubeApiServer, settings: &[(&str, String)]) {
         "sleep-sandbox",
         "wake-sandbox",
         "sweep",
+        "sandbox-infra",
     ] {
         let path = format!("/apis/argoproj.io/v1alpha1/clusterworkflowtemplates/{template}");
         let (_, mut object) = api.get(&path);
