@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pg_admin::{check_database, sql_error, AdminUrl};
+use pg_admin::SandboxUrl;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 use step_kit::{CommonArgs, Context, SecretRef, StepArgs, StepError, VaultFlags};
@@ -126,23 +126,14 @@ pub fn read_rules(path: &std::path::Path, flag: &str) -> Result<Vec<masking::Rul
 
 async fn mask_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let started = Instant::now();
-    pg_admin::check_sandbox_prefix(&args.sandbox_prefix)?;
     let rules = read_rules(&args.rules, "--rules")?;
     let url = args
         .database_url
         .resolve("--database-url", &args.vault)
         .await?;
-    let target = AdminUrl::parse(url.expose(), NAME)
-        .map_err(|e| StepError::new(e.kind, e.message.replace("--admin-url", "--database-url")))?;
+    let target = SandboxUrl::parse(url.expose(), &args.sandbox_prefix, "mask", NAME)?;
     drop(url);
-    let database = target.database().to_owned();
-    check_database(
-        "--database-url",
-        &database,
-        &args.sandbox_prefix,
-        "",
-        "mask",
-    )?;
+    let database = target.database.clone();
     ctx.outputs.set("database", &database)?;
     // The key is read only when a rule needs it: rules of null, fixed and keep need none (the
     // template always names the key's file, present or not).
@@ -160,18 +151,7 @@ async fn mask_db(args: Args, ctx: Context) -> Result<(), StepError> {
         ));
     }
 
-    let policy = ctx.retry_policy();
-    let mut conn = step_kit::retry(
-        &policy,
-        "connect to the sandbox database",
-        |e: &StepError| e.kind == step_kit::ErrorKind::Transient,
-        || async {
-            PgConnection::connect_with(&target.options)
-                .await
-                .map_err(|e| sql_error(&format!("connect to {database} (--database-url)"), e))
-        },
-    )
-    .await?;
+    let mut conn = target.connect(&ctx.retry_policy()).await?;
     let report = masking::mask(
         &mut conn,
         &masking::Options {

@@ -390,3 +390,61 @@ fn rules_that_do_not_fit_and_bad_flags_change_nothing() {
     assert_eq!(world.digest(db, "public.customers"), before);
     assert!(!dry.text.contains(KEY));
 }
+
+#[test]
+fn a_run_stopped_half_way_resumes_after_its_committed_batches() {
+    let world = World::start();
+    for db in ["sbx_resume", "sbx_whole"] {
+        world.database(db, 5_000);
+    }
+    // A trigger that refuses one row of the third batch: the run stops there (the server
+    // refusing an update, exit 3), its first two batches committed.
+    world.sql(
+        "sbx_resume",
+        "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.id = 2500 THEN RAISE EXCEPTION 'refused: row %', NEW.id; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON public.customers FOR EACH ROW \
+         EXECUTE FUNCTION public.refuse()",
+    );
+    let stopped = world.run("sbx_resume", &["--batch-rows", "1000"]);
+    assert_eq!(stopped.code, Some(3), "{}", stopped.text);
+    assert!(
+        stopped.text.contains("refused: row 2500"),
+        "{}",
+        stopped.text
+    );
+    assert_eq!(
+        world.sql(
+            "sbx_resume",
+            "SELECT count(*) FILTER (WHERE email LIKE 'user-%') || ' ' || \
+             (SELECT last_key FROM sandbox_steps.masking_progress) FROM public.customers"
+        ),
+        "2000 2000",
+        "two batches committed with their progress"
+    );
+    world.sql("sbx_resume", "DROP TRIGGER refuse ON public.customers");
+    let resumed = world.run("sbx_resume", &["--batch-rows", "1000"]).ok();
+    assert!(
+        resumed
+            .text
+            .contains("resuming after key 2000 (2000 rows masked before)"),
+        "{}",
+        resumed.text
+    );
+    let columns: serde_json::Value = serde_json::from_str(resumed.output("columns")).unwrap();
+    assert_eq!(columns["public.customers.email"], 3000);
+    // No row masked twice: the same values as a database masked in one go.
+    world.run("sbx_whole", &[]).ok();
+    assert_eq!(
+        world.digest("sbx_resume", "public.customers"),
+        world.digest("sbx_whole", "public.customers")
+    );
+    assert_eq!(
+        world.sql(
+            "sbx_resume",
+            "SELECT count(*) FROM sandbox_steps.masking_progress"
+        ),
+        "0"
+    );
+}

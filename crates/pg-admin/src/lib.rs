@@ -143,11 +143,16 @@ impl AdminUrl {
     /// connection names itself `application_name` and never logs statements (they may carry a
     /// role's password verifier).
     pub fn parse(url: &str, application_name: &str) -> Result<AdminUrl, StepError> {
+        Self::parse_flag(url, "--admin-url", application_name)
+    }
+
+    /// As [`AdminUrl::parse`], for the URL of `flag`.
+    fn parse_flag(url: &str, flag: &str, application_name: &str) -> Result<AdminUrl, StepError> {
         let refused = || {
-            StepError::invalid(
-                "--admin-url: not a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (the value is \
-                 not shown: it holds a password)",
-            )
+            StepError::invalid(format!(
+                "{flag}: not a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (the value is not \
+                 shown: it holds a password)"
+            ))
         };
         let parsed = url::Url::parse(url).map_err(|_| refused())?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
@@ -174,6 +179,49 @@ impl AdminUrl {
 
     pub fn user(&self) -> &str {
         self.options.get_username()
+    }
+}
+
+/// A sandbox database's own connection (`--database-url` of run-sql and mask-db, the owner's):
+/// its database checked against the naming rules before anything connects.
+pub struct SandboxUrl {
+    pub options: PgConnectOptions,
+    pub database: String,
+}
+
+impl SandboxUrl {
+    /// Parses the URL (never shown) and checks its database is a sandbox's (`verb`: what the
+    /// step would do to another, in the refusal: "run scripts in", "mask").
+    pub fn parse(
+        url: &str,
+        prefix: &str,
+        verb: &str,
+        application_name: &str,
+    ) -> Result<SandboxUrl, StepError> {
+        check_sandbox_prefix(prefix)?;
+        let parsed = AdminUrl::parse_flag(url, "--database-url", application_name)?;
+        let database = parsed.database().to_owned();
+        check_database("--database-url", &database, prefix, "", verb)?;
+        Ok(SandboxUrl {
+            options: parsed.options,
+            database,
+        })
+    }
+
+    /// Connects, retrying a refused or reset connection (a server restarting) within `policy`.
+    pub async fn connect(&self, policy: &step_kit::RetryPolicy) -> Result<PgConnection, StepError> {
+        let what = format!("connect to {} (--database-url)", self.database);
+        step_kit::retry(
+            policy,
+            &what,
+            |e: &StepError| e.kind == step_kit::ErrorKind::Transient,
+            || async {
+                PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(|e| sql_error(&what, e))
+            },
+        )
+        .await
     }
 }
 

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pg_admin::{check_database, sql_error, AdminUrl};
+use pg_admin::{sql_error, SandboxUrl};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Row};
@@ -205,7 +205,6 @@ fn check_flags(args: &Args) -> Result<(Source, Vec<(String, String)>), StepError
         }
     };
     problems.into_result()?;
-    pg_admin::check_sandbox_prefix(&args.sandbox_prefix)?;
     Ok((source.expect("checked above"), vars.into_iter().collect()))
 }
 
@@ -246,17 +245,9 @@ async fn run_sql(args: Args, ctx: Context) -> Result<(), StepError> {
         .database_url
         .resolve("--database-url", &args.git.vault)
         .await?;
-    let target = AdminUrl::parse(url.expose(), NAME)
-        .map_err(|e| StepError::new(e.kind, e.message.replace("--admin-url", "--database-url")))?;
+    let target = SandboxUrl::parse(url.expose(), &args.sandbox_prefix, "run scripts in", NAME)?;
     drop(url);
-    let database = target.database().to_owned();
-    check_database(
-        "--database-url",
-        &database,
-        &args.sandbox_prefix,
-        "",
-        "run scripts in",
-    )?;
+    let database = target.database.clone();
     ctx.outputs.set("database", &database)?;
 
     let mut settings = gcs::Settings::from_env();
@@ -272,18 +263,7 @@ async fn run_sql(args: Args, ctx: Context) -> Result<(), StepError> {
     }
     tracing::info!("{} script(s) at {source}", scripts.len());
 
-    let policy = ctx.retry_policy();
-    let mut conn = step_kit::retry(
-        &policy,
-        "connect to the sandbox database",
-        |e: &StepError| e.kind == step_kit::ErrorKind::Transient,
-        || async {
-            PgConnection::connect_with(&target.options)
-                .await
-                .map_err(|e| sql_error(&format!("connect to {database} (--database-url)"), e))
-        },
-    )
-    .await?;
+    let mut conn = target.connect(&ctx.retry_policy()).await?;
     // One run at a time per database: two would both see a script as not applied.
     sqlx::query("SELECT pg_advisory_lock(hashtextextended('sandbox-steps/run-sql', 0))")
         .execute(&mut conn)
