@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pg_admin::SandboxUrl;
-use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 use step_kit::{CommonArgs, Context, SecretRef, StepArgs, StepError, VaultFlags};
 
