@@ -12,8 +12,6 @@
 //!   created_at: keep      # reviewed: not personal
 //! ```
 
-use std::collections::BTreeMap;
-
 use step_kit::StepError;
 
 /// How a column is masked. NULL stays NULL with every strategy.
@@ -116,21 +114,21 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
 /// catalog (case-sensitive, unquoted in the file): `Sales.Orders` is schema `Sales`.
 pub fn parse(text: &str) -> Result<Vec<Rule>, StepError> {
     let invalid = |m: String| StepError::invalid(format!("the masking rules: {m}"));
-    let tables: BTreeMap<String, Option<BTreeMap<String, Option<String>>>> =
+    let tables: Entries<Option<Entries<Option<String>>>> =
         serde_yaml::from_str(text).map_err(|e| {
             invalid(format!(
                 "{e} (expected: table or schema.table → column → strategy)"
             ))
         })?;
     let mut rules = Vec::new();
-    for (qualified, columns) in tables {
+    for (qualified, columns) in tables.0 {
         let (schema, table) = match qualified.split_once('.') {
             Some((s, t)) => (s.to_owned(), t.to_owned()),
             None => ("public".to_owned(), qualified.clone()),
         };
         check_name("schema", &schema).map_err(invalid)?;
         check_name("table", &table).map_err(invalid)?;
-        let columns = columns.unwrap_or_default();
+        let columns = columns.map(|c| c.0).unwrap_or_default();
         if columns.is_empty() {
             return Err(invalid(format!(
                 "{qualified}: no columns (give each column a strategy, keep for the reviewed ones)"
@@ -149,7 +147,46 @@ pub fn parse(text: &str) -> Result<Vec<Rule>, StepError> {
             });
         }
     }
+    rules.sort_by(|a, b| (&a.schema, &a.table, &a.column).cmp(&(&b.schema, &b.table, &b.column)));
+    // `customers` and `public.customers` are one table.
+    if let Some(twice) = rules.windows(2).find(|p| p[0].name() == p[1].name()) {
+        return Err(invalid(format!(
+            "{}: two rules for one column (a table named with and without its schema?)",
+            twice[0].name()
+        )));
+    }
     Ok(rules)
+}
+
+/// A YAML mapping's entries, refusing a key given twice: serde_yaml would keep the last one
+/// silently, and a rule written twice (`email: hash`, later `email: keep`) must not be decided
+/// by its order in the file.
+struct Entries<V>(Vec<(String, V)>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries<V>, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {key}")));
+                    }
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// The words of a column name that say it may hold personal data (compared with the name's
@@ -280,7 +317,18 @@ mod tests {
             ),
             ("customers:\n", "customers: no columns"),
             ("- customers\n", "expected: table"),
-            ("customers:\n  email: email\n  email: hash\n", "duplicate"),
+            (
+                "customers:\n  email: email\n  email: hash\n",
+                "duplicate key email",
+            ),
+            (
+                "customers:\n  a: keep\ncustomers:\n  b: keep\n",
+                "duplicate key customers",
+            ),
+            (
+                "customers:\n  email: email\npublic.customers:\n  email: keep\n",
+                "public.customers.email: two rules for one column",
+            ),
             (
                 &format!("customers:\n  {}: keep\n", "x".repeat(64)),
                 "1 to 63 bytes",
