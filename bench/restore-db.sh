@@ -108,6 +108,41 @@ for run in $(seq "$runs"); do
     fresh; timed "template-copy" bash -c 'restore s20 1 --template-db sbx_bench_template'; check_rows 2000000
 done
 
+# The server's CPU per phase (bench/pg_phases.py: every postgres process sampled every 10 ms,
+# statements from the server's log), medians of BENCH_PG_PHASE_RUNS runs (default 3): where a parallel restore's time goes, and how
+# far two cores are from its floor. BENCH_PG_PHASES=0 skips it.
+if [ "${BENCH_PG_PHASES:-1}" != 0 ]; then
+    phase_runs=${BENCH_PG_PHASE_RUNS:-3}
+    echo "== s20: the server's CPU per phase ($phase_runs runs each)"
+    psql -X -q -c "ALTER SYSTEM SET log_min_duration_statement = 0" \
+        -c "ALTER SYSTEM SET log_line_prefix = '%m [%p] '" -c "SELECT pg_reload_conf()" >/dev/null
+    phases() { # label command...
+        local label=$1 before sampler t0 t1
+        shift
+        fresh
+        before=$(stat -c %s "$work/pg/log")
+        python3 bench/pg_phases.py sample "$work/samples" &
+        sampler=$!
+        t0=$(date +%s.%N)
+        "$@" > "$work/last.log" 2>&1 || { echo "$label failed" >&2; tail -20 "$work/last.log" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        kill "$sampler"; wait "$sampler" || true
+        tail -c +$((before + 1)) "$work/pg/log" > "$work/phase.log"
+        python3 bench/pg_phases.py report "$work/samples" "$work/phase.log" "$label" \
+            "$(python3 -c "print($t1 - $t0)")" "$work/phases.jsonl"
+    }
+    for _ in $(seq "$phase_runs"); do
+        phases "restore-db --jobs 1" bash -c 'restore s20 1'
+        phases "restore-db --jobs 2" bash -c 'restore s20 2'
+        phases "restore-db --jobs 4" bash -c 'restore s20 4'
+        phases "psql -f, local file" bash -c "createdb sbx_bench && psql -X -q -v ON_ERROR_STOP=1 -d sbx_bench -f '$work/s20.sql'"
+        check_rows 2000000
+    done
+    python3 bench/pg_phases.py summary "$work/phases.jsonl"
+    psql -X -q -c "ALTER SYSTEM RESET log_min_duration_statement" \
+        -c "ALTER SYSTEM RESET log_line_prefix" -c "SELECT pg_reload_conf()" >/dev/null
+fi
+
 if [ "${BENCH_PG_LARGE:-1}" != 0 ]; then
     echo "== preparing the 5x data (pgbench -s 100)"
     dump_set s100 100
