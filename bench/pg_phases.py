@@ -112,10 +112,9 @@ def report(out, log, label, wall_s, results):
     phases = {}
     for start, end, pid, phase in statements:
         cpu = sum(d for t, leader, d in deltas if leader == pid and start <= t <= end + 0.011)
-        p = phases.setdefault(phase, {"cpu": 0.0, "intervals": [], "count": 0})
+        p = phases.setdefault(phase, {"cpu": 0.0, "intervals": []})
         p["cpu"] += cpu / TICK
         p["intervals"].append((start, end))
-        p["count"] += 1
     total_cpu = sum(d for _, _, d in deltas) / TICK
     row = {"label": label, "wall": wall_s, "all_cpu": total_cpu}
     for name, p in phases.items():

@@ -134,11 +134,8 @@ impl Checkout {
 
     /// A file of the tip's tree, or `None` when absent.
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StepError> {
-        let tree = self.tip_tree()?;
-        let entry = match tree.get_path(Path::new(path)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
-            Err(e) => return Err(self.error("read the tree", e)),
+        let Some(entry) = self.entry(path)? else {
+            return Ok(None);
         };
         let blob = self.repo.find_blob(entry.id()).map_err(|e| {
             StepError::precondition(format!("{path} is not a file: {}", e.message()))
@@ -149,11 +146,8 @@ impl Checkout {
     /// The names of the files directly in directory `path` of the tip's tree (empty when the
     /// directory is absent), in name order.
     pub fn list_dir(&self, path: &str) -> Result<Vec<String>, StepError> {
-        let tree = self.tip_tree()?;
-        let entry = match tree.get_path(Path::new(path)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error("read the tree", e)),
+        let Some(entry) = self.entry(path)? else {
+            return Ok(Vec::new());
         };
         let dir = self.repo.find_tree(entry.id()).map_err(|e| {
             StepError::precondition(format!("{path} is not a directory: {}", e.message()))
@@ -170,11 +164,8 @@ impl Checkout {
     /// A path of the tip's tree read whole: a file's content, or the files directly in a
     /// directory (name order), or nothing when absent.
     pub fn read_path(&self, path: &str) -> Result<PathContent, StepError> {
-        let tree = self.tip_tree()?;
-        let entry = match tree.get_path(Path::new(path)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(PathContent::Missing),
-            Err(e) => return Err(self.error("read the tree", e)),
+        let Some(entry) = self.entry(path)? else {
+            return Ok(PathContent::Missing);
         };
         match entry.kind() {
             Some(git2::ObjectType::Tree) => {
@@ -203,6 +194,15 @@ impl Checkout {
                 })?;
                 Ok(PathContent::File(blob.content().to_vec()))
             }
+        }
+    }
+
+    /// The entry at `path` in the tip's tree, or `None` when absent.
+    fn entry(&self, path: &str) -> Result<Option<git2::TreeEntry<'static>>, StepError> {
+        match self.tip_tree()?.get_path(Path::new(path)) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.error("read the tree", e)),
         }
     }
 

@@ -131,15 +131,8 @@ pub async fn read_branch_file(
     git: &GitFlags,
     ctx: &Context,
 ) -> Result<Option<Vec<u8>>, StepError> {
-    let auth = git.auth(repo).await?;
-    let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
-    let cancel = ctx.cancel.clone();
-    step_kit::doing(format!("reading {path} of {branch} from {repo}"));
-    tokio::task::spawn_blocking(move || {
-        Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_file(&path)
-    })
-    .await
-    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+    let doing = format!("reading {path} of {branch} from {repo}");
+    on_branch_tip(repo, branch, path, git, ctx, doing, |c, p| c.read_file(p)).await
 }
 
 /// A file or a directory's files of `branch` of `repo`, read in one fetch of depth 1 into a
@@ -151,15 +144,8 @@ pub async fn read_branch_path(
     git: &GitFlags,
     ctx: &Context,
 ) -> Result<PathContent, StepError> {
-    let auth = git.auth(repo).await?;
-    let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
-    let cancel = ctx.cancel.clone();
-    step_kit::doing(format!("reading {path} of {branch} from {repo}"));
-    tokio::task::spawn_blocking(move || {
-        Checkout::fetch(&repo, &branch, auth, None, cancel)?.read_path(&path)
-    })
-    .await
-    .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?
+    let doing = format!("reading {path} of {branch} from {repo}");
+    on_branch_tip(repo, branch, path, git, ctx, doing, |c, p| c.read_path(p)).await
 }
 
 /// The names of the files in directory `path` of `branch` of `repo` (empty when absent),
@@ -171,12 +157,26 @@ pub async fn list_branch_dir(
     git: &GitFlags,
     ctx: &Context,
 ) -> Result<Vec<String>, StepError> {
+    let doing = format!("listing {path} of {branch} in {repo}");
+    on_branch_tip(repo, branch, path, git, ctx, doing, |c, p| c.list_dir(p)).await
+}
+
+/// `read(checkout, path)` on a depth-1 fetch of `branch` into a temp dir, off the async threads.
+async fn on_branch_tip<T: Send + 'static>(
+    repo: &str,
+    branch: &str,
+    path: &str,
+    git: &GitFlags,
+    ctx: &Context,
+    doing: String,
+    read: fn(&Checkout, &str) -> Result<T, StepError>,
+) -> Result<T, StepError> {
     let auth = git.auth(repo).await?;
     let (repo, branch, path) = (repo.to_owned(), branch.to_owned(), path.to_owned());
     let cancel = ctx.cancel.clone();
-    step_kit::doing(format!("listing {path} of {branch} in {repo}"));
+    step_kit::doing(doing);
     tokio::task::spawn_blocking(move || {
-        Checkout::fetch(&repo, &branch, auth, None, cancel)?.list_dir(&path)
+        read(&Checkout::fetch(&repo, &branch, auth, None, cancel)?, &path)
     })
     .await
     .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?

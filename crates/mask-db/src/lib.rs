@@ -115,17 +115,16 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
     step_kit::run_from(NAME, argv, mask_db)
 }
 
-/// Reads and parses a rules file (exit 2 when it is not one).
-pub fn read_rules(path: &std::path::Path, flag: &str) -> Result<Vec<masking::Rule>, StepError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        StepError::invalid(format!("{flag} {}: cannot read it: {e}", path.display()))
-    })?;
-    masking::parse(&text)
-}
-
 async fn mask_db(args: Args, ctx: Context) -> Result<(), StepError> {
     let started = Instant::now();
-    let rules = read_rules(&args.rules, "--rules")?;
+    let loaded = masking::load(
+        &args.rules,
+        "--rules",
+        args.key.as_ref(),
+        "--key",
+        &args.vault,
+    )
+    .await?;
     let url = args
         .database_url
         .resolve("--database-url", &args.vault)
@@ -134,28 +133,12 @@ async fn mask_db(args: Args, ctx: Context) -> Result<(), StepError> {
     drop(url);
     let database = target.database.clone();
     ctx.outputs.set("database", &database)?;
-    // The key is read only when a rule needs it: rules of null, fixed and keep need none (the
-    // template always names the key's file, present or not).
-    let key = match &args.key {
-        _ if !masking::needs_key(&rules) => None,
-        // The templates pass an empty value when there is no key.
-        Some(SecretRef::Literal(empty)) if empty.expose().is_empty() => None,
-        Some(r) => Some(r.resolve("--key", &args.vault).await?),
-        None => None,
-    };
-    if masking::needs_key(&rules) && key.is_none() {
-        return Err(StepError::invalid(
-            "--key: the rules use keyed strategies (hash, email, name, phone): give the key's \
-             secret reference",
-        ));
-    }
-
     let mut conn = target.connect(&ctx.retry_policy()).await?;
     let report = masking::mask(
         &mut conn,
         &masking::Options {
-            rules: &rules,
-            key: key.as_ref().map(|k| k.expose()),
+            rules: &loaded.rules,
+            key: loaded.key.as_ref().map(|k| k.expose()),
             allow_unmasked: args.allow_unmasked,
             batch_rows: args.batch_rows,
             dry_run: args.dry_run,

@@ -626,6 +626,59 @@ async fn mask_table(
     Ok(totals)
 }
 
+/// The rules file and the key, as a step's flags name them.
+pub struct Loaded {
+    pub rules: Vec<Rule>,
+    /// Read only when a rule needs it.
+    pub key: Option<step_kit::Secret>,
+    /// The rules' and the key's fingerprints (`rules <hex> key <hex|none>`), never the key.
+    pub fingerprint: String,
+}
+
+/// Reads and parses the rules file of `rules_flag` (exit 2 when unreadable or not rules), and
+/// resolves the key of `key_flag` when a rule is keyed (then required). An empty key reference
+/// counts as none: the templates pass "" when there is no key.
+pub async fn load(
+    rules: &std::path::Path,
+    rules_flag: &str,
+    key: Option<&step_kit::SecretRef>,
+    key_flag: &str,
+    vault: &step_kit::VaultFlags,
+) -> Result<Loaded, StepError> {
+    let text = std::fs::read(rules).map_err(|e| {
+        StepError::invalid(format!(
+            "{rules_flag} {}: cannot read it: {e}",
+            rules.display()
+        ))
+    })?;
+    let parsed = parse(&String::from_utf8_lossy(&text))?;
+    let key = match key {
+        _ if !needs_key(&parsed) => None,
+        Some(step_kit::SecretRef::Literal(empty)) if empty.expose().is_empty() => None,
+        Some(r) => Some(r.resolve(key_flag, vault).await?),
+        None => None,
+    };
+    if needs_key(&parsed) && key.is_none() {
+        return Err(StepError::invalid(format!(
+            "{key_flag}: the rules use keyed strategies (hash, email, name, phone): give the \
+             key's secret reference"
+        )));
+    }
+    let rules_id: String = Sha256::digest(&text)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key_id = key.as_ref().map(|k| key_id(k.expose()));
+    Ok(Loaded {
+        rules: parsed,
+        key,
+        fingerprint: format!(
+            "rules {rules_id} key {}",
+            key_id.as_deref().unwrap_or("none")
+        ),
+    })
+}
+
 /// How [`mask`] runs.
 pub struct Options<'a> {
     pub rules: &'a [Rule],

@@ -194,59 +194,28 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> u8 {
 
 /// The masking applied to restored data before it gets its name (`--mask-rules`).
 struct Masking {
-    rules: Vec<masking::Rule>,
-    key: Option<step_kit::Secret>,
+    loaded: masking::Loaded,
     allow_unmasked: bool,
-    /// The rules' and the key's fingerprints, kept in the database's comment.
-    fingerprint: String,
 }
 
 async fn masking_of(args: &Args) -> Result<Option<Masking>, StepError> {
-    let key_ref = match &args.mask_key {
-        Some(SecretRef::Literal(empty)) if empty.expose().is_empty() => None,
-        other => other.as_ref(),
-    };
-    let Some(path) = args
+    let key = args
+        .mask_key
+        .as_ref()
+        .filter(|r| !matches!(r, SecretRef::Literal(empty) if empty.expose().is_empty()));
+    let Some(rules) = args
         .mask_rules
         .as_ref()
         .filter(|p| !p.as_os_str().is_empty())
     else {
-        if key_ref.is_some() {
+        if key.is_some() {
             return Err(StepError::invalid("--mask-key without --mask-rules"));
         }
         return Ok(None);
     };
-    let text = std::fs::read(path).map_err(|e| {
-        StepError::invalid(format!(
-            "--mask-rules {}: cannot read it: {e}",
-            path.display()
-        ))
-    })?;
-    let rules = masking::parse(&String::from_utf8_lossy(&text))?;
-    let key = match key_ref {
-        Some(r) => Some(r.resolve("--mask-key", &args.vault).await?),
-        None => None,
-    };
-    if masking::needs_key(&rules) && key.is_none() {
-        return Err(StepError::invalid(
-            "--mask-key: the rules use keyed strategies (hash, email, name, phone): give the key",
-        ));
-    }
-    let rules_id: String = sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        &text,
-    ))[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let key_id = key.as_ref().map(|k| masking::key_id(k.expose()));
+    let loaded = masking::load(rules, "--mask-rules", key, "--mask-key", &args.vault).await?;
     Ok(Some(Masking {
-        fingerprint: format!(
-            "rules {rules_id} key {}",
-            key_id.as_deref().unwrap_or("none")
-        ),
-        rules,
-        key,
+        loaded,
         allow_unmasked: args.mask_allow_unmasked,
     }))
 }
@@ -260,7 +229,7 @@ async fn mask_restored(
 ) -> Result<(), StepError> {
     tracing::info!(
         "masking {database} before it gets its name ({})",
-        masking.fingerprint
+        masking.loaded.fingerprint
     );
     let options = admin
         .options_for(database)
@@ -272,8 +241,8 @@ async fn mask_restored(
     let result = masking::mask(
         &mut conn,
         &masking::Options {
-            rules: &masking.rules,
-            key: masking.key.as_ref().map(|k| k.expose()),
+            rules: &masking.loaded.rules,
+            key: masking.loaded.key.as_ref().map(|k| k.expose()),
             allow_unmasked: masking.allow_unmasked,
             batch_rows: 50_000,
             dry_run: false,
@@ -425,8 +394,8 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
         if let Some(m) = &masking {
             tracing::info!(
                 "dry run: would mask it first with {} rule(s) ({})",
-                m.rules.len(),
-                m.fingerprint
+                m.loaded.rules.len(),
+                m.loaded.fingerprint
             );
         }
         return finish(&ctx, false, 0, 0, started);
@@ -464,7 +433,7 @@ async fn restore_db(args: Args, ctx: Context) -> Result<(), StepError> {
                 let mut restored = restorer.restore(&admin, &temp, &backup, &login).await?;
                 if let Some(masking) = &masking {
                     mask_restored(&admin, &temp, &login, masking).await?;
-                    restored.masked = Some(masking.fingerprint.clone());
+                    restored.masked = Some(masking.loaded.fingerprint.clone());
                 }
                 Ok::<_, StepError>(restored)
             }
@@ -560,7 +529,7 @@ async fn ensure_template(
 ) -> Result<Provenance, StepError> {
     admin.lock(template).await?;
     let source = Provenance::source(&backup.url(), backup.entry.generation);
-    let masked = masking.map(|m| m.fingerprint.clone());
+    let masked = masking.map(|m| m.loaded.fingerprint.clone());
     if let Some(comment) = admin.database_comment(template).await? {
         if let Some(p) = Provenance::parse(&comment) {
             if Provenance::source(&p.backup, p.generation) == source && p.masked == masked {
@@ -584,7 +553,7 @@ async fn ensure_template(
         let mut restored = restorer.restore(admin, &temp, backup, &login).await?;
         if let Some(masking) = masking {
             mask_restored(admin, &temp, &login, masking).await?;
-            restored.masked = Some(masking.fingerprint.clone());
+            restored.masked = Some(masking.loaded.fingerprint.clone());
         }
         Ok::<_, StepError>(restored)
     }

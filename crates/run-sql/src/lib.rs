@@ -294,6 +294,9 @@ async fn run_sql(args: Args, ctx: Context) -> Result<(), StepError> {
         )));
     }
 
+    if !args.dry_run && plan.iter().any(|(_, _, d)| *d != Decision::Skip) {
+        prepare_session(&mut conn, &vars).await?;
+    }
     let mut statements = 0u64;
     let mut report = Vec::new();
     let (mut applied, mut skipped) = (0u64, 0u64);
@@ -310,7 +313,7 @@ async fn run_sql(args: Args, ctx: Context) -> Result<(), StepError> {
             continue;
         }
         step_kit::doing(format!("running {}", script.name));
-        let ran = run_script(&mut conn, script, sum, &vars).await?;
+        let ran = run_script(&mut conn, script, sum).await?;
         tracing::info!(
             "{}: {} ({ran} statements{})",
             script.name,
@@ -361,8 +364,20 @@ async fn read_ledger(conn: &mut PgConnection) -> Result<BTreeMap<String, Applied
         .collect())
 }
 
-/// The ledger table, created when missing (by the first script's run).
-async fn ensure_ledger(conn: &mut PgConnection) -> Result<(), StepError> {
+/// Before the first script runs: the ledger table, created when missing, and the variables as
+/// this session's settings (`var.NAME`, bound, never spliced).
+async fn prepare_session(
+    conn: &mut PgConnection,
+    vars: &[(String, String)],
+) -> Result<(), StepError> {
+    for (name, value) in vars {
+        sqlx::query("SELECT set_config('var.' || $1, $2, false)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| sql_error(&format!("set --var {name}"), e))?;
+    }
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS sandbox_steps; \
          CREATE TABLE IF NOT EXISTS {LEDGER} (name text PRIMARY KEY, checksum text NOT NULL, \
@@ -444,21 +459,7 @@ fn script_error(script: &Script, line: u64, e: sqlx::Error) -> StepError {
 }
 
 /// Runs one script and records it; returns the number of statements.
-async fn run_script(
-    conn: &mut PgConnection,
-    script: &Script,
-    sum: &str,
-    vars: &[(String, String)],
-) -> Result<u64, StepError> {
-    ensure_ledger(conn).await?;
-    for (name, value) in vars {
-        sqlx::query("SELECT set_config('var.' || $1, $2, false)")
-            .bind(name)
-            .bind(value)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| sql_error(&format!("set --var {name}"), e))?;
-    }
+async fn run_script(conn: &mut PgConnection, script: &Script, sum: &str) -> Result<u64, StepError> {
     let in_transaction = !script.no_transaction();
     if in_transaction {
         sqlx::raw_sql("BEGIN")

@@ -405,7 +405,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(
         world.sql("SELECT to_regclass('sandbox_steps.applied_scripts') IS NULL"),
         "f",
-        "the ledger is created by the first script's transaction"
+        "the ledger is created before the first script runs"
     );
     assert_eq!(
         world.sql("SELECT count(*) FROM sandbox_steps.applied_scripts"),
