@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, Oid,
-    PushOptions, RemoteCallbacks, Repository, Signature,
+    PushOptions, RemoteCallbacks, Repository,
 };
 use step_kit::{escape_untrusted, redact_text, Secret, StepError};
 use tokio_util::sync::CancellationToken;
+
+use crate::objects::ObjectId;
+use crate::tree::{self, Odb, TipView};
 
 /// How to authenticate to the remote.
 #[derive(Debug, Clone)]
@@ -132,85 +135,36 @@ impl Checkout {
         self.tip
     }
 
+    fn tip_id(&self) -> ObjectId {
+        ObjectId::from_bytes(self.tip.as_bytes()).expect("a SHA-1 id")
+    }
+
     /// A file of the tip's tree, or `None` when absent.
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StepError> {
-        let Some(entry) = self.entry(path)? else {
-            return Ok(None);
-        };
-        let blob = self.repo.find_blob(entry.id()).map_err(|e| {
-            StepError::precondition(format!("{path} is not a file: {}", e.message()))
-        })?;
-        Ok(Some(blob.content().to_vec()))
+        self.read(|view| view.read_file(path))
     }
 
     /// The names of the files directly in directory `path` of the tip's tree (empty when the
     /// directory is absent), in name order.
     pub fn list_dir(&self, path: &str) -> Result<Vec<String>, StepError> {
-        let Some(entry) = self.entry(path)? else {
-            return Ok(Vec::new());
-        };
-        let dir = self.repo.find_tree(entry.id()).map_err(|e| {
-            StepError::precondition(format!("{path} is not a directory: {}", e.message()))
-        })?;
-        let mut names: Vec<String> = dir
-            .iter()
-            .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
-            .filter_map(|e| e.name().ok().map(str::to_owned))
-            .collect();
-        names.sort();
-        Ok(names)
+        self.read(|view| view.list_dir(path))
     }
 
     /// A path of the tip's tree read whole: a file's content, or the files directly in a
     /// directory (name order), or nothing when absent.
     pub fn read_path(&self, path: &str) -> Result<PathContent, StepError> {
-        let Some(entry) = self.entry(path)? else {
-            return Ok(PathContent::Missing);
-        };
-        match entry.kind() {
-            Some(git2::ObjectType::Tree) => {
-                let dir = self
-                    .repo
-                    .find_tree(entry.id())
-                    .map_err(|e| self.error("read the directory", e))?;
-                let mut files = Vec::new();
-                for e in dir.iter() {
-                    if e.kind() != Some(git2::ObjectType::Blob) {
-                        continue;
-                    }
-                    let Ok(name) = e.name() else { continue };
-                    let blob = self
-                        .repo
-                        .find_blob(e.id())
-                        .map_err(|err| self.error("read a file", err))?;
-                    files.push((name.to_owned(), blob.content().to_vec()));
-                }
-                files.sort();
-                Ok(PathContent::Dir(files))
-            }
-            _ => {
-                let blob = self.repo.find_blob(entry.id()).map_err(|e| {
-                    StepError::precondition(format!("{path} is not a file: {}", e.message()))
-                })?;
-                Ok(PathContent::File(blob.content().to_vec()))
-            }
-        }
+        self.read(|view| view.read_path(path))
     }
 
-    /// The entry at `path` in the tip's tree, or `None` when absent.
-    fn entry(&self, path: &str) -> Result<Option<git2::TreeEntry<'static>>, StepError> {
-        match self.tip_tree()?.get_path(Path::new(path)) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(self.error("read the tree", e)),
-        }
-    }
-
-    fn tip_tree(&self) -> Result<git2::Tree<'_>, StepError> {
-        self.repo
-            .find_commit(self.tip)
-            .and_then(|c| c.tree())
-            .map_err(|e| self.error("read the tip", e))
+    /// `read` on the tip's tree.
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&TipView) -> Result<T, StepError>,
+    ) -> Result<T, StepError> {
+        read(&TipView {
+            store: &Odb(&self.repo),
+            tip: self.tip_id(),
+        })
     }
 
     /// Commits `changes` on top of the tip; `None` when they change nothing.
@@ -220,53 +174,14 @@ impl Checkout {
         identity: &Identity,
         message: &str,
     ) -> Result<Option<Oid>, StepError> {
-        let parent = self
-            .repo
-            .find_commit(self.tip)
-            .map_err(|e| self.error("read the tip", e))?;
-        let base = parent.tree().map_err(|e| self.error("read the tip", e))?;
-        let mut index = git2::Index::new().map_err(|e| self.error("build the index", e))?;
-        index
-            .read_tree(&base)
-            .map_err(|e| self.error("read the tree", e))?;
-        for change in changes {
-            let path = Path::new(&change.path);
-            match &change.content {
-                Some(content) => {
-                    let id = self
-                        .repo
-                        .blob(content)
-                        .map_err(|e| self.error("write a blob", e))?;
-                    let mode = match base.get_path(path) {
-                        Ok(entry) => entry.filemode() as u32,
-                        Err(_) => 0o100644,
-                    };
-                    index
-                        .add(&index_entry(&change.path, id, mode, content.len()))
-                        .map_err(|e| self.error(&format!("stage {}", change.path), e))?;
-                }
-                None => {
-                    let _ = index.remove_path(path);
-                }
-            }
-        }
-        let tree_id = index
-            .write_tree_to(&self.repo)
-            .map_err(|e| self.error("write the tree", e))?;
-        if tree_id == base.id() {
-            return Ok(None);
-        }
-        let tree = self
-            .repo
-            .find_tree(tree_id)
-            .map_err(|e| self.error("read the new tree", e))?;
-        let signature = Signature::now(&identity.name, &identity.email)
-            .map_err(|e| StepError::invalid(format!("invalid author identity: {}", e.message())))?;
-        let id = self
-            .repo
-            .commit(None, &signature, &signature, message, &tree, &[&parent])
-            .map_err(|e| self.error("commit", e))?;
-        Ok(Some(id))
+        let new = tree::commit(
+            &mut Odb(&self.repo),
+            self.tip_id(),
+            changes,
+            identity,
+            message,
+        )?;
+        Ok(new.map(|c| Oid::from_bytes(c.id.as_bytes()).expect("a SHA-1 id")))
     }
 
     /// Pushes `commit` to the branch, fast-forward only. `Ok(false)`: refused because the branch
@@ -419,7 +334,7 @@ const TEMP_PREFIX: &str = "sandbox-steps-git.";
 /// A temporary directory for a fetch, named after this process (`sandbox-steps-git.<pid>.XXXX`),
 /// after reclaiming those of processes that no longer run: a step killed with SIGKILL (the OOM
 /// killer, a node drain on a laptop's long-lived machine) cannot remove its own.
-fn temp_dir() -> Result<tempfile::TempDir, StepError> {
+pub(crate) fn temp_dir() -> Result<tempfile::TempDir, StepError> {
     reclaim_stale_temp_dirs(&std::env::temp_dir());
     tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}{}.", std::process::id()))
@@ -456,7 +371,7 @@ pub(crate) fn reclaim_stale_temp_dirs(dir: &Path) {
     }
 }
 
-fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
+pub(crate) fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
     let opened = if dir.join("HEAD").is_file() {
         Repository::open_bare(dir)
     } else {
@@ -471,24 +386,6 @@ fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
             e.message()
         ))
     })
-}
-
-fn index_entry(path: &str, id: Oid, mode: u32, size: usize) -> git2::IndexEntry {
-    let zero = git2::IndexTime::new(0, 0);
-    git2::IndexEntry {
-        ctime: zero,
-        mtime: zero,
-        dev: 0,
-        ino: 0,
-        mode,
-        uid: 0,
-        gid: 0,
-        file_size: size as u32,
-        id,
-        flags: (path.len().min(0xfff)) as u16,
-        flags_extended: 0,
-        path: path.as_bytes().to_vec(),
-    }
 }
 
 /// The callbacks of every transfer: credentials (offered once: libgit2 would replay wrong ones
@@ -608,8 +505,8 @@ pub fn commit_and_push(
     mut change: impl FnMut(&Checkout) -> Result<Vec<Change>, StepError>,
 ) -> Result<(Oid, bool), StepError> {
     let mut checkout = Checkout::fetch(url, branch, auth, workdir, cancel.clone())?;
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1.. {
+    let mut backoff = RaceBackoff::new(deadline);
+    loop {
         let changes = change(&checkout)?;
         let Some(commit) = checkout.commit(&changes, identity, message)? else {
             return Ok((checkout.tip(), false));
@@ -617,18 +514,50 @@ pub fn commit_and_push(
         if checkout.push(commit)? {
             return Ok((commit, true));
         }
-        let pause = jittered(delay);
-        if Instant::now() + pause >= deadline || cancel.is_cancelled() {
-            return Err(StepError::transient(format!(
-                "push to {branch} refused {attempt} time(s): others keep pushing; gave up at the deadline"
-            )));
-        }
-        tracing::info!("{branch} moved on the remote; fetching it again (attempt {attempt})");
-        std::thread::sleep(pause);
-        delay = (delay * 2).min(Duration::from_secs(10));
+        std::thread::sleep(backoff.next(branch, &cancel)?);
         checkout.refresh()?;
     }
-    unreachable!("the loop returns")
+}
+
+/// The pauses between the attempts of a push that lost a race (someone else pushed first):
+/// 200 ms doubling up to 10 s, each ± 50% so racing runs spread out, until the deadline.
+pub(crate) struct RaceBackoff {
+    delay: Duration,
+    attempt: u32,
+    deadline: Instant,
+}
+
+impl RaceBackoff {
+    pub fn new(deadline: Instant) -> RaceBackoff {
+        RaceBackoff {
+            delay: Duration::from_millis(200),
+            attempt: 1,
+            deadline,
+        }
+    }
+
+    /// The pause before fetching `branch` again, or the error that ends the attempts (the
+    /// deadline would pass, or the step is cancelled).
+    pub fn next(
+        &mut self,
+        branch: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Duration, StepError> {
+        let pause = jittered(self.delay);
+        if Instant::now() + pause >= self.deadline || cancel.is_cancelled() {
+            return Err(StepError::transient(format!(
+                "push to {branch} refused {} time(s): others keep pushing; gave up at the deadline",
+                self.attempt
+            )));
+        }
+        tracing::info!(
+            "{branch} moved on the remote; fetching it again (attempt {})",
+            self.attempt
+        );
+        self.delay = (self.delay * 2).min(Duration::from_secs(10));
+        self.attempt += 1;
+        Ok(pause)
+    }
 }
 
 /// `delay` ± 50%, from the clock's low bits (jitter needs no strong randomness).

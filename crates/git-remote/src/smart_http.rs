@@ -2,6 +2,7 @@
 //! receive-pack request carrying ref updates.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use step_kit::{redact_url, retry, ErrorKind, RetryPolicy, Secret, StepError};
@@ -35,6 +36,9 @@ pub struct Remote {
     client: reqwest::Client,
     credentials: Option<Credentials>,
     policy: RetryPolicy,
+    /// Requests answered, and the bytes of their bodies: what a step reports it fetched.
+    requests: AtomicU64,
+    received: AtomicU64,
 }
 
 /// The refs a remote advertises, and where its HEAD points.
@@ -116,7 +120,17 @@ impl Remote {
             client,
             credentials,
             policy,
+            requests: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         })
+    }
+
+    /// The requests answered so far and the bytes their answers held.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
     }
 
     /// The repository URL (never holds credentials).
@@ -134,8 +148,16 @@ impl Remote {
 
     /// Every ref of the remote and its HEAD, from `GET info/refs?service=git-upload-pack`.
     pub async fn advertised_refs(&self) -> Result<Advertisement, StepError> {
+        let body = self.upload_pack_advertisement().await?;
+        parse_advertisement(&body).map_err(|e| {
+            StepError::precondition(format!("{}: malformed ref advertisement: {e}", self.base))
+        })
+    }
+
+    /// The body of `GET info/refs?service=git-upload-pack`.
+    async fn upload_pack_advertisement(&self) -> Result<bytes::Bytes, StepError> {
         let url = format!("{}/info/refs?service=git-upload-pack", self.base);
-        let body = retry(&self.policy, "git ref listing", is_transient, || async {
+        retry(&self.policy, "git ref listing", is_transient, || async {
             let response = self
                 .request(reqwest::Method::GET, url.clone())
                 .send()
@@ -149,15 +171,57 @@ impl Remote {
                     self.base
                 )));
             }
-            response
-                .bytes()
+            self.body("read the refs of", response).await
+        })
+        .await
+    }
+
+    /// POSTs `body` to `git-<service>` (retried while the failure is transient: every request
+    /// sent here is safe to repeat) and returns the answer's body. `protocol_v2` asks for
+    /// protocol v2 (upload-pack commands).
+    pub(crate) async fn post(
+        &self,
+        service: &str,
+        body: Vec<u8>,
+        protocol_v2: bool,
+        what: &str,
+    ) -> Result<bytes::Bytes, StepError> {
+        let url = format!("{}/git-{service}", self.base);
+        retry(&self.policy, what, is_transient, || async {
+            let mut request = self
+                .request(reqwest::Method::POST, url.clone())
+                .header(
+                    "content-type",
+                    format!("application/x-git-{service}-request"),
+                )
+                .header("accept", format!("application/x-git-{service}-result"))
+                .body(body.clone());
+            if protocol_v2 {
+                request = request.header("git-protocol", "version=2");
+            }
+            let response = request
+                .send()
                 .await
-                .map_err(|e| self.transport_error("read the refs of", e))
+                .map_err(|e| self.transport_error(what, e))?;
+            let response = self.check_status(what, response)?;
+            self.body(what, response).await
         })
-        .await?;
-        parse_advertisement(&body).map_err(|e| {
-            StepError::precondition(format!("{}: malformed ref advertisement: {e}", self.base))
-        })
+        .await
+    }
+
+    async fn body(
+        &self,
+        what: &str,
+        response: reqwest::Response,
+    ) -> Result<bytes::Bytes, StepError> {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&format!("read the answer to {what} of"), e))?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(body)
     }
 
     /// Sends `updates` to `git-receive-pack` and returns the remote's verdict on each. Each update
@@ -166,6 +230,16 @@ impl Remote {
     pub async fn update_refs(
         &self,
         updates: &[RefUpdate],
+    ) -> Result<Vec<RefUpdateResult>, StepError> {
+        self.update_refs_with_pack(updates, &EMPTY_PACK).await
+    }
+
+    /// [`Remote::update_refs`] sending `pack` (the objects the new values need that the remote
+    /// lacks) with the updates. A pack is only sent when an update sets a ref.
+    pub async fn update_refs_with_pack(
+        &self,
+        updates: &[RefUpdate],
+        pack: &[u8],
     ) -> Result<Vec<RefUpdateResult>, StepError> {
         let mut body = Vec::new();
         for (i, u) in updates.iter().enumerate() {
@@ -186,25 +260,11 @@ impl Remote {
         pktline::flush(&mut body);
         // A pack must follow unless every update is a deletion.
         if updates.iter().any(|u| u.new != ZERO_ID) {
-            body.extend_from_slice(&EMPTY_PACK);
+            body.extend_from_slice(pack);
         }
-        let url = format!("{}/git-receive-pack", self.base);
-        let response = retry(&self.policy, "git ref update", is_transient, || async {
-            let response = self
-                .request(reqwest::Method::POST, url.clone())
-                .header("content-type", "application/x-git-receive-pack-request")
-                .header("accept", "application/x-git-receive-pack-result")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| self.transport_error("update refs of", e))?;
-            let response = self.check_status("update refs of", response)?;
-            response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error("read the answer of", e))
-        })
-        .await?;
+        let response = self
+            .post("receive-pack", body, false, "update refs of")
+            .await?;
         parse_report(&response, updates).map_err(|e| {
             StepError::precondition(format!("{}: the ref update failed: {e}", self.base))
         })
@@ -300,7 +360,7 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-fn text(data: &[u8]) -> Result<&str, String> {
+pub(crate) fn text(data: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(data)
         .map(|s| s.trim_end_matches('\n'))
         .map_err(|_| "a line is not UTF-8".to_owned())

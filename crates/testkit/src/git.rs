@@ -118,6 +118,12 @@ impl GitServer {
         rev_parse_in(&self.repo_path(name), refname)
     }
 
+    /// Sets `key` to `value` in the configuration of repository `name` (e.g.
+    /// `uploadpack.allowFilter false`: a server without partial fetches).
+    pub fn configure(&self, name: &str, key: &str, value: &str) {
+        git(&["config", key, value], Some(&self.repo_path(name)), &[]);
+    }
+
     /// Points `refname` of repository `name` at `commit` (creating it), on the server's side.
     pub fn update_ref(&self, name: &str, refname: &str, commit: &str) {
         git(
@@ -136,6 +142,13 @@ pub(crate) fn create_bare_repo(bare: &Path, files: &[(&str, &str)]) {
         &[bare.to_str().unwrap()],
     );
     git(&["config", "http.receivepack", "true"], Some(bare), &[]);
+    // Filtered fetches (partial clone), as GitHub and GitLab serve them; git's own default is off
+    // (`GitServer::configure` turns it off again for a repository).
+    git(
+        &["config", "uploadpack.allowFilter", "true"],
+        Some(bare),
+        &[],
+    );
     let work = tempfile::tempdir().expect("work tree");
     git(
         &["init", "--quiet", "--initial-branch=main"],

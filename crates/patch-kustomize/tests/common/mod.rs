@@ -50,6 +50,7 @@ pub fn text(out: &Output) -> String {
 }
 
 /// `kubectl kustomize DIR`'s documents; panics with kustomize's error (and `context`) when it fails.
+#[allow(dead_code)]
 pub fn kustomize(dir: &Path, context: &str) -> Vec<Value> {
     let kubectl = testkit::find_binary(
         "kubectl",
