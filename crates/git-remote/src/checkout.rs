@@ -15,7 +15,6 @@ use git2::{
 use step_kit::{escape_untrusted, redact_text, Secret, StepError};
 use tokio_util::sync::CancellationToken;
 
-use crate::objects::ObjectId;
 use crate::tree::{self, Odb, TipView};
 
 /// How to authenticate to the remote.
@@ -135,10 +134,6 @@ impl Checkout {
         self.tip
     }
 
-    fn tip_id(&self) -> ObjectId {
-        ObjectId::from_bytes(self.tip.as_bytes()).expect("a SHA-1 id")
-    }
-
     /// A file of the tip's tree, or `None` when absent.
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StepError> {
         self.read(|view| view.read_file(path))
@@ -163,7 +158,7 @@ impl Checkout {
     ) -> Result<T, StepError> {
         read(&TipView {
             store: &Odb(&self.repo),
-            tip: self.tip_id(),
+            tip: self.tip.into(),
         })
     }
 
@@ -176,12 +171,12 @@ impl Checkout {
     ) -> Result<Option<Oid>, StepError> {
         let new = tree::commit(
             &mut Odb(&self.repo),
-            self.tip_id(),
+            self.tip.into(),
             changes,
             identity,
             message,
         )?;
-        Ok(new.map(|c| Oid::from_bytes(c.id.as_bytes()).expect("a SHA-1 id")))
+        Ok(new.map(|c| tree::git2_oid(&c.id)))
     }
 
     /// Pushes `commit` to the branch, fast-forward only. `Ok(false)`: refused because the branch

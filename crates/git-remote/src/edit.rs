@@ -7,13 +7,9 @@ use crate::objects::ObjectId;
 use crate::partial::{self, PartialCheckout, PartialError};
 use crate::tree::TipView;
 use crate::{
-    commit_and_push, is_ssh_url, Change, Checkout, CommitFlags, GitFlags, Identity, Oid,
-    PathContent, Transport,
+    commit_and_push, is_ssh_url, Change, Checkout, CommitFlags, GitFlags, Identity, PathContent,
+    Transport,
 };
-
-fn object_id(oid: Oid) -> ObjectId {
-    ObjectId::from_bytes(oid.as_bytes()).expect("a SHA-1 id")
-}
 
 /// One file of one branch, and how its change is described.
 #[derive(Debug, Clone)]
@@ -125,7 +121,7 @@ pub async fn edit_file(
             let existing = checkout.read_file(&path)?;
             let wanted = compute(existing.as_deref())?;
             report_dry_run(&path, &existing, &wanted);
-            return Ok((object_id(checkout.tip()), existing != wanted));
+            return Ok((checkout.tip().into(), existing != wanted));
         }
         let (commit, pushed) = commit_and_push(
             &repo,
@@ -149,7 +145,7 @@ pub async fn edit_file(
                 })
             },
         )?;
-        Ok((object_id(commit), pushed))
+        Ok((commit.into(), pushed))
     })
     .await
     .map_err(|e| StepError::unexpected(format!("git work panicked: {e}")))?

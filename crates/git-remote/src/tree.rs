@@ -42,8 +42,7 @@ impl Objects for Odb<'_> {
             .0
             .odb()
             .map_err(|e| local_error("open the objects", e))?;
-        let oid = git2::Oid::from_bytes(id.as_bytes()).map_err(|e| local_error("read", e))?;
-        let object = match odb.read(oid) {
+        let object = match odb.read(git2_oid(id)) {
             Ok(object) => object,
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(e) => return Err(local_error("read an object", e)),
@@ -71,8 +70,19 @@ impl Objects for Odb<'_> {
         let id = odb
             .write(kind, &data)
             .map_err(|e| local_error("write an object", e))?;
-        Ok(ObjectId::from_bytes(id.as_bytes()).expect("a SHA-1 id"))
+        Ok(id.into())
     }
+}
+
+impl From<git2::Oid> for ObjectId {
+    fn from(oid: git2::Oid) -> ObjectId {
+        ObjectId::from_bytes(oid.as_bytes()).expect("libgit2 ids are SHA-1")
+    }
+}
+
+/// The libgit2 id of `id` (starting libgit2 if it has not started: only the libgit2 paths call it).
+pub(crate) fn git2_oid(id: &ObjectId) -> git2::Oid {
+    git2::Oid::from_bytes(id.as_bytes()).expect("20 bytes are an id")
 }
 
 fn local_error(what: &str, e: git2::Error) -> StepError {
@@ -367,4 +377,145 @@ fn reachable_new(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::write_tree as tree_bytes;
+
+    fn identity() -> Identity {
+        Identity {
+            name: "sandbox-steps".into(),
+            email: "bot@example.invalid".into(),
+        }
+    }
+
+    fn change(path: &str, content: Option<&str>) -> Change {
+        Change {
+            path: path.into(),
+            content: content.map(|c| c.as_bytes().to_vec()),
+        }
+    }
+
+    /// A commit of `run.sh` (executable) and `apps/a.yaml`.
+    fn base(store: &mut ObjectStore) -> ObjectId {
+        let script = store.insert(Kind::Blob, b"echo\n".to_vec());
+        let app = store.insert(Kind::Blob, b"a: 1\n".to_vec());
+        let entry = |mode, name: &str, id| TreeEntry {
+            mode,
+            name: name.as_bytes().to_vec(),
+            id,
+        };
+        let apps = store.insert(
+            Kind::Tree,
+            tree_bytes(&mut [entry(FILE_MODE, "a.yaml", app)]),
+        );
+        let root = store.insert(
+            Kind::Tree,
+            tree_bytes(&mut [
+                entry(0o100755, "run.sh", script),
+                entry(TREE_MODE, "apps", apps),
+            ]),
+        );
+        let commit =
+            format!("tree {root}\nauthor a <a@b> 0 +0000\ncommitter a <a@b> 0 +0000\n\ninit");
+        store.insert(Kind::Commit, commit.into_bytes())
+    }
+
+    fn read(store: &ObjectStore, tip: ObjectId, path: &str) -> PathContent {
+        TipView { store, tip }.read_path(path).unwrap()
+    }
+
+    #[test]
+    fn commits_rebuild_the_trees_on_the_path_only() {
+        let mut store = ObjectStore::default();
+        let tip = base(&mut store);
+        let new = commit(
+            &mut store,
+            tip,
+            &[
+                change("apps/deep/b.yaml", Some("b: 2\n")),
+                change("run.sh", Some("exit\n")),
+            ],
+            &identity(),
+            "two files",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            read(&store, new.id, "apps/deep/b.yaml"),
+            PathContent::File(b"b: 2\n".to_vec())
+        );
+        assert_eq!(
+            read(&store, new.id, "apps/a.yaml"),
+            PathContent::File(b"a: 1\n".to_vec())
+        );
+        let view = TipView {
+            store: &store,
+            tip: new.id,
+        };
+        assert_eq!(
+            view.entry("run.sh").unwrap().unwrap().mode,
+            0o100755,
+            "the mode is kept"
+        );
+        // The commit, two blobs, three trees (root, apps, apps/deep): nothing superseded, nothing
+        // the parent's tree already holds.
+        assert_eq!(new.objects.len(), 6, "{:?}", new.objects);
+        assert_eq!(new.objects[0], new.id);
+        assert!(!new
+            .objects
+            .contains(&store.insert(Kind::Blob, b"a: 1\n".to_vec())));
+
+        // The last file of a directory removed: the directory goes too.
+        let removed = commit(
+            &mut store,
+            tip,
+            &[change("apps/a.yaml", None)],
+            &identity(),
+            "rm",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(read(&store, removed.id, "apps"), PathContent::Missing);
+        // Nothing to change: no commit.
+        for same in [
+            change("apps/a.yaml", Some("a: 1\n")),
+            change("apps/none.yaml", None),
+            change("run.sh/x", None),
+        ] {
+            assert!(commit(&mut store, tip, &[same], &identity(), "same")
+                .unwrap()
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn paths_through_files_names_git_refuses_and_bad_identities_are_errors() {
+        let mut store = ObjectStore::default();
+        let tip = base(&mut store);
+        for (path, why) in [
+            ("apps", "is a directory"),
+            ("run.sh/x", "is a file, not a directory"),
+            ("apps/../x", "not a valid name"),
+            (".git/config", "not a valid name"),
+        ] {
+            let e = commit(
+                &mut store,
+                tip,
+                &[change(path, Some("x"))],
+                &identity(),
+                "m",
+            )
+            .unwrap_err();
+            assert!(e.message.contains(why), "{path}: {e}");
+        }
+        let bad = Identity {
+            name: "Mallory <evil@example.invalid>".into(),
+            email: "m@example.invalid".into(),
+        };
+        let e = commit(&mut store, tip, &[change("x", Some("x"))], &bad, "m").unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
 }
