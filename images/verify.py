@@ -15,9 +15,10 @@
    are written into the tree): a local HTTPS server whose certificate a throwaway test CA signed,
    and a local DNS server answering for git.sandbox-steps.test.
    - Before the test CA is in the image's bundle, create-branch (rustls) and patch-kustomize
-     (libgit2 + OpenSSL) must both fail, with no HTTP request reaching the server.
+     (rustls first, libgit2 + OpenSSL after) must both fail, with no HTTP request reaching the server.
    - With the test CA appended to /etc/ssl/certs/ca-certificates.crt in the tree, both must reach
-     the server (the request is logged with each client's User-Agent) after resolving the name
+     the server (the request is logged with each client's User-Agent; the server's answer is not
+     protocol v2, so patch-kustomize falls back to libgit2, whose requests must arrive) after resolving the name
      through the DNS server (the query is logged), also with SSL_CERT_FILE unset (the bundle's
      standard path is found on its own); `localhost` must resolve from /etc/hosts without asking
      DNS.
@@ -202,7 +203,17 @@ class HttpsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_GET
+            def do_POST(self):
+                if not self.path.endswith("/git-upload-pack"):
+                    return self.do_GET()
+                # A server that does not answer protocol v2 (an empty result): the committing
+                # steps' partial checkout (reqwest, rustls) falls back to libgit2 (OpenSSL), whose
+                # own TLS is what these checks are about.
+                outer.requests.append((self.path, self.headers.get("User-Agent", "")))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-git-upload-pack-result")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -415,11 +426,12 @@ def network(box, root, https, dns, certs):
         ], timeout=60, unset=unset)
 
     def patch_kustomize(host, repo, unset=()):
+        # Its first request (the partial checkout's ls-refs) goes through reqwest (rustls); the
+        # server's empty answer makes it fall back to libgit2 (OpenSSL), whose requests carry
+        # libgit2's user agent.
         return box.run([
             "/usr/local/bin/patch-kustomize", "--repo", f"https://{host}:{https.port}/{repo}.git",
             "--branch", "sbx-pr-42", "--file", "kustomization.yaml", "--namespace", "sbx-pr-42",
-            # Skips the protected-branch check, whose ref listing goes through reqwest (rustls):
-            # what is checked here is libgit2's own TLS (OpenSSL).
             "--allow-protected-branch", "--timeout", "10s",
         ], timeout=60, unset=unset)
 
@@ -435,7 +447,7 @@ def network(box, root, https, dns, certs):
         return f"exit {out.returncode}: {last if len(last) <= 300 else '...' + last[-300:]}"
 
     # Untrusted: the test CA is not in the image's bundle yet.
-    for name, run in (("create-branch (rustls)", create_branch), ("patch-kustomize (libgit2+OpenSSL)", patch_kustomize)):
+    for name, run in (("create-branch (rustls)", create_branch), ("patch-kustomize (rustls first, libgit2+OpenSSL on fallback)", patch_kustomize)):
         repo = "untrusted-" + name.split()[0]
         out = run(TEST_HOST, repo)
         # Refused for the certificate (not for a name or a connection that failed).
@@ -460,7 +472,8 @@ def network(box, root, https, dns, certs):
     for name, run in (("create-branch", create_branch), ("patch-kustomize", patch_kustomize)):
         repo = "no-env-" + name
         out = run(TEST_HOST, repo, unset=("SSL_CERT_FILE",))
-        check(bool(requests_for(repo)),
+        agents = [ua for _, ua in requests_for(repo)]
+        check(bool(agents) and (name == "create-branch" or any("libgit2" in ua for ua in agents)),
               f"{name} trusts /{BUNDLE} without SSL_CERT_FILE too ({show(out)})")
 
     # localhost from /etc/hosts, DNS not asked.

@@ -1157,6 +1157,17 @@ fn a_pull_request_gets_its_sandbox_and_loses_it_on_real_argo() {
         application.contains("targetRevision: sbx-pr-42") && application.contains(namespace),
         "{application}"
     );
+    // The committing steps in their pods read and wrote through partial checkouts (protocol v2,
+    // objects fetched by id with a filter), not a depth-1 fetch: the harness's server allows
+    // filters, as GitHub and GitLab do.
+    for repo in ["infra", "gitops"] {
+        let partial = platform.git.requests().into_iter().any(|r| {
+            r.method == "POST"
+                && r.path == format!("/{repo}.git/git-upload-pack")
+                && String::from_utf8_lossy(&r.body).contains("filter tree:0")
+        });
+        assert!(partial, "{repo}: no partial fetch reached the git server");
+    }
     let to_app = humantime::parse_rfc3339(node(&created, "app")["finishedAt"].as_str().unwrap())
         .unwrap()
         .duration_since(submitted)

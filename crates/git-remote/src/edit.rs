@@ -94,12 +94,15 @@ pub async fn edit_file(
             }
         }
     }
-    let remote = Transport::open(&edit.repo, git, ctx.retry_policy(), ctx.cancel.clone()).await?;
-    refuse_default_branch(
-        &edit,
-        commit,
-        remote.advertised_refs().await?.default_branch(),
-    )?;
+    if !commit.allow_protected_branch {
+        let remote =
+            Transport::open(&edit.repo, git, ctx.retry_policy(), ctx.cancel.clone()).await?;
+        refuse_default_branch(
+            &edit,
+            commit,
+            remote.advertised_refs().await?.default_branch(),
+        )?;
+    }
     let auth = git.auth(&edit.repo).await?;
     let identity = commit.identity();
     let workdir = git.workdir.clone();
