@@ -329,7 +329,7 @@ const TEMP_PREFIX: &str = "sandbox-steps-git.";
 /// A temporary directory for a fetch, named after this process (`sandbox-steps-git.<pid>.XXXX`),
 /// after reclaiming those of processes that no longer run: a step killed with SIGKILL (the OOM
 /// killer, a node drain on a laptop's long-lived machine) cannot remove its own.
-pub(crate) fn temp_dir() -> Result<tempfile::TempDir, StepError> {
+fn temp_dir() -> Result<tempfile::TempDir, StepError> {
     reclaim_stale_temp_dirs(&std::env::temp_dir());
     tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}{}.", std::process::id()))
@@ -366,7 +366,7 @@ pub(crate) fn reclaim_stale_temp_dirs(dir: &Path) {
     }
 }
 
-pub(crate) fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
+fn open_or_init(dir: &Path) -> Result<Repository, StepError> {
     let opened = if dir.join("HEAD").is_file() {
         Repository::open_bare(dir)
     } else {

@@ -138,14 +138,7 @@ pub async fn edit_file(
             |checkout| {
                 let existing = checkout.read_file(&path)?;
                 let wanted = compute(existing.as_deref())?;
-                Ok(if wanted == existing {
-                    Vec::new()
-                } else {
-                    vec![Change {
-                        path: path.clone(),
-                        content: wanted,
-                    }]
-                })
+                Ok(change_to(&path, &existing, wanted).into_iter().collect())
             },
         )?;
         Ok((commit.into(), pushed))
@@ -172,13 +165,9 @@ async fn edit_partial(
             report_dry_run(&edit.path, &existing, &wanted);
             return Ok((tip.tip(), existing != wanted));
         }
-        let change = Change {
-            path: edit.path.clone(),
-            content: wanted,
-        };
-        if change.content == existing {
+        let Some(change) = change_to(&edit.path, &existing, wanted) else {
             return Ok((tip.tip(), false));
-        }
+        };
         let Some(new) = tip.commit(&[change], identity, &edit.message)? else {
             return Ok((tip.tip(), false));
         };
@@ -196,6 +185,14 @@ async fn edit_partial(
             ))));
         }
     }
+}
+
+/// The change that turns `existing` into `wanted` at `path`, if they differ.
+fn change_to(path: &str, existing: &Option<Vec<u8>>, wanted: Option<Vec<u8>>) -> Option<Change> {
+    (&wanted != existing).then(|| Change {
+        path: path.to_owned(),
+        content: wanted,
+    })
 }
 
 fn report_dry_run(path: &str, existing: &Option<Vec<u8>>, wanted: &Option<Vec<u8>>) {

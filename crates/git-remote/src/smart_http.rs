@@ -126,7 +126,7 @@ impl Remote {
     }
 
     /// The requests answered so far and the bytes their answers held.
-    pub fn traffic(&self) -> (u64, u64) {
+    pub(crate) fn traffic(&self) -> (u64, u64) {
         (
             self.requests.load(Ordering::Relaxed),
             self.received.load(Ordering::Relaxed),
@@ -236,7 +236,7 @@ impl Remote {
 
     /// [`Remote::update_refs`] sending `pack` (the objects the new values need that the remote
     /// lacks) with the updates. A pack is only sent when an update sets a ref.
-    pub async fn update_refs_with_pack(
+    pub(crate) async fn update_refs_with_pack(
         &self,
         updates: &[RefUpdate],
         pack: &[u8],

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{git, text};
+use common::{all_succeed_at_once, git, text};
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use testkit::GitServer;
 
@@ -171,31 +171,19 @@ fn images_from_reads_one_blob_of_the_other_branch() {
 fn ten_runs_on_ten_files_of_one_branch_all_land() {
     let server = infra();
     let dirs: Vec<_> = (0..10).map(|_| tempfile::tempdir().unwrap()).collect();
-    let children: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            step(&server, d.path())
-                .args([
+    all_succeed_at_once(
+        dirs.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut cmd = step(&server, d.path());
+                cmd.args(["--namespace", &format!("apps-team-{i}")]).args([
                     "--file",
                     &format!("kustomize/environments/team-{i}/kustomization.yaml"),
-                ])
-                .args(["--namespace", &format!("apps-team-{i}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+                ]);
+                cmd
+            })
+            .collect(),
+    );
     for i in 0..10 {
         let file = format!("sbx-pr-7:kustomize/environments/team-{i}/kustomization.yaml");
         assert!(git(&server, &["show", &file]).contains(&format!("namespace: apps-team-{i}")));
@@ -210,28 +198,17 @@ fn ten_runs_on_ten_files_of_one_branch_all_land() {
 fn ten_runs_on_one_file_end_as_if_run_one_after_another() {
     let server = infra();
     let dirs: Vec<_> = (0..10).map(|_| tempfile::tempdir().unwrap()).collect();
-    let children: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            step(&server, d.path())
-                .args(["--file", SANDBOX])
-                .args(["--set-literal", &format!("app-config/KEY_{i}=value-{i}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    all_succeed_at_once(
+        dirs.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut cmd = step(&server, d.path());
+                cmd.args(["--file", SANDBOX])
+                    .args(["--set-literal", &format!("app-config/KEY_{i}=value-{i}")]);
+                cmd
+            })
+            .collect(),
+    );
     // Ten commits in a line, each adding its literal to what the one before left: no update lost,
     // none applied to a stale file. Replaying them one after another gives the same file.
     let commits = git(&server, &["rev-list", "--reverse", "main..sbx-pr-7"]);

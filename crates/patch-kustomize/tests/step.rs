@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{git, text};
+use common::{all_succeed_at_once, git, text};
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_yaml::Value;
 use testkit::GitServer;
@@ -219,27 +219,16 @@ fn two_runs_on_different_files_of_one_branch_both_land() {
     let (server, url) = infra();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let files = [SANDBOX, "kustomize/environments/other/kustomization.yaml"];
-    let children: Vec<_> = dirs
-        .iter()
-        .zip(files)
-        .map(|(d, file)| {
-            step(d.path(), &url)
-                .args(["--file", file, "--namespace", "apps-sbx-pr-42"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    all_succeed_at_once(
+        dirs.iter()
+            .zip(files)
+            .map(|(d, file)| {
+                let mut cmd = step(d.path(), &url);
+                cmd.args(["--file", file, "--namespace", "apps-sbx-pr-42"]);
+                cmd
+            })
+            .collect(),
+    );
     for file in files {
         let content = git(&server, &["show", &format!("sbx-pr-42:{file}")]);
         assert!(

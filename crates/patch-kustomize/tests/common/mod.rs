@@ -2,7 +2,7 @@
 //! of the harness's git server. Not every file uses every helper (hence `allow(dead_code)`).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_yaml::Value;
 use testkit::GitServer;
@@ -37,6 +37,29 @@ pub fn tree(server: &GitServer, branch: &str) -> tempfile::TempDir {
         .unwrap();
     assert!(untar.success());
     tree
+}
+
+/// Starts every command at once (stdout dropped, stderr kept) and waits for all: each must exit 0.
+#[allow(dead_code)]
+pub fn all_succeed_at_once(commands: Vec<Command>) {
+    let children: Vec<_> = commands
+        .into_iter()
+        .map(|mut cmd| {
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A step's stdout and stderr, for assertion messages.
